@@ -1,0 +1,195 @@
+"""Run configuration: typed dataclasses; YAML is only their serialised form.
+
+Every field is a YAML key and can be set on the command line with `--set key=value` (the common
+ones also have their own flag). Precedence: defaults < `--config FILE.yaml` < flags < `--set`.
+Unknown keys are errors with the closest valid key; values are checked against the field type.
+The resolved config is written into every run directory as `config.yaml`.
+"""
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from kdkit.errors import KdkitError, did_you_mean
+
+
+@dataclass
+class TrainConfig:
+    """Everything `kdkit train` needs: data, model, optimisation, run bookkeeping."""
+
+    # data
+    dataset: str = "fashion-mnist"  # named dataset or ImageFolder path (`kdkit datasets`)
+    data_dir: str | None = None  # where the dataset files are; else $KDKIT_DATA, ~/.cache/kdkit, ...
+    val_fraction: float = 0.1  # validation split carved from train (seeded); test is never used for selection
+    augment: str = "auto"  # auto (the dataset's standard) | none | crop | crop_flip
+    download: bool = True  # download from the official source when the files are not found and online
+    # model
+    model: str = "cnn"  # architecture (`kdkit models`) or my_pkg.my_module:make_net
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"  # sgd (nesterov) | adamw
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | multistep | constant
+    milestones: list[int] = field(default_factory=list)  # epochs where multistep multiplies lr by gamma
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0  # linear warmup from 0, in epochs (fractions allowed)
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0  # max global gradient norm; 0 = off
+    amp: str = "auto"  # auto (bf16 on CUDA when supported, off on CPU) | bf16 | off
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    # run
+    seed: int = 0
+    out: str = "runs/train"
+    log_every: int = 50  # steps between logged scalars (and NaN checks)
+    checkpoint_every: int = 0  # steps between mid-epoch checkpoints; 0 = end of each epoch only
+    max_steps: int = 0  # stop (with a checkpoint) after this many steps of this invocation; --resume continues; 0 = off
+    resume: bool = False  # continue from the run directory's last checkpoint
+    deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume on CPU)
+    progress: bool = True  # progress bars
+
+
+@dataclass
+class DistillConfig(TrainConfig):
+    """`kdkit distill`: a teacher, a student architecture, a method, and the scratch baseline."""
+
+    teacher: str = "cnn"  # run dir or .safetensors from `kdkit train`, or an architecture to train first
+    teacher_epochs: int = 0  # epochs when the teacher is trained here; 0 = same as epochs
+    student: str = "cnn-tiny"
+    method: str = "kd"  # `kdkit methods`
+    temperature: float = 4.0  # softmax temperature T of the KD term
+    alpha: float = 0.9  # weight of the KD term; (1 - alpha) weights the hard-label cross-entropy
+    seeds: list[int] = field(default_factory=lambda: [0])  # scratch and student repeat per seed
+    baseline: bool = True  # also train the scratch student (same architecture and budget, no teacher)
+    out: str = "runs/distill"
+
+
+def fields_of(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _coerce(key: str, value, typ):
+    """Convert a YAML or `--set` value to the field type, or raise a one-line KdkitError."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):  # `X | None`
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        typ = next(a for a in typing.get_args(typ) if a is not type(None))
+        origin = typing.get_origin(typ)
+    if origin is list:
+        (inner,) = typing.get_args(typ)
+        if isinstance(value, str):
+            value = [v for v in value.replace(" ", "").strip("[]").split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return [_coerce(key, v, inner) for v in value]
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if typ is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(str(value)) if not isinstance(value, float) else int(value)
+        if typ is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if typ is str:
+            if isinstance(value, (dict, list)):
+                raise ValueError
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    name = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(typ, str(typ))
+    raise KdkitError(f"config key '{key}' expects {name}, got {value!r}; fix it in the config or with --set {key}=...")
+
+
+def apply_overrides(cfg, overrides: dict):
+    """Return a copy of `cfg` with `overrides` (key -> raw value) applied and type-checked."""
+    known = fields_of(type(cfg))
+    values = {}
+    for key, value in overrides.items():
+        key = key.replace("-", "_")
+        if key not in known:
+            raise KdkitError(f"unknown config key '{key}'; {did_you_mean(key, known)}")
+        values[key] = _coerce(key, value, typing.get_type_hints(type(cfg))[key])
+    return validate(dataclasses.replace(cfg, **values))
+
+
+def parse_set(pairs: list[str]) -> dict:
+    """['lr=0.1', 'seeds=0,1'] -> {'lr': '0.1', 'seeds': '0,1'}."""
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise KdkitError(f"--set expects key=value, got '{pair}'; e.g. --set lr=0.1")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return out
+
+
+def load_yaml(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise KdkitError(f"config file '{path}' not found; check the path")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise KdkitError(f"config file '{path}' is not valid YAML{where}; fix the syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise KdkitError(f"config file '{path}' must be a mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def resolve(cls, config_file=None, flags: dict | None = None, sets: list[str] | None = None):
+    """defaults < config file < flags (None = not given) < --set."""
+    cfg = cls()
+    if config_file:
+        cfg = apply_overrides(cfg, load_yaml(config_file))
+    cfg = apply_overrides(cfg, {k: v for k, v in (flags or {}).items() if v is not None})
+    return apply_overrides(cfg, parse_set(sets))
+
+
+CHOICES = {
+    "optimizer": ("sgd", "adamw"),
+    "schedule": ("cosine", "multistep", "constant"),
+    "amp": ("auto", "bf16", "off"),
+    "augment": ("auto", "none", "crop", "crop_flip"),
+}
+
+
+def validate(cfg):
+    """Range and choice checks that types alone cannot express."""
+    for key, choices in CHOICES.items():
+        value = getattr(cfg, key)
+        if value not in choices:
+            raise KdkitError(f"config key '{key}' must be one of {', '.join(choices)}, got '{value}'; {did_you_mean(value, choices)}")
+    positive = ["epochs", "batch_size", "lr"] + (["temperature"] if hasattr(cfg, "temperature") else [])
+    for key in positive:
+        if getattr(cfg, key) <= 0:
+            raise KdkitError(f"config key '{key}' must be > 0, got {getattr(cfg, key)}")
+    if not 0.0 <= cfg.val_fraction < 1.0:
+        raise KdkitError(f"config key 'val_fraction' must be in [0, 1), got {cfg.val_fraction}")
+    if hasattr(cfg, "alpha") and not 0.0 <= cfg.alpha <= 1.0:
+        raise KdkitError(f"config key 'alpha' must be in [0, 1], got {cfg.alpha}")
+    if hasattr(cfg, "seeds") and not cfg.seeds:
+        raise KdkitError("config key 'seeds' is empty; give at least one seed, e.g. --seeds 0,1,2")
+    return cfg
+
+
+def save_yaml(cfg, path):
+    Path(path).write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))

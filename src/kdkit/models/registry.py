@@ -1,0 +1,190 @@
+"""The model registry: names -> factories, `create_model`, the `module:function` user hook, and
+checks that a model fits the data (`check_input`).
+
+Every factory takes (num_classes, in_channels=3, image_size=32, **options) and returns an
+nn.Module whose forward maps (B, C, H, W) images to (B, num_classes) logits and which lists its
+stage outputs in `feature_modules` (names from named_modules(), for feature-distillation taps).
+"""
+import importlib
+import inspect
+import re
+
+import torch
+import torch.nn as nn
+
+from kdkit.errors import KdkitError, did_you_mean, unknown
+from kdkit.models.cnn import cnn, cnn_tiny, cnn_x0_5, cnn_x0_25
+from kdkit.models.mlp import mlp
+from kdkit.models.mobilenetv2 import mobilenetv2
+from kdkit.models.resnet import (resnet8, resnet8x4, resnet14, resnet20, resnet32, resnet32x4, resnet44,
+                                 resnet56, resnet110)
+from kdkit.models.shufflenetv2 import shufflenetv2
+from kdkit.models.vgg import vgg8, vgg11, vgg13
+from kdkit.models.wrn import wrn, wrn_16_1, wrn_16_2, wrn_40_1, wrn_40_2
+
+MODELS = {
+    "mlp": mlp,
+    "cnn": cnn,
+    "cnn-x0.5": cnn_x0_5,
+    "cnn-x0.25": cnn_x0_25,
+    "cnn-tiny": cnn_tiny,
+    "resnet8": resnet8,
+    "resnet14": resnet14,
+    "resnet20": resnet20,
+    "resnet32": resnet32,
+    "resnet44": resnet44,
+    "resnet56": resnet56,
+    "resnet110": resnet110,
+    "resnet8x4": resnet8x4,
+    "resnet32x4": resnet32x4,
+    "wrn_16_1": wrn_16_1,
+    "wrn_16_2": wrn_16_2,
+    "wrn_40_1": wrn_40_1,
+    "wrn_40_2": wrn_40_2,
+    "vgg8": vgg8,
+    "vgg11": vgg11,
+    "vgg13": vgg13,
+    "mobilenetv2": mobilenetv2,
+    "shufflenetv2": shufflenetv2,
+}
+
+SIZE_ARGUMENTS = ("num_classes", "in_channels", "image_size")
+
+
+def list_models() -> list[str]:
+    """Registered model names, sorted (parametrised names like mlp-1200-1200 are accepted too)."""
+    return sorted(MODELS)
+
+
+def parse_name(name: str):
+    """(family factory, options) for a parametrised name, or None.
+
+    mlp-1200-1200 -> widths (1200, 1200); cnn-x0.5 -> width 0.5; wrn_16_4 or wrn-16-4 -> WRN-16-4.
+    """
+    if match := re.fullmatch(r"mlp((?:-\d+)+)", name):
+        return mlp, {"widths": tuple(int(w) for w in match[1][1:].split("-"))}
+    if match := re.fullmatch(r"cnn-x(\d*\.?\d+)", name):
+        return cnn, {"width": float(match[1])}
+    if match := re.fullmatch(r"wrn[_-](\d+)[_-](\d+)", name):
+        return wrn, {"depth": int(match[1]), "widen_factor": int(match[2])}
+    return None
+
+
+def resolve(name: str):
+    """(factory, options fixed by the name) for a registered or parametrised name."""
+    if name in MODELS:
+        return MODELS[name], {}
+    parsed = parse_name(name)
+    if parsed is None:
+        raise unknown("model", name, list_models())
+    return parsed
+
+
+def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32, **kwargs) -> nn.Module:
+    """Build a model by registry name, parametrised name, or 'package.module:function' user hook."""
+    if ":" in name:
+        return load_user_model(name, num_classes, in_channels, image_size, **kwargs)
+    factory, fixed = resolve(name)
+    options = [p for p in inspect.signature(factory).parameters if p not in SIZE_ARGUMENTS]
+    for key in kwargs:
+        if key in fixed:
+            raise KdkitError(f"option '{key}' is already set by the model name '{name}'; drop one of them")
+        if key not in options:
+            hint = did_you_mean(key, options) if options else "it takes no options"
+            raise KdkitError(f"model '{name}' has no option '{key}'; {hint}")
+    return factory(num_classes, in_channels=in_channels, image_size=image_size, **fixed, **kwargs)
+
+
+def describe_model(name: str) -> str:
+    """One line saying what the model is (the factory's docstring summary, plus name-set options)."""
+    if ":" in name:
+        return f"user model built by {name} (module:function hook)"
+    factory, fixed = resolve(name)
+    summary = (factory.__doc__ or factory.__name__).strip().splitlines()[0]
+    if fixed:
+        summary += " (" + ", ".join(f"{key}={value}" for key, value in fixed.items()) + ")"
+    return summary
+
+
+def load_user_model(spec: str, num_classes: int, in_channels: int = 3, image_size: int = 32, **kwargs) -> nn.Module:
+    """Call the user's 'package.module:function', passing the sizes it accepts by keyword, plus kwargs."""
+    module_name, _, function_name = spec.partition(":")
+    if not module_name or not function_name or ":" in function_name:
+        raise KdkitError(f"model hook '{spec}' must look like 'package.module:function'")
+    module = import_user_module(module_name, spec)
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        public = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
+        hint = f"; {did_you_mean(function_name, public)}" if public else ""
+        raise KdkitError(f"module '{module_name}' has no function '{function_name}' (model hook '{spec}'){hint}")
+    sizes = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    model = function(**accepted_keywords(function, sizes), **kwargs)
+    if not isinstance(model, nn.Module):
+        raise KdkitError(f"model hook '{spec}' returned {type(model).__name__}, not a torch.nn.Module; "
+                         f"make {function_name} return the model")
+    return model
+
+
+def import_user_module(module_name: str, spec: str):
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        missing = error.name or ""
+        if module_name == missing or module_name.startswith(missing + "."):
+            raise KdkitError(f"cannot find module '{module_name}' for model hook '{spec}'; "
+                             f"is it installed or on PYTHONPATH?") from None
+        raise KdkitError(f"module '{module_name}' for model hook '{spec}' failed to import: {error}") from error
+
+
+def accepted_keywords(function, values: dict) -> dict:
+    """The entries of `values` that `function` accepts as keyword arguments."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):  # some builtins and C extensions have no signature
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return dict(values)
+    keyword_kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {k: v for k, v in values.items() if k in parameters and parameters[k].kind in keyword_kinds}
+
+
+def check_input(model: nn.Module, input_shape: tuple[int, int, int], num_classes: int) -> None:
+    """Fail early, with a clear message, if `model` cannot map (C, H, W) images to num_classes logits.
+
+    Runs one forward on zeros of shape (2, C, H, W) in eval mode without gradients; every module's
+    train/eval mode is restored afterwards.
+    """
+    input_shape = tuple(input_shape)
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
+    x = torch.zeros(2, *input_shape, device=device, dtype=dtype)  # (2, C, H, W)
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(x)
+    except Exception as error:  # any failure here means "wrong input for this model"
+        raise KdkitError(f"model cannot take input of shape {input_shape}: {short_reason(error)}; use a model "
+                         f"built for this input (e.g. --student with in_channels/image_size matching the "
+                         f"dataset)") from error
+    finally:
+        for module, training in modes:
+            module.training = training
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != 2:
+        got = f"shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise KdkitError(f"model must return one logits tensor of shape (batch, num_classes), got {got}")
+    if logits.shape[1] != num_classes:
+        raise KdkitError(f"model outputs {logits.shape[1]} classes but the data has {num_classes}; "
+                         f"build it with num_classes={num_classes}")
+
+
+def short_reason(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(error).__name__
+    return reason if len(reason) <= 200 else reason[:197] + "..."
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not; shared ones counted once)."""
+    return sum(p.numel() for p in model.parameters())
