@@ -20,7 +20,6 @@ import time
 import numpy as np
 import safetensors.torch
 import torch
-from sklearn.metrics import roc_auc_score
 from torch.utils.flop_counter import FlopCounterMode
 
 from kdkit.errors import KdkitError
@@ -168,6 +167,8 @@ def _auc(probs: np.ndarray, labels: np.ndarray) -> dict:
     missing = sorted(set(range(k)) - set(labels.tolist()))
     if missing:
         return {"auc": None, "auc_reason": f"classes {missing} never occur in labels; AUC undefined"}
+    from sklearn.metrics import roc_auc_score  # lazy: sklearn costs ~1 s to import
+
     if k == 2:
         return {"auc": float(roc_auc_score(labels, probs[:, 1]))}
     return {"auc": float(roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=list(range(k))))}

@@ -1,0 +1,228 @@
+"""The `kdkit` command line. Every command has --help; user errors are one line, no traceback.
+
+  kdkit demo                       Fashion-MNIST: teacher, scratch student, KD student, the table
+  kdkit train --dataset D --model ARCH --epochs N --out DIR
+  kdkit distill --dataset D --teacher RUN_DIR_OR_WEIGHTS_OR_ARCH --student ARCH --method kd --seeds 0,1,2 --out DIR
+  kdkit distill --config FILE.yaml [--set key=value ...]
+  kdkit evaluate WEIGHTS_OR_RUN_DIR --dataset D
+  kdkit datasets | models | methods
+"""
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kdkit.config import DistillConfig, TrainConfig, resolve
+from kdkit.errors import KdkitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="kdkit: distill a big teacher into a small student, and show the evidence.")
+console = Console()
+_debug = {"on": False}
+
+# The demo recipe (configs/demo.yaml holds the same values): see docs/demo.md for how it was chosen.
+DEMO = {"dataset": "fashion-mnist", "teacher": "cnn", "student": "cnn-tiny", "method": "kd",
+        "epochs": 6, "teacher_epochs": 6, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-4,
+        "batch_size": 128, "temperature": 4.0, "alpha": 0.9, "seeds": [0], "out": "runs/demo"}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="show full tracebacks")):
+    _debug["on"] = debug
+
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file with config keys (see docs/config.md)")
+SetOpt = typer.Option(None, "--set", help="override any config key: --set lr=0.1 (repeatable)")
+
+
+def _seeds(text: Optional[str]):
+    if text is None:
+        return None
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise KdkitError(f"--seeds expects comma-separated integers, got '{text}'; e.g. --seeds 0,1,2") from None
+
+
+@app.command()
+def distill(
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    dataset: Optional[str] = typer.Option(None, help="named dataset or ImageFolder path (`kdkit datasets`)"),
+    data_dir: Optional[str] = typer.Option(None, help="folder holding the dataset files"),
+    teacher: Optional[str] = typer.Option(None, help="run dir or .safetensors from `kdkit train`, or an architecture to train first"),
+    student: Optional[str] = typer.Option(None, help="student architecture (`kdkit models`) or pkg.module:make_net"),
+    method: Optional[str] = typer.Option(None, help="distillation method (`kdkit methods`)"),
+    epochs: Optional[int] = typer.Option(None, help="student epochs (scratch and distilled)"),
+    teacher_epochs: Optional[int] = typer.Option(None, help="teacher epochs when it is trained here (0 = --epochs)"),
+    seeds: Optional[str] = typer.Option(None, help="comma-separated seeds, e.g. 0,1,2"),
+    temperature: Optional[float] = typer.Option(None, help="softmax temperature T"),
+    alpha: Optional[float] = typer.Option(None, help="weight of the KD term; 1-alpha weights cross-entropy"),
+    lr: Optional[float] = typer.Option(None, help="learning rate"),
+    batch_size: Optional[int] = typer.Option(None, help="batch size"),
+    baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline", help="train the scratch student too"),
+    resume: Optional[bool] = typer.Option(None, "--resume", help="continue a killed run in --out"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | mps"),
+    out: Optional[str] = typer.Option(None, help="run directory"),
+):
+    """Distill a teacher into a student; also train the scratch baseline; write the evidence table."""
+    flags = dict(dataset=dataset, data_dir=data_dir, teacher=teacher, student=student, method=method, epochs=epochs,
+                 teacher_epochs=teacher_epochs, seeds=_seeds(seeds), temperature=temperature, alpha=alpha, lr=lr,
+                 batch_size=batch_size, baseline=baseline, resume=resume, device=device, out=out)
+    cfg = resolve(DistillConfig, config, flags, set_)
+    _run_distill(cfg)
+
+
+def _run_distill(cfg: DistillConfig):
+    from kdkit.pipeline import run_distill
+    from kdkit.summary import table_rows
+
+    summary = run_distill(cfg)
+    if summary.get("stopped_early"):
+        console.print(f"stopped after max_steps; continue with: kdkit distill --config {cfg.out}/config.yaml --resume")
+        return
+    header, body = table_rows(summary)
+    table = Table(title=f"{summary['method']}: {summary['teacher']['arch']} -> {summary['student_arch']} on {summary['dataset']} (test set)")
+    for h in header[:9] + header[9:12]:
+        table.add_column(h)
+    for cells in body:
+        table.add_row(*(cells[:9] + cells[9:12]))
+    console.print(table)
+    if summary.get("gap_closed", {}).get("mean") is not None:
+        console.print(f"gap closed (accuracy): {100 * summary['gap_closed']['mean']:.0f}%")
+    console.print(f"full table: {cfg.out}/summary.md   data: {cfg.out}/summary.json   config: {cfg.out}/config.yaml")
+
+
+@app.command()
+def train(
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    dataset: Optional[str] = typer.Option(None, help="named dataset or ImageFolder path"),
+    data_dir: Optional[str] = typer.Option(None, help="folder holding the dataset files"),
+    model: Optional[str] = typer.Option(None, help="architecture (`kdkit models`) or pkg.module:make_net"),
+    epochs: Optional[int] = typer.Option(None, help="epochs"),
+    lr: Optional[float] = typer.Option(None, help="learning rate"),
+    batch_size: Optional[int] = typer.Option(None, help="batch size"),
+    seed: Optional[int] = typer.Option(None, help="seed"),
+    resume: Optional[bool] = typer.Option(None, "--resume", help="continue a killed run in --out"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | mps"),
+    out: Optional[str] = typer.Option(None, help="run directory"),
+):
+    """Train one model with cross-entropy (a teacher, usually); weights + summary in --out."""
+    from kdkit.pipeline import run_train
+
+    flags = dict(dataset=dataset, data_dir=data_dir, model=model, epochs=epochs, lr=lr, batch_size=batch_size,
+                 seed=seed, resume=resume, device=device, out=out)
+    cfg = resolve(TrainConfig, config, flags, set_)
+    summary = run_train(cfg)
+    if summary.get("stopped_early"):
+        console.print(f"stopped after max_steps; continue with: kdkit train --config {cfg.out}/config.yaml --resume")
+        return
+    m = summary["metrics"]
+    console.print(f"{cfg.model} on {summary['dataset']}: test accuracy {100 * m['accuracy']:.2f}%, "
+                  f"balanced accuracy {100 * m['balanced_accuracy']:.2f}%; weights: {cfg.out}/best.safetensors")
+
+
+@app.command()
+def evaluate(
+    weights: Path = typer.Argument(..., help="run directory or .safetensors file written by kdkit"),
+    dataset: Optional[str] = typer.Option(None, help="dataset (default: the one the model was trained on)"),
+    data_dir: Optional[str] = typer.Option(None, help="folder holding the dataset files"),
+    teacher: Optional[Path] = typer.Option(None, help="also report agreement with this teacher"),
+    out: Optional[Path] = typer.Option(None, help="write the metrics as JSON here"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
+):
+    """Test-set metrics and model facts (size, FLOPs, latency) of saved weights."""
+    from kdkit.data import load_dataset
+    from kdkit.evaluate import model_facts
+    from kdkit.pipeline import check_teacher, evaluate_model, load_model
+    from kdkit.train import select_device
+
+    model, meta = load_model(weights)
+    data = load_dataset(dataset or meta.get("dataset", "fashion-mnist"), data_dir)
+    check_teacher(meta, data)
+    dev = select_device(device)
+    teacher_logits = None
+    if teacher:
+        t_model, t_meta = load_model(teacher)
+        check_teacher(t_meta, data)
+        _, teacher_logits = evaluate_model(t_model, data, dev)
+    metrics, _ = evaluate_model(model, data, dev, teacher_logits)
+    result = {"weights": str(weights), "arch": meta["arch"], "dataset": data.name, "metrics": metrics,
+              "facts": model_facts(model, data.input_shape)}
+    keys = ("accuracy", "top5", "balanced_accuracy", "f1_macro", "auc", "nll", "ece", "top1_agreement", "mean_kl")
+    for k in keys:
+        if metrics.get(k) is not None:
+            console.print(f"{k:>20}: {metrics[k]:.4f}")
+    for k, v in result["facts"].items():
+        console.print(f"{k:>20}: {v:,.3f}" if isinstance(v, float) else f"{k:>20}: {v:,}")
+    if out:
+        out.write_text(json.dumps(result, indent=1))
+        console.print(f"written: {out}")
+
+
+@app.command()
+def demo(
+    data_dir: Optional[str] = typer.Option(None, help="folder holding Fashion-MNIST (else found or downloaded)"),
+    out: str = typer.Option(DEMO["out"], help="run directory"),
+    set_: Optional[list[str]] = SetOpt,
+):
+    """Fashion-MNIST: train a CNN teacher, a scratch student and a KD student (31x fewer parameters)."""
+    cfg = resolve(DistillConfig, None, dict(DEMO, data_dir=data_dir, out=out), set_)
+    _run_distill(cfg)
+
+
+@app.command()
+def datasets(data_dir: Optional[str] = typer.Option(None, help="also look here")):
+    """Named datasets and where (if anywhere) their files were found."""
+    from kdkit.data import DATASETS, dataset_status
+
+    status = {s["name"]: s for s in dataset_status(data_dir)}
+    table = Table("name", "description", "found")
+    for name, text in DATASETS.items():
+        s = status.get(name, {})
+        table.add_row(name, text, str(s.get("path") or s.get("found") or "no (downloads when online)"))
+    console.print(table)
+    console.print("Also: any ImageFolder path (train/<class>/*.png, test/<class>/...), or arrays via kdkit.data.from_arrays.")
+
+
+@app.command()
+def models():
+    """Architectures by name, with their parameter counts for 3x32x32 input and 100 classes."""
+    from kdkit.models import count_parameters, create_model, describe_model, list_models
+
+    table = Table("name", "parameters", "description")
+    for name in list_models():
+        n = count_parameters(create_model(name, num_classes=100, in_channels=3, image_size=32))
+        table.add_row(name, f"{n:,}", describe_model(name))
+    console.print(table)
+    console.print("Also: any nn.Module through the Python API, or --student my_pkg.my_module:make_net.")
+
+
+@app.command()
+def methods():
+    """Distillation methods and their hyper-parameters (config keys)."""
+    from kdkit.methods import METHODS
+
+    table = Table("name", "hyper-parameters", "description")
+    for name, cls in METHODS.items():
+        doc = (sys.modules[cls.__module__].__doc__ or cls.__doc__ or "").strip().splitlines()[0]
+        table.add_row(name, ", ".join(cls.hyperparameters), doc)
+    console.print(table)
+
+
+def main():
+    try:
+        app()
+    except KdkitError as e:
+        if _debug["on"]:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume (checkpoints are kept)", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,21 @@
+"""Datasets and batching for kdkit.
+
+    from kdkit.data import load_dataset, BatchLoader
+    ds = load_dataset("fashion-mnist", data_dir="data")       # or "cifar10", "digits", a path
+    loader = BatchLoader(ds.train, 128, shuffle=True, augment=ds.augment, mean=ds.mean, std=ds.std)
+
+Where things live: dataset.py (Split, Dataset, splitting, statistics), registry.py (named
+datasets, where files are looked for, load_dataset), idx.py / cifar.py / imagefolder.py (file
+formats), files.py (folders, archives, decoded cache), download.py, arrays.py (from_arrays,
+digits), augment.py, loader.py.
+"""
+from kdkit.data.arrays import from_arrays
+from kdkit.data.augment import AUGMENTS, augment_batch, crop, flip, random_crop, random_flip
+from kdkit.data.dataset import Dataset, Split
+from kdkit.data.loader import BatchLoader
+from kdkit.data.registry import DATASETS, dataset_status, load_dataset
+
+__all__ = [
+    "AUGMENTS", "BatchLoader", "DATASETS", "Dataset", "Split", "augment_batch", "crop",
+    "dataset_status", "flip", "from_arrays", "load_dataset", "random_crop", "random_flip",
+]

@@ -1,0 +1,65 @@
+"""Datasets that are already in memory: user arrays (`from_arrays`) and scikit-learn's digits.
+
+Layouts `from_arrays` accepts (numpy arrays or torch tensors):
+    (N, F)          any numeric dtype: tabular, stored as float32 (N, F, 1, 1), one "channel"
+                    per feature, so mean/std standardise each feature
+    (N, H, W)       uint8 or float images, grey: stored as (N, 1, H, W)
+    (N, C, H, W)    channels first when dim 1 is 1, 3 or 4
+    (N, H, W, C)    channels last when dim 3 is 1, 3 or 4 (and dim 1 is not): transposed
+uint8 images stay uint8 (mean/std in [0, 1] units); float images are stored as float32 and are
+used as given (mean/std in their own units).
+"""
+import numpy as np
+import torch
+
+from kdkit.data.dataset import Dataset, RawData, build_dataset
+from kdkit.errors import KdkitError
+
+_CHANNELS = (1, 3, 4)
+
+
+def from_arrays(x_train, y_train, x_test, y_test, classes: list[str] | None = None,
+                val_fraction: float = 0.1, seed: int = 0, name: str = "arrays",
+                augment: str = "none") -> Dataset:
+    """A Dataset from in-memory arrays; validation is carved from train (stratified, `seed`)."""
+    x_train, x_test = _as_images(x_train, "x_train"), _as_images(x_test, "x_test")
+    y_train, y_test = _as_numpy(y_train), _as_numpy(y_test)
+    if classes is None:
+        top = max([int(y.max()) for y in (y_train, y_test) if y.size and y.dtype.kind in "iub"],
+                  default=0)
+        classes = [str(i) for i in range(top + 1)]
+    raw = RawData(x_train, y_train, x_test, y_test, list(classes), origin=name)
+    return build_dataset(raw, name=name, augment=augment, val_fraction=val_fraction, seed=seed)
+
+
+def load_digits_raw() -> RawData:
+    """scikit-learn's 1,797 8x8 digits, rescaled from 0..16 to uint8 0..255; no test split
+    (build_dataset carves a fixed stratified 20% with seed 0)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images * (255 / 16)).astype(np.uint8)[:, None]  # (N, 1, 8, 8)
+    return RawData(images, digits.target.astype(np.int64), None, None,
+                   classes=[str(i) for i in range(10)], origin="sklearn.datasets.load_digits")
+
+
+def _as_numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _as_images(x, what: str) -> np.ndarray:
+    """(N, C, H, W) uint8 or float32 from any accepted layout (see module docstring)."""
+    x = _as_numpy(x)
+    if x.ndim == 2 and x.dtype.kind in "iubf":
+        return np.ascontiguousarray(x, dtype=np.float32)[:, :, None, None]  # (N, F) -> (N, F, 1, 1)
+    if x.dtype != np.uint8 and x.dtype.kind != "f":
+        raise KdkitError(f"{what}: images must be uint8 (0..255) or float, got {x.dtype}; "
+                         "convert with .astype(np.uint8) or .astype(np.float32)")
+    if x.ndim == 3:
+        x = x[:, None]  # (N, H, W) -> (N, 1, H, W)
+    elif x.ndim == 4 and x.shape[1] not in _CHANNELS and x.shape[3] in _CHANNELS:
+        x = x.transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+    elif x.ndim != 4 or x.shape[1] not in _CHANNELS:
+        raise KdkitError(f"{what}: cannot read shape {x.shape}; give (N, F), (N, H, W), "
+                         "(N, C, H, W) or (N, H, W, C) with C in 1, 3, 4")
+    return np.ascontiguousarray(x, dtype=np.uint8 if x.dtype == np.uint8 else np.float32)

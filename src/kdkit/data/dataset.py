@@ -1,0 +1,164 @@
+"""The containers every run uses (`Split`, `Dataset`) and how a dataset is assembled from arrays.
+
+Readers (idx.py, cifar.py, imagefolder.py, arrays.py) return a `RawData` of numpy arrays.
+`build_dataset` checks the labels, carves a test split when the source has none, carves the
+validation split from train (never from test), computes per-channel statistics on the final
+train split and wraps everything in torch tensors.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from kdkit.errors import KdkitError
+
+# Sources without a test split (digits, an ImageFolder of class folders only) get one carved with
+# these fixed values, so every run and every user sees the same test images whatever `seed` is.
+TEST_FRACTION = 0.2
+TEST_SEED = 0
+
+
+@dataclass
+class Split:
+    """One split of a dataset, all in memory."""
+
+    images: torch.Tensor  # (N, C, H, W) uint8 images, or float32 for tabular / float arrays
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Dataset:
+    """Train / validation / test splits plus what a model and a loader need to know about them."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    classes: list[str]
+    mean: tuple[float, ...]  # per channel, in [0, 1] units for uint8 images, raw units for floats
+    std: tuple[float, ...]
+    augment: str  # "crop_flip", "crop" or "none"; see augment.py
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of one sample."""
+        return tuple(self.train.images.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass
+class RawData:
+    """What a reader found, before splitting: numpy arrays, test split optional."""
+
+    x_train: np.ndarray  # (N, C, H, W) uint8 or float32
+    y_train: np.ndarray  # (N,) integer
+    x_test: np.ndarray | None  # (M, C, H, W), None when the source has no test split
+    y_test: np.ndarray | None  # (M,)
+    classes: list[str] | None  # None when the source has no class names (IDX files)
+    origin: str  # where the data came from, for error messages
+
+
+def corrupt_file(path, why: str) -> KdkitError:
+    """The error for a file kdkit cannot read: names the file and what to do about it."""
+    return KdkitError(f"{path} is corrupt or truncated ({why}); delete it and download it again")
+
+
+def stratified_split(labels: np.ndarray, fraction: float,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, carved): `fraction` of every class carved out at random, both sorted.
+
+    Each class keeps at least one sample, so a tiny class is never emptied.
+    """
+    rng = np.random.default_rng(seed)
+    carved = [np.empty(0, dtype=np.int64)]
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        count = min(int(round(fraction * len(members))), len(members) - 1)
+        carved.append(rng.permutation(members)[:count])
+    carved = np.sort(np.concatenate(carved))
+    kept = np.setdiff1d(np.arange(len(labels)), carved)
+    return kept, carved
+
+
+def channel_stats(images: np.ndarray,
+                  index: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of images[index]; uint8 images are measured in [0, 1] units.
+
+    Works through chunks so a large float copy of the whole split is never made. A constant
+    channel gets std 1 so normalising never divides by zero.
+    """
+    scale = 1 / 255 if images.dtype == np.uint8 else 1.0
+    channels = images.shape[1]
+    total, squares = np.zeros(channels), np.zeros(channels)
+    for start in range(0, len(index), 1024):
+        chunk = images[index[start:start + 1024]].astype(np.float64) * scale  # (b, C, H, W)
+        total += chunk.sum(axis=(0, 2, 3))
+        squares += (chunk * chunk).sum(axis=(0, 2, 3))
+    count = max(len(index) * images.shape[2] * images.shape[3], 1)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+    std[std < 1e-8] = 1.0
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def check_labels(labels: np.ndarray, count: int, num_classes: int, what: str) -> np.ndarray:
+    """Labels as int64 (N,), or a KdkitError when they do not fit the images or the classes."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != count:
+        raise KdkitError(f"{what}: {count} images but labels of shape {labels.shape}; "
+                         "give exactly one label per image")
+    if len(labels) and not np.issubdtype(labels.dtype, np.integer):
+        raise KdkitError(f"{what}: labels must be integers, got {labels.dtype}; "
+                         "convert them to class indices 0..K-1")
+    labels = labels.astype(np.int64)
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise KdkitError(f"{what}: labels range {labels.min()}..{labels.max()} but there are "
+                         f"{num_classes} classes; labels must be 0..{num_classes - 1}")
+    return labels
+
+
+def _check_images(images: np.ndarray, what: str) -> None:
+    if images.ndim != 4 or images.dtype not in (np.uint8, np.float32):
+        raise KdkitError(f"{what}: images must be (N, C, H, W) uint8 or float32, "
+                         f"got {images.shape} {images.dtype}")
+    if len(images) == 0:
+        raise KdkitError(f"{what}: no images; check the source holds data")
+
+
+def build_dataset(raw: RawData, name: str, augment: str, val_fraction: float = 0.1,
+                  seed: int = 0) -> Dataset:
+    """Check `raw`, carve test (if missing) and validation splits, and wrap it all as a Dataset."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise KdkitError(f"val_fraction must be in [0, 1), got {val_fraction}; e.g. 0.1")
+    num_classes = len(raw.classes)
+    _check_images(raw.x_train, f"{raw.origin} (train)")
+    y_train = check_labels(raw.y_train, len(raw.x_train), num_classes, f"{raw.origin} (train)")
+    x_train, x_test = raw.x_train, raw.x_test
+    if x_test is None:
+        keep, test = stratified_split(y_train, TEST_FRACTION, TEST_SEED)
+        x_test, y_test = x_train[test], y_train[test]
+        x_train, y_train = x_train[keep], y_train[keep]
+    else:
+        _check_images(x_test, f"{raw.origin} (test)")
+        y_test = check_labels(raw.y_test, len(x_test), num_classes, f"{raw.origin} (test)")
+        if x_test.shape[1:] != x_train.shape[1:] or x_test.dtype != x_train.dtype:
+            raise KdkitError(f"{raw.origin}: test images are {x_test.shape[1:]} {x_test.dtype} "
+                             f"but train images are {x_train.shape[1:]} {x_train.dtype}; "
+                             "make them match")
+    keep, val = stratified_split(y_train, val_fraction, seed)
+    mean, std = channel_stats(x_train, keep)
+    return Dataset(name=name, train=_split(x_train, y_train, keep),
+                   val=_split(x_train, y_train, val),
+                   test=_split(x_test, y_test, np.arange(len(y_test))),
+                   classes=list(raw.classes), mean=mean, std=std, augment=augment)
+
+
+def _split(images: np.ndarray, labels: np.ndarray, index: np.ndarray) -> Split:
+    return Split(images=torch.from_numpy(np.ascontiguousarray(images[index])),
+                 labels=torch.from_numpy(labels[index].astype(np.int64)))

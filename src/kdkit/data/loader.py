@@ -1,0 +1,107 @@
+"""`BatchLoader`: batches from an in-memory Split, with no per-sample Python work.
+
+    loader = BatchLoader(ds.train, 128, shuffle=True, seed=0, augment=ds.augment,
+                         mean=ds.mean, std=ds.std, device="cuda")
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        for x, y, idx in loader:   # x (B, C, H, W) float32 normalised, y (B,), idx (B,)
+            ...
+
+Reproducibility: the order of an epoch comes from a generator seeded with (seed, epoch), and
+the augmentation of batch b from one seeded with (seed, epoch, b). So an epoch can be recreated
+exactly, and `iter_from(k)` resumes at batch k without computing batches 0..k-1.
+"""
+import math
+
+import numpy as np
+import torch
+
+from kdkit.data.augment import AUGMENTS, augment_batch
+from kdkit.data.dataset import Split
+from kdkit.errors import KdkitError, unknown
+
+
+def seeded_generator(*keys: int) -> torch.Generator:
+    """A CPU generator whose state depends on all of `keys` (well mixed, so (1, 0) != (0, 1))."""
+    entropy = [int(k) % 2**64 for k in keys]
+    state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+class BatchLoader:
+    """Yields (x, y, idx) batches of a Split; see the module docstring."""
+
+    def __init__(self, split: Split, batch_size: int, *, shuffle: bool, seed: int = 0,
+                 augment: str = "none", mean=None, std=None, device="cpu", drop_last: bool = False):
+        if batch_size < 1:
+            raise KdkitError(f"batch_size must be at least 1, got {batch_size}")
+        if augment not in AUGMENTS:
+            raise unknown("augment", augment, AUGMENTS)
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.augment, self.drop_last, self.epoch = augment, drop_last, 0
+        self.device = torch.device(device)
+        self.images = _place(split.images, self.device)  # (N, C, H, W), on device when it fits
+        self.labels = split.labels.to(self.images.device)  # (N,)
+        channels = split.images.shape[1]
+        self.scale = 1 / 255 if split.images.dtype == torch.uint8 else 1.0
+        self.mean = _per_channel(mean, 0.0, channels, "mean").to(self.device)  # (1, C, 1, 1)
+        self.std = _per_channel(std, 1.0, channels, "std").to(self.device)  # (1, C, 1, 1)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order and augmentation the next iteration reproduces."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        count = len(self.labels)
+        return count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
+
+    def __iter__(self):
+        return self.iter_from(0)
+
+    def iter_from(self, start_batch: int):
+        """The batches of the current epoch from `start_batch` on, identical to the tail of a full
+        iteration; the skipped batches are not computed."""
+        if not 0 <= start_batch <= len(self):
+            raise KdkitError(f"start_batch {start_batch} is outside 0..{len(self)} for this loader")
+        return self._batches(start_batch)
+
+    def _batches(self, start_batch: int):
+        order = self._order()  # (N,) sample indices for this epoch
+        for b in range(start_batch, len(self)):
+            yield self._batch(order[b * self.batch_size:(b + 1) * self.batch_size], b)
+
+    def _order(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(len(self.labels))
+        return torch.randperm(len(self.labels), generator=seeded_generator(self.seed, self.epoch))
+
+    def _batch(self, idx: torch.Tensor, b: int):
+        idx = idx.to(self.images.device)
+        x = self.images.index_select(0, idx)  # (B, C, H, W), still uint8: cheaper to augment
+        if self.augment != "none":
+            x = augment_batch(x, seeded_generator(self.seed, self.epoch, b), self.augment)
+        x = x.to(self.device, non_blocking=True).float()
+        x = x.mul_(self.scale).sub_(self.mean).div_(self.std)  # (B, C, H, W) float32 normalised
+        return x, self.labels.index_select(0, idx).to(self.device), idx.to(self.device)
+
+
+def _per_channel(values, default: float, channels: int, what: str) -> torch.Tensor:
+    """(1, C, 1, 1) float32 from None, one number, or one number per channel."""
+    values = [default] * channels if values is None else list(np.atleast_1d(values))
+    if len(values) == 1:
+        values = values * channels
+    if len(values) != channels:
+        raise KdkitError(f"{what} has {len(values)} values but the images have {channels} "
+                         "channels; pass one value per channel (dataset.mean / dataset.std)")
+    return torch.tensor([float(v) for v in values], dtype=torch.float32).view(1, channels, 1, 1)
+
+
+def _place(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`images` on `device` if it takes under half of the free accelerator memory, else on CPU
+    (batches are then gathered on CPU and copied over one at a time)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if images.numel() * images.element_size() > free // 2:
+            return images.pin_memory()
+    return images.to(device)

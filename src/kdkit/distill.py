@@ -1,0 +1,85 @@
+"""The Python API: `kdkit.distill(teacher, student, train, val, method="kd", ...)`.
+
+    import kdkit
+    result = kdkit.distill(teacher, student, (x_train, y_train), (x_val, y_val), method="kd",
+                           epochs=5, temperature=4.0, alpha=0.9, test=(x_test, y_test))
+    result.student        # the distilled student (best-by-validation weights), any nn.Module
+    result.metrics        # validation (and test, when given) metrics
+
+Same loop, losses and files as `kdkit distill`; teacher and student are any nn.Modules (or
+architecture names). Any config key (`kdkit.config.DistillConfig`) can be passed as a keyword.
+"""
+import dataclasses
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kdkit.config import DistillConfig, apply_overrides
+from kdkit.data import Dataset, from_arrays
+from kdkit.errors import KdkitError
+from kdkit.methods import create_method
+from kdkit.pipeline import build_model, evaluate_model, method_kwargs
+from kdkit.train import FitResult, fit, select_device
+
+
+@dataclasses.dataclass
+class DistillResult:
+    student: nn.Module
+    fit: FitResult
+    metrics: dict  # {"val": {...}, "test": {...}} (test only when given)
+
+
+def as_dataset(train, val=None, test=None, classes=None, augment: str = "none") -> Dataset:
+    """A Dataset from a Dataset, or from (x, y) pairs of arrays/tensors (val carved when not given)."""
+    if isinstance(train, Dataset):
+        return train
+    if not (isinstance(train, (tuple, list)) and len(train) == 2):
+        raise KdkitError("train must be a kdkit Dataset or an (x, y) pair of arrays/tensors")
+    holdout = val if val is not None else test
+    if holdout is None:
+        raise KdkitError("give val=(x, y) (or test=(x, y)) so the student can be selected on held-out data")
+    data = from_arrays(*train, *holdout, classes=classes, val_fraction=0.0 if val is not None else 0.1, augment=augment)
+    if val is not None:
+        data.val = data.test
+        if test is not None:
+            data.test = from_arrays(*train, *test, classes=data.classes, val_fraction=0.0).test
+    return data
+
+
+def distill(teacher: nn.Module, student, train, val=None, method: str = "kd", *, test=None, classes=None,
+            out: str = "runs/api", **config) -> DistillResult:
+    """Distill `teacher` into `student` (an nn.Module or an architecture name). See module docstring."""
+    data = as_dataset(train, val, test, classes, config.pop("augment", "none"))
+    cfg = apply_overrides(DistillConfig(method=method, out=str(out), progress=False), config)
+    if isinstance(student, str):
+        student = build_model(student, data, cfg.seed)
+    _check_pair(teacher, student, data)
+    distiller = create_method(cfg.method, student, teacher, **method_kwargs(cfg))
+    result = fit(distiller, data, cfg, Path(cfg.out), meta={"arch": "python-api", "classes": list(data.classes)})
+    from kdkit.checkpoint import load_weights
+
+    student.load_state_dict(load_weights(Path(cfg.out) / "best.safetensors")[0])
+    device = select_device(cfg.device)
+    metrics = {"val": evaluate_model(student, dataclasses.replace(data, test=data.val), device)[0]}
+    if test is not None or data.test is not data.val:
+        metrics["test"] = evaluate_model(student, data, device)[0]
+    return DistillResult(student.cpu().eval(), result, metrics)
+
+
+def _check_pair(teacher: nn.Module, student: nn.Module, data: Dataset):
+    """Teacher and student must both take the data and predict the same number of classes."""
+    x = torch.zeros(2, *data.input_shape)
+    outputs = {}
+    for name, model in (("teacher", teacher), ("student", student)):
+        was_training = model.training
+        try:
+            with torch.no_grad():
+                outputs[name] = model.eval()(x.to(next(model.parameters()).device)).shape[-1]
+        except Exception as e:
+            raise KdkitError(f"{name} cannot take input of shape {tuple(data.input_shape)}: {str(e)[:100]}") from None
+        finally:
+            model.train(was_training)
+    if outputs["teacher"] != outputs["student"] or outputs["student"] != data.num_classes:
+        raise KdkitError(f"teacher predicts {outputs['teacher']} classes, student {outputs['student']}, "
+                         f"data has {data.num_classes}; build both models for {data.num_classes} classes")

@@ -1,0 +1,213 @@
+"""Whole runs: `kdkit train` and `kdkit distill`, from a config to a run directory with the evidence.
+
+A distill run directory:
+  config.yaml                      the resolved config
+  teacher/                         the teacher's own training run (when trained here)
+  scratch/seed{S}/, student/seed{S}/   one fit() run each (weights, metrics.jsonl, tb/)
+  summary.json, summary.md         teacher vs scratch vs student, mean +- std over seeds, gap_closed
+"""
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from kdkit import checkpoint as ckpt
+from kdkit.config import DistillConfig, TrainConfig, save_yaml
+from kdkit.data import Dataset, load_dataset
+from kdkit.errors import KdkitError, unknown
+from kdkit.evaluate import agreement, classification_metrics, model_facts, predict_logits
+from kdkit.methods import CrossEntropy, create_method
+from kdkit.models import check_input, create_model
+from kdkit.summary import summarise, write_summary
+from kdkit.train import BatchLoader, fit, select_device
+
+
+def model_meta(arch: str, data: Dataset) -> dict:
+    """What the sidecar must hold to rebuild and use the model without the dataset."""
+    c, h, _ = data.input_shape
+    return {"arch": arch, "num_classes": data.num_classes, "in_channels": c, "image_size": h,
+            "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std), "dataset": data.name}
+
+
+def build_model(arch: str, data: Dataset, seed: int) -> torch.nn.Module:
+    """A fresh model for this dataset; the seed fixes its initialisation (scratch and student share it)."""
+    c, h, _ = data.input_shape
+    torch.manual_seed(seed)
+    model = create_model(arch, num_classes=data.num_classes, in_channels=c, image_size=h)
+    check_input(model, data.input_shape, data.num_classes)
+    return model
+
+
+def weights_path(path) -> Path:
+    """A run directory (its best weights) or a .safetensors file."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.safetensors", "last.safetensors", "teacher/best.safetensors"):
+            if (path / name).is_file():
+                return path / name
+        raise KdkitError(f"no weights in run directory '{path}' (expected best.safetensors); point at a `kdkit train` run or a .safetensors file")
+    return path
+
+
+def load_model(path) -> tuple[torch.nn.Module, dict]:
+    """Rebuild a model from weights + sidecar written by kdkit (safetensors only, checksum verified)."""
+    path = weights_path(path)
+    tensors, meta = ckpt.load_weights(path)
+    if "arch" not in meta:
+        raise KdkitError(f"'{path}' has no sidecar '{ckpt.sidecar(path).name}' naming its architecture; "
+                         "save weights with kdkit, or build the model in Python and pass it to kdkit.distill()")
+    model = create_model(meta["arch"], num_classes=meta["num_classes"], in_channels=meta["in_channels"], image_size=meta["image_size"])
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise KdkitError(f"weights '{path}' do not fit architecture '{meta['arch']}' ({str(e).splitlines()[0][:120]}); check the sidecar") from None
+    return model.eval(), meta
+
+
+def check_teacher(meta: dict, data: Dataset):
+    """The teacher must predict the dataset's classes, in the same order."""
+    if meta["num_classes"] != data.num_classes:
+        raise KdkitError(f"teacher predicts {meta['num_classes']} classes but dataset '{data.name}' has {data.num_classes}; "
+                         "use a teacher trained on this dataset")
+    classes = meta.get("classes")
+    if classes and list(classes) != list(data.classes):
+        i = next(i for i, (a, b) in enumerate(zip(classes, data.classes)) if a != b)
+        raise KdkitError(f"teacher class {i} is '{classes[i]}' but the dataset's is '{data.classes[i]}'; "
+                         "the teacher was trained with another class order or dataset")
+
+
+def evaluate_model(model, data: Dataset, device, teacher_logits=None) -> tuple[dict, torch.Tensor]:
+    """Test-set metrics (and agreement with the teacher when its test logits are given)."""
+    test = BatchLoader(data.test, 512, shuffle=False, mean=data.mean, std=data.std, device=device)
+    logits, labels = predict_logits(model.to(device), test, device)
+    metrics = classification_metrics(logits, labels, list(data.classes))
+    if teacher_logits is not None:
+        metrics |= agreement(teacher_logits, logits)
+    return metrics, logits
+
+
+def _fit_or_skip(method, data, cfg, run_dir: Path, meta: dict, desc: str):
+    """fit(), unless --resume finds this phase already finished (no work is ever redone or lost)."""
+    done = run_dir / "last.safetensors"
+    if cfg.resume and done.is_file():
+        info = json.loads((run_dir / "fit.json").read_text()) if (run_dir / "fit.json").is_file() else {}
+        return info
+    has_state = (run_dir / "checkpoints" / "state.safetensors").is_file()
+    result = fit(method, data, dataclasses.replace(cfg, resume=cfg.resume and has_state), run_dir, meta=meta, desc=desc)
+    info = {k: v for k, v in dataclasses.asdict(result).items() if k != "run_dir"}
+    if not result.stopped_early:
+        (run_dir / "fit.json").write_text(json.dumps(info, indent=1))
+    return info
+
+
+def _load_best(model, run_dir: Path):
+    tensors, _ = ckpt.load_weights(run_dir / "best.safetensors")
+    model.load_state_dict(tensors)
+    return model
+
+
+def environment() -> dict:
+    return {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "cpu_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def run_train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
+    """`kdkit train`: one model with cross-entropy; writes weights and a summary of test metrics."""
+    data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, seed=cfg.seed, download=cfg.download)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_yaml(cfg, out / "config.yaml")
+    model = build_model(cfg.model, data, cfg.seed)
+    method = CrossEntropy(model, label_smoothing=cfg.label_smoothing)
+    info = _fit_or_skip(method, data, cfg, out, model_meta(cfg.model, data), desc=f"train {cfg.model}")
+    if info.get("stopped_early"):
+        return {"stopped_early": True, "run_dir": str(out)}
+    device = select_device(cfg.device)
+    metrics, _ = evaluate_model(_load_best(model, out), data, device)
+    summary = {"model": cfg.model, "dataset": data.name, "metrics": metrics, "fit": info,
+               "facts": model_facts(model, data.input_shape), "environment": environment()}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _teacher(cfg: DistillConfig, data: Dataset, out: Path):
+    """Load the teacher from a run/weights path, or train the named architecture first."""
+    if Path(cfg.teacher).exists() or cfg.teacher.endswith(".safetensors"):
+        teacher, meta = load_model(cfg.teacher)
+        check_teacher(meta, data)
+        check_input(teacher, data.input_shape, data.num_classes)
+        return teacher, {"source": str(cfg.teacher), "arch": meta["arch"]}
+    teacher_cfg = dataclasses.replace(cfg, epochs=cfg.teacher_epochs or cfg.epochs, seed=cfg.seeds[0])
+    teacher = build_model(cfg.teacher, data, teacher_cfg.seed)
+    info = _fit_or_skip(CrossEntropy(teacher, label_smoothing=cfg.label_smoothing), data, teacher_cfg,
+                        out / "teacher", model_meta(cfg.teacher, data), desc=f"teacher {cfg.teacher}")
+    if info.get("stopped_early"):
+        raise _Stopped()
+    return _load_best(teacher, out / "teacher").eval(), {"source": "trained", "arch": cfg.teacher, "fit": info}
+
+
+def _preflight(cfg: DistillConfig, data: Dataset):
+    """Catch bad names before any training starts, so a typo never costs a trained teacher."""
+    from kdkit.methods import METHODS
+
+    if cfg.method not in METHODS:
+        raise unknown("method", cfg.method, METHODS)
+    build_model(cfg.student, data, 0)
+    if not (Path(cfg.teacher).exists() or cfg.teacher.endswith(".safetensors")):
+        build_model(cfg.teacher, data, 0)
+
+
+class _Stopped(Exception):
+    """max_steps reached inside a phase; --resume continues."""
+
+
+def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
+    """`kdkit distill`: teacher, then per seed the scratch student and the distilled student; summary."""
+    data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, seed=cfg.seeds[0], download=cfg.download)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_yaml(cfg, out / "config.yaml")
+    device = select_device(cfg.device)
+    _preflight(cfg, data)
+    t0 = time.perf_counter()
+    try:
+        teacher, teacher_info = _teacher(cfg, data, out)
+        teacher_metrics, teacher_logits = evaluate_model(teacher, data, device)
+        rows = {"teacher": [teacher_metrics], "scratch": [], "student": []}
+        fits = {"teacher": [teacher_info.get("fit", {})], "scratch": [], "student": []}
+        for seed in cfg.seeds:
+            seed_cfg = dataclasses.replace(cfg, seed=seed)
+            phases = (["scratch"] if cfg.baseline else []) + ["student"]
+            for phase in phases:
+                student = build_model(cfg.student, data, seed)
+                if phase == "scratch":
+                    method = CrossEntropy(student, label_smoothing=cfg.label_smoothing)
+                else:
+                    method = create_method(cfg.method, student, teacher, **method_kwargs(cfg))
+                run_dir = out / phase / f"seed{seed}"
+                info = _fit_or_skip(method, data, seed_cfg, run_dir, model_meta(cfg.student, data), desc=f"{phase} seed {seed}")
+                if info.get("stopped_early"):
+                    raise _Stopped()
+                metrics, _ = evaluate_model(_load_best(student, run_dir), data, device, teacher_logits)
+                rows[phase].append(dict(metrics, seed=seed, last_val_accuracy=info["last_val_accuracy"]))
+                fits[phase].append(info)
+    except _Stopped:
+        return {"stopped_early": True, "run_dir": str(out)}
+    facts = {"teacher": model_facts(teacher, data.input_shape),
+             "student": model_facts(build_model(cfg.student, data, 0), data.input_shape)}
+    summary = summarise(cfg, data, rows, fits, facts, teacher_info)
+    summary["environment"] = environment()
+    summary["wall_seconds"] = time.perf_counter() - t0
+    write_summary(summary, out)
+    return summary
+
+
+def method_kwargs(cfg) -> dict:
+    """The config values a method declares as its hyper-parameters."""
+    from kdkit.methods import METHODS
+
+    return {k: getattr(cfg, k) for k in METHODS[cfg.method].hyperparameters if hasattr(cfg, k)}

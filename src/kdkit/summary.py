@@ -1,0 +1,114 @@
+"""The evidence table: teacher vs scratch vs distilled student, mean +- std over seeds.
+
+gap_closed = (student - scratch) / (teacher - scratch) on test accuracy: 1 means the student
+matches the teacher, 0 means distillation gained nothing over training the student alone,
+negative means it hurt.
+"""
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+
+# Scalar metrics averaged over seeds (all of classification_metrics' scalars plus agreement).
+SCALARS = ("accuracy", "top5", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
+           "precision_weighted", "recall_weighted", "f1_weighted", "auc", "nll", "ece", "brier",
+           "worst_class_recall", "top1_agreement", "mean_kl")
+
+# (column title, source, key, format) for summary.md and the CLI table.
+COLUMNS = (
+    ("acc %", "metrics", "accuracy", "pct"),
+    ("bal acc %", "metrics", "balanced_accuracy", "pct"),
+    ("macro F1 %", "metrics", "f1_macro", "pct"),
+    ("AUC", "metrics", "auc", "4f"),
+    ("NLL", "metrics", "nll", "3f"),
+    ("ECE", "metrics", "ece", "3f"),
+    ("agree %", "metrics", "top1_agreement", "pct"),
+    ("KL", "metrics", "mean_kl", "3f"),
+    ("params", "facts", "parameters", "int"),
+    ("MB", "facts", "size_mb", "3f"),
+    ("MFLOPs", "facts", "flops_per_sample", "mflops"),
+    ("ms b1", "facts", "latency_ms_b1", "2f"),
+    ("ms b64", "facts", "latency_ms_b64", "2f"),
+    ("peak MB", "fit", "peak_memory_mb", "0f"),
+    ("train s", "fit", "seconds", "0f"),
+)
+
+
+def mean_std(values) -> dict:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean": None, "std": None}
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def _row(per_seed: list[dict], fits: list[dict], facts: dict) -> dict:
+    metrics = {k: mean_std([m.get(k) for m in per_seed]) for k in SCALARS if any(k in m for m in per_seed)}
+    fit = {k: mean_std([f.get("peak_memory", {}).get(k) if k == "peak_memory_mb" else f.get(k) for f in fits])
+           for k in ("peak_memory_mb", "seconds", "images_per_second")}
+    return {"metrics": metrics, "fit": fit, "facts": facts, "per_seed": per_seed}
+
+
+def gap_closed(teacher: float, scratch: float, student: float) -> float | None:
+    return None if abs(teacher - scratch) < 1e-12 else (student - scratch) / (teacher - scratch)
+
+
+def summarise(cfg, data, rows: dict, fits: dict, facts: dict, teacher_info: dict) -> dict:
+    out = {"dataset": data.name, "classes": list(data.classes), "teacher": teacher_info,
+           "student_arch": cfg.student, "method": cfg.method, "seeds": list(cfg.seeds),
+           "config": dataclasses.asdict(cfg), "rows": {}}
+    for name, per_seed in rows.items():
+        if per_seed:
+            out["rows"][name] = _row(per_seed, fits[name], facts["teacher" if name == "teacher" else "student"])
+    if rows["scratch"]:
+        t = rows["teacher"][0]["accuracy"]
+        per_seed = [gap_closed(t, sc["accuracy"], st["accuracy"]) for sc, st in zip(rows["scratch"], rows["student"])]
+        mean = gap_closed(t, out["rows"]["scratch"]["metrics"]["accuracy"]["mean"], out["rows"]["student"]["metrics"]["accuracy"]["mean"])
+        out["gap_closed"] = {"mean": mean, "per_seed": per_seed}
+    return out
+
+
+def _fmt(value, fmt: str) -> str:
+    if value is None:
+        return "-"
+    return {"pct": f"{100 * value:.2f}", "int": f"{int(value):,}", "mflops": f"{value / 1e6:.2f}",
+            "4f": f"{value:.4f}", "3f": f"{value:.3f}", "2f": f"{value:.2f}", "0f": f"{value:.0f}"}[fmt]
+
+
+def table_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and body of the evidence table (mean +- std when there are several seeds)."""
+    header = ["row"] + [c[0] for c in COLUMNS]
+    body = []
+    for name, row in summary["rows"].items():
+        cells = [name]
+        for _, source, key, fmt in COLUMNS:
+            cell = row.get(source, {}).get(key)
+            if isinstance(cell, dict):
+                text = _fmt(cell["mean"], fmt)
+                if len(row["per_seed"]) > 1 and cell["std"] is not None and source != "facts":
+                    text += f" ± {_fmt(cell['std'], fmt)}"
+            else:
+                text = _fmt(cell, fmt)
+            cells.append(text)
+        body.append(cells)
+    return header, body
+
+
+def to_markdown(summary: dict) -> str:
+    header, body = table_rows(summary)
+    lines = [f"# {summary['method']}: {summary['teacher']['arch']} -> {summary['student_arch']} on {summary['dataset']}", "",
+             f"seeds: {', '.join(map(str, summary['seeds']))}; test set; mean ± std over seeds", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    if "gap_closed" in summary:
+        g = summary["gap_closed"]
+        per = ", ".join("-" if v is None else f"{100 * v:.0f}%" for v in g["per_seed"])
+        mean = "-" if g["mean"] is None else f"{100 * g['mean']:.0f}%"
+        lines += ["", f"gap closed (accuracy): {mean} (per seed: {per})"]
+    lines += ["", "gap closed = (student - scratch) / (teacher - scratch). Latency: CPU, median of repeats. "
+              "FLOPs count 2 per multiply-add. peak MB: peak memory while training (CPU: process RSS)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(summary: dict, out: Path):
+    (Path(out) / "summary.json").write_text(json.dumps(summary, indent=1))
+    (Path(out) / "summary.md").write_text(to_markdown(summary))

@@ -1,0 +1,178 @@
+"""The command line end to end: a tiny distill run, and one test per bad input of the core issue.
+
+Runs the real `kdkit` entry point in a subprocess so exit codes and stderr are what a user sees.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+KDKIT = [sys.executable, "-m", "kdkit"]
+FAST = ["--set", "progress=false", "--set", "batch_size=64"]
+
+
+def kdkit(*args, cwd=None, env=None):
+    env = dict(os.environ, **(env or {}))
+    return subprocess.run(KDKIT + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+def one_line_error(result, pattern):
+    """Non-zero exit, a single 'error: ...' line on stderr matching pattern, no traceback."""
+    import re
+
+    assert result.returncode != 0, result.stdout
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+    """A tiny teacher trained with `kdkit train` on digits."""
+    out = tmp_path_factory.mktemp("teacher")
+    r = kdkit("train", "--dataset", "digits", "--model", "cnn-x0.25", "--epochs", "2", "--out", out, *FAST)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_distill_end_to_end(tmp_path, teacher_run):
+    out = tmp_path / "d"
+    r = kdkit("distill", "--dataset", "digits", "--teacher", teacher_run, "--student", "cnn-tiny", "--method", "kd",
+              "--epochs", "2", "--seeds", "0,1", "--out", out, *FAST)
+    assert r.returncode == 0, r.stderr
+    assert "gap closed" in r.stdout and "summary.md" in r.stdout
+    s = json.loads((out / "summary.json").read_text())
+    assert set(s["rows"]) == {"teacher", "scratch", "student"}
+    student = s["rows"]["student"]
+    assert len(student["per_seed"]) == 2 and [p["seed"] for p in student["per_seed"]] == [0, 1]
+    for key in ("accuracy", "top5", "balanced_accuracy", "f1_macro", "precision_weighted", "auc", "nll", "ece",
+                "top1_agreement", "mean_kl"):
+        assert student["metrics"][key]["mean"] is not None, key
+        assert student["metrics"][key]["std"] >= 0
+    for key in ("parameters", "size_mb", "flops_per_sample", "latency_ms_b1", "latency_ms_b64"):
+        assert student["facts"][key] > 0
+    assert student["fit"]["peak_memory_mb"]["mean"] > 0
+    assert s["rows"]["teacher"]["facts"]["parameters"] > 10 * student["facts"]["parameters"] / 10
+    t, sc, st = (s["rows"][r]["metrics"]["accuracy"]["mean"] for r in ("teacher", "scratch", "student"))
+    assert s["gap_closed"]["mean"] == pytest.approx((st - sc) / (t - sc))
+    assert "per_class" in student["per_seed"][0] and len(student["per_seed"][0]["confusion_matrix"]) == 10
+    assert (out / "config.yaml").read_text().count("seeds") == 1
+    assert "| teacher |" in (out / "summary.md").read_text()
+
+
+def test_distill_from_yaml_with_set(tmp_path, teacher_run):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"dataset: digits\nteacher: {teacher_run}\nstudent: cnn-tiny\nepochs: 1\nbaseline: false\nout: {tmp_path / 'y'}\n")
+    r = kdkit("distill", "--config", cfg, "--set", "temperature=2", *FAST)
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "y" / "summary.json").read_text())
+    assert s["config"]["temperature"] == 2.0 and "scratch" not in s["rows"]
+
+
+def test_evaluate_and_listings(teacher_run):
+    r = kdkit("evaluate", teacher_run)
+    assert r.returncode == 0, r.stderr
+    assert "accuracy" in r.stdout and "latency_ms_b1" in r.stdout
+    for cmd, expect in (("models", "resnet32x4"), ("methods", "kd"), ("datasets", "fashion-mnist")):
+        r = kdkit(cmd)
+        assert r.returncode == 0 and expect in r.stdout, r.stderr
+    for cmd in ("demo", "train", "distill", "evaluate", "datasets", "models", "methods"):
+        assert kdkit(cmd, "--help").returncode == 0
+
+
+# ---- bad input: one line, names the problem and the fix, non-zero exit, no traceback --------------
+
+def test_missing_dataset(tmp_path):
+    env = {"HOME": str(tmp_path), "KDKIT_DATA": str(tmp_path / "none")}
+    r = kdkit("train", "--dataset", "cifar100", "--set", "download=false", "--out", tmp_path / "o", env=env)
+    one_line_error(r, "dataset 'cifar100' not found.*--data-dir")
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--dataset", "fashion_mnist"], "unknown dataset 'fashion_mnist'; did you mean 'fashion-mnist'"),
+    (["--student", "resnet8x5"], "unknown model 'resnet8x5'; did you mean 'resnet8x4'"),
+    (["--method", "kdd"], "unknown method 'kdd'; did you mean 'kd'"),
+    (["--set", "temprature=4"], "unknown config key 'temprature'; did you mean 'temperature'"),
+    (["--set", "epochs=ten"], "config key 'epochs' expects an integer, got 'ten'"),
+])
+def test_unknown_names_and_bad_values(tmp_path, args, pattern):
+    # the teacher is an architecture name: every check must fire before any training starts
+    base = ["--dataset", "digits", "--teacher", "cnn-x0.25", "--student", "cnn-tiny", "--epochs", "1"]
+    r = kdkit("distill", *base, *args, "--out", tmp_path / "o", *FAST)
+    one_line_error(r, pattern)
+    assert not (tmp_path / "o" / "teacher").exists()
+
+
+def test_class_count_mismatch(tmp_path):
+    out = tmp_path / "t3"
+    import numpy as np
+
+    from kdkit.checkpoint import save_weights
+    from kdkit.models import create_model
+
+    model = create_model("cnn-tiny", num_classes=3, in_channels=1, image_size=8)
+    save_weights(out / "best.safetensors", model.state_dict(),
+                 {"arch": "cnn-tiny", "num_classes": 3, "in_channels": 1, "image_size": 8, "classes": ["a", "b", "c"]})
+    r = kdkit("distill", "--dataset", "digits", "--teacher", out, "--epochs", "1", "--out", tmp_path / "o", *FAST)
+    one_line_error(r, "teacher predicts 3 classes but dataset 'digits' has 10")
+
+
+def test_input_shape_the_model_cannot_take(tmp_path):
+    # an MNIST-sized (28x28) MLP teacher used on 8x8 digits: same classes, wrong input
+    from kdkit.checkpoint import save_weights
+    from kdkit.data import load_dataset
+    from kdkit.models import create_model
+
+    model = create_model("mlp", num_classes=10, in_channels=1, image_size=28)
+    classes = load_dataset("digits").classes
+    save_weights(tmp_path / "t" / "best.safetensors", model.state_dict(),
+                 {"arch": "mlp", "num_classes": 10, "in_channels": 1, "image_size": 28, "classes": classes})
+    r = kdkit("distill", "--dataset", "digits", "--teacher", tmp_path / "t", "--epochs", "1", "--out", tmp_path / "o", *FAST)
+    one_line_error(r, r"cannot take input of shape \(1, 8, 8\)")
+
+
+def test_truncated_and_pickled_weights(tmp_path, teacher_run):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    data = (teacher_run / "best.safetensors").read_bytes()
+    (bad / "best.safetensors").write_bytes(data[: len(data) // 2])
+    (bad / "best.json").write_text((teacher_run / "best.json").read_text())
+    r = kdkit("distill", "--dataset", "digits", "--teacher", bad, "--epochs", "1", "--out", tmp_path / "o", *FAST)
+    one_line_error(r, "truncated or corrupt")
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.safetensors")
+    r = kdkit("evaluate", tmp_path / "evil.safetensors")
+    one_line_error(r, "not a safetensors file; kdkit never unpickles weights")
+    assert not marker.exists()
+
+
+def test_nan_loss_cli(tmp_path):
+    r = kdkit("train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--set", "lr=1e30",
+              "--set", "log_every=1", "--out", tmp_path / "o", *FAST)
+    one_line_error(r, r"loss became NaN/inf at step \d+")
+
+
+def test_labels_out_of_range():
+    import numpy as np
+
+    from kdkit import from_arrays
+    from kdkit.errors import KdkitError
+
+    x = np.zeros((10, 1, 4, 4), np.uint8)
+    with pytest.raises(KdkitError, match="labels range 0..5 but there are 3 classes"):
+        from_arrays(x, np.array([0, 1, 2, 5, 0, 1, 2, 0, 1, 2]), x, np.zeros(10, int), classes=["a", "b", "c"])
+
+
+def test_debug_shows_traceback(tmp_path):
+    r = subprocess.run(KDKIT + ["--debug", "distill", "--method", "kdd", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode != 0 and "Traceback" in r.stderr

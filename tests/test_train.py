@@ -1,0 +1,95 @@
+"""The fit() loop: exact resume, NaN stop with the last good checkpoint kept, schedules, files."""
+import dataclasses
+import json
+import re
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kdkit.checkpoint import load_weights
+from kdkit.config import DistillConfig, TrainConfig, apply_overrides
+from kdkit.data import BatchLoader, Split, from_arrays
+from kdkit.errors import KdkitError
+from kdkit.pipeline import run_distill, run_train
+from kdkit.train import lr_at
+
+
+def _weights(path):
+    return load_weights(path)[0]
+
+
+def test_resume_mid_epoch_gives_identical_weights(tmp_path, digits, tiny):
+    full = apply_overrides(TrainConfig(), tiny | {"model": "cnn-tiny", "out": str(tmp_path / "full"), "epochs": 3})
+    run_train(full, digits)
+    # 20 steps per epoch at batch 64: stop inside epoch 1, then inside epoch 2, then finish
+    part = apply_overrides(full, {"out": str(tmp_path / "part"), "max_steps": 27})
+    assert run_train(part, digits)["stopped_early"]
+    assert run_train(apply_overrides(part, {"resume": True}), digits)["stopped_early"]
+    summary = run_train(apply_overrides(part, {"resume": True, "max_steps": 0}), digits)
+    for name in ("last.safetensors", "best.safetensors"):
+        a, b = _weights(tmp_path / "full" / name), _weights(tmp_path / "part" / name)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
+    full_summary = json.loads((tmp_path / "full" / "summary.json").read_text())
+    assert summary["metrics"]["accuracy"] == full_summary["metrics"]["accuracy"]
+
+
+def test_distill_resume_skips_finished_phases(tmp_path, digits, tiny):
+    cfg = apply_overrides(DistillConfig(), tiny | {"teacher": "cnn-x0.25", "student": "cnn-tiny", "max_steps": 30})
+    assert run_distill(cfg, digits)["stopped_early"]  # stopped inside the teacher's training
+    resumed = apply_overrides(cfg, {"resume": True, "max_steps": 0})
+    summary = run_distill(resumed, digits)
+    assert set(summary["rows"]) == {"teacher", "scratch", "student"}
+    direct = run_distill(apply_overrides(cfg, {"max_steps": 0, "out": str(tmp_path / "direct")}), digits)
+    assert summary["rows"]["student"]["metrics"]["accuracy"] == direct["rows"]["student"]["metrics"]["accuracy"]
+
+
+def test_nan_loss_stops_and_names_step_and_checkpoint(tmp_path, digits, tiny):
+    cfg = apply_overrides(TrainConfig(), tiny | {"model": "cnn-tiny", "checkpoint_every": 2, "log_every": 1})
+    # poison the training sample that the seeded epoch-0 order puts into batch 5 (step 6)
+    data = dataclasses.replace(digits, train=Split(digits.train.images.float(), digits.train.labels))
+    order = [idx for _, _, idx in BatchLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True)]
+    data.train.images[order[5][0]] = float("nan")
+    with pytest.raises(KdkitError, match=r"loss became NaN/inf at step (\d+) .*last good checkpoint: (\S+) \(step (\d+)\).*Fix: lower") as err:
+        run_train(cfg, data)
+    bad, path, good = re.search(r"step (\d+) .*checkpoint: (\S+) \(step (\d+)\)", str(err.value)).groups()
+    assert int(good) < int(bad)
+    tensors, meta = load_weights(path)  # the kept checkpoint is intact and finite
+    assert meta["step"] == int(good)
+    assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("model."))
+
+
+def test_nan_in_inputs_is_caught(tmp_path, tiny):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 100)
+    x[7] = np.nan
+    data = from_arrays(x, y, x[:20], y[:20])
+    cfg = apply_overrides(TrainConfig(), tiny | {"model": "mlp"})
+    with pytest.raises(KdkitError, match="loss became NaN/inf at step 1 .*no checkpoint was written yet"):
+        run_train(cfg, data)
+
+
+def test_lr_schedules():
+    cfg = TrainConfig(epochs=10, lr=1.0, warmup_epochs=1, schedule="cosine")
+    assert lr_at(0, 10, cfg) == pytest.approx(0.1)
+    assert lr_at(9, 10, cfg) == pytest.approx(1.0)
+    assert lr_at(10 + 45, 10, cfg) == pytest.approx(0.5 * (1 + math.cos(math.pi * 45 / 90)))
+    ms = TrainConfig(epochs=10, lr=1.0, schedule="multistep", milestones=[5, 8], gamma=0.1)
+    assert [lr_at(e * 10, 10, ms) for e in (0, 4, 5, 8, 9)] == pytest.approx([1, 1, 0.1, 0.01, 0.01])
+
+
+def test_run_files_and_logged_parts(tmp_path, digits, tiny):
+    cfg = apply_overrides(DistillConfig(), tiny | {"teacher": "cnn-x0.25", "student": "cnn-tiny", "seeds": [0]})
+    run_distill(cfg, digits)
+    out = tmp_path / "run"
+    for f in ("config.yaml", "summary.json", "summary.md", "teacher/best.safetensors", "teacher/best.json",
+              "scratch/seed0/last.safetensors", "student/seed0/metrics.jsonl"):
+        assert (out / f).is_file(), f
+    assert list((out / "student/seed0/tb").glob("events.out.tfevents.*"))
+    logged = [json.loads(line) for line in (out / "student/seed0/metrics.jsonl").read_text().splitlines()]
+    keys = set().union(*logged)
+    assert {"train/loss", "train/ce", "train/kd", "train/accuracy", "val/accuracy", "lr"} <= keys
