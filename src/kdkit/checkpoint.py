@@ -65,7 +65,7 @@ def load_weights(path) -> tuple[dict[str, torch.Tensor], dict]:
     if not path.is_file():
         raise KdkitError(f"weights file '{path}' not found; check the path")
     data = path.read_bytes()
-    if path.suffix != ".safetensors" or _looks_pickled(data):
+    if path.suffix != ".safetensors" or not _looks_like_safetensors(data):
         raise KdkitError(
             f"'{path}' is not a safetensors file; kdkit never unpickles weights (pickles can run code). "
             "Convert it: torch.load(f, weights_only=True) then safetensors.torch.save_file(state_dict, 'x.safetensors')"
@@ -80,9 +80,13 @@ def load_weights(path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, meta
 
 
-def _looks_pickled(data: bytes) -> bool:
-    # pickle protocol 2+ starts with 0x80; torch's zip format starts with "PK"
-    return data[:1] == b"\x80" or data[:2] == b"PK"
+def _looks_like_safetensors(data: bytes) -> bool:
+    """safetensors = 8-byte little-endian header length, then a JSON header. Pickles and torch's
+    zip files fail this before any parser sees them."""
+    if len(data) < 10:
+        return False
+    header = int.from_bytes(data[:8], "little")
+    return header < len(data) and data[8:9] == b"{"
 
 
 def flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
