@@ -43,3 +43,12 @@ def test_bad_yaml(tmp_path):
         resolve(TrainConfig, f)
     with pytest.raises(KdkitError, match="not found"):
         resolve(TrainConfig, tmp_path / "missing.yaml")
+
+
+def test_every_key_documented():
+    import dataclasses
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[1] / "docs" / "config.md").read_text()
+    for f in dataclasses.fields(DistillConfig):
+        assert f"| `{f.name}` |" in doc, f"{f.name} missing from docs/config.md (run docs/make_config_doc.py)"

@@ -8,6 +8,7 @@
   kdkit datasets | models | methods
 """
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -216,6 +217,7 @@ def methods():
 
 
 def main():
+    sys.path.insert(0, os.getcwd())  # so --student my_module:make_net finds a module in the working directory
     try:
         app()
     except KdkitError as e:

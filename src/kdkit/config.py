@@ -24,28 +24,28 @@ class TrainConfig:
     dataset: str = "fashion-mnist"  # named dataset or ImageFolder path (`kdkit datasets`)
     data_dir: str | None = None  # where the dataset files are; else $KDKIT_DATA, ~/.cache/kdkit, ...
     val_fraction: float = 0.1  # validation split carved from train (seeded); test is never used for selection
-    augment: str = "auto"  # auto (the dataset's standard) | none | crop | crop_flip
+    augment: str = "auto"  # auto (the dataset's standard), none, crop (translate), crop_flip
     download: bool = True  # download from the official source when the files are not found and online
     # model
     model: str = "cnn"  # architecture (`kdkit models`) or my_pkg.my_module:make_net
     # optimisation
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "sgd"  # sgd (nesterov) | adamw
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine | multistep | constant
+    epochs: int = 10  # training epochs
+    batch_size: int = 128  # samples per optimizer step
+    optimizer: str = "sgd"  # sgd (nesterov momentum) or adamw
+    lr: float = 0.05  # peak learning rate
+    momentum: float = 0.9  # SGD momentum (nesterov when > 0)
+    weight_decay: float = 5e-4  # on weights only, not on biases and norm parameters
+    schedule: str = "cosine"  # cosine, multistep or constant (after warmup)
     milestones: list[int] = field(default_factory=list)  # epochs where multistep multiplies lr by gamma
-    gamma: float = 0.1
+    gamma: float = 0.1  # multistep decay factor
     warmup_epochs: float = 0.0  # linear warmup from 0, in epochs (fractions allowed)
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # on the hard-label cross-entropy
     grad_clip: float = 0.0  # max global gradient norm; 0 = off
-    amp: str = "auto"  # auto (bf16 on CUDA when supported, off on CPU) | bf16 | off
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    amp: str = "auto"  # auto (bf16 on CUDA when supported, off on CPU), bf16, off
+    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     # run
-    seed: int = 0
-    out: str = "runs/train"
+    seed: int = 0  # initialisation, shuffling, augmentation and the validation split
+    out: str = "runs/train"  # run directory
     log_every: int = 50  # steps between logged scalars (and NaN checks)
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints; 0 = end of each epoch only
     max_steps: int = 0  # stop (with a checkpoint) after this many steps of this invocation; --resume continues; 0 = off
@@ -60,13 +60,13 @@ class DistillConfig(TrainConfig):
 
     teacher: str = "cnn"  # run dir or .safetensors from `kdkit train`, or an architecture to train first
     teacher_epochs: int = 0  # epochs when the teacher is trained here; 0 = same as epochs
-    student: str = "cnn-tiny"
-    method: str = "kd"  # `kdkit methods`
+    student: str = "cnn-tiny"  # student architecture (`kdkit models`) or my_pkg.my_module:make_net
+    method: str = "kd"  # distillation method (`kdkit methods`)
     temperature: float = 4.0  # softmax temperature T of the KD term
     alpha: float = 0.9  # weight of the KD term; (1 - alpha) weights the hard-label cross-entropy
     seeds: list[int] = field(default_factory=lambda: [0])  # scratch and student repeat per seed
     baseline: bool = True  # also train the scratch student (same architecture and budget, no teacher)
-    out: str = "runs/distill"
+    out: str = "runs/distill"  # run directory
 
 
 def fields_of(cls) -> dict[str, dataclasses.Field]:
@@ -181,11 +181,11 @@ def validate(cfg):
     positive = ["epochs", "batch_size", "lr"] + (["temperature"] if hasattr(cfg, "temperature") else [])
     for key in positive:
         if getattr(cfg, key) <= 0:
-            raise KdkitError(f"config key '{key}' must be > 0, got {getattr(cfg, key)}")
+            raise KdkitError(f"config key '{key}' must be > 0, got {getattr(cfg, key)}; set a positive value")
     if not 0.0 <= cfg.val_fraction < 1.0:
-        raise KdkitError(f"config key 'val_fraction' must be in [0, 1), got {cfg.val_fraction}")
+        raise KdkitError(f"config key 'val_fraction' must be in [0, 1), got {cfg.val_fraction}; e.g. --set val_fraction=0.1")
     if hasattr(cfg, "alpha") and not 0.0 <= cfg.alpha <= 1.0:
-        raise KdkitError(f"config key 'alpha' must be in [0, 1], got {cfg.alpha}")
+        raise KdkitError(f"config key 'alpha' must be in [0, 1], got {cfg.alpha}; e.g. --alpha 0.9 (1 = soft targets only)")
     if hasattr(cfg, "seeds") and not cfg.seeds:
         raise KdkitError("config key 'seeds' is empty; give at least one seed, e.g. --seeds 0,1,2")
     return cfg
