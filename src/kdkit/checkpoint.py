@@ -48,6 +48,12 @@ def save_weights(path, tensors: dict[str, torch.Tensor], meta: dict):
     atomic_write(sidecar(path), json.dumps(meta, indent=1, default=str).encode())
 
 
+def update_meta(path, **extra):
+    """Add keys to a weights file's sidecar (atomically; the tensor checksum stays valid)."""
+    meta = load_meta(path) | extra
+    atomic_write(sidecar(path), json.dumps(meta, indent=1, default=str).encode())
+
+
 def load_meta(path) -> dict:
     path = Path(path)
     side = sidecar(path)

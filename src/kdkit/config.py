@@ -41,7 +41,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0  # linear warmup from 0, in epochs (fractions allowed)
     label_smoothing: float = 0.0  # on the hard-label cross-entropy
     grad_clip: float = 0.0  # max global gradient norm; 0 = off
-    amp: str = "auto"  # auto (bf16 on CUDA when supported, off on CPU), bf16, off
+    amp: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with native bf16, else off), bf16, off
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     # run
     seed: int = 0  # initialisation, shuffling, augmentation and the validation split

