@@ -487,3 +487,15 @@ def test_real_fashion_mnist():
     assert len(ds.train) + len(ds.val) == 60000 and len(ds.test) == 10000
     assert ds.num_classes == 10 and ds.input_shape == (1, 28, 28)
     assert torch.bincount(ds.test.labels).tolist() == [1000] * 10
+
+
+def test_flip_only_augment_never_translates():
+    import torch
+
+    from kdkit.data import augment_batch
+
+    images = torch.arange(2 * 1 * 3 * 4, dtype=torch.uint8).view(2, 1, 3, 4).repeat(50, 1, 1, 1)
+    out = augment_batch(images, torch.Generator().manual_seed(0), "flip")
+    same = (out == images).flatten(1).all(1)
+    mirrored = (out == images.flip(3)).flatten(1).all(1)
+    assert bool((same | mirrored).all()) and 0 < int(mirrored.sum()) < len(images)

@@ -24,7 +24,7 @@ class TrainConfig:
     dataset: str = "fashion-mnist"  # named dataset or ImageFolder path (`kdkit datasets`)
     data_dir: str | None = None  # where the dataset files are; else $KDKIT_DATA, ~/.cache/kdkit, ...
     val_fraction: float = 0.1  # validation split carved from train (seeded); test is never used for selection
-    augment: str = "auto"  # auto (the dataset's standard), none, crop (translate), crop_flip
+    augment: str = "auto"  # auto (the dataset's standard), none, flip, crop (translate by 2), crop_flip (pad 4 + flip)
     download: bool = True  # download from the official source when the files are not found and online
     # model
     model: str = "cnn"  # architecture (`kdkit models`) or my_pkg.my_module:make_net
@@ -168,7 +168,7 @@ CHOICES = {
     "optimizer": ("sgd", "adamw"),
     "schedule": ("cosine", "multistep", "constant"),
     "amp": ("auto", "bf16", "off"),
-    "augment": ("auto", "none", "crop", "crop_flip"),
+    "augment": ("auto", "none", "flip", "crop", "crop_flip"),
 }
 
 

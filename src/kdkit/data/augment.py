@@ -3,6 +3,7 @@ whole batch is transformed by a few tensor ops (no Python loop over samples).
 
     "crop"       random translation by up to 2 pixels, zero fill (pad 2 + random 28x28 crop, MNIST)
     "crop_flip"  pad 4 + random crop, then horizontal flip with probability 1/2 (CIFAR)
+    "flip"       horizontal flip with probability 1/2 only
     "none"       images returned unchanged
 
 Random draws come from a CPU `torch.Generator`, so the same generator state gives the same
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 
 from kdkit.errors import unknown
 
-AUGMENTS = ("none", "crop", "crop_flip")
+AUGMENTS = ("none", "flip", "crop", "crop_flip")
 PADDING = {"crop": 2, "crop_flip": 4}
 
 
@@ -55,7 +56,8 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator, augment: str
         raise unknown("augment", augment, AUGMENTS)
     if augment == "none":
         return images
-    images = random_crop(images, generator, PADDING[augment])
-    if augment == "crop_flip":
+    if augment in PADDING:
+        images = random_crop(images, generator, PADDING[augment])
+    if augment in ("flip", "crop_flip"):
         images = random_flip(images, generator)
     return images
