@@ -34,7 +34,7 @@ data:
 	fi
 
 bench: install
-	$(PY) benchmarks/fashion_mnist_seeds.py
+	bash benchmarks/fashion_mnist_seeds.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -200,3 +200,20 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     assert r.returncode == 0, r.stderr
     a, b = load_weights(tmp_path / "full" / "last.safetensors")[0], load_weights(out / "last.safetensors")[0]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_demo_config_file_matches_the_demo():
+    import yaml
+
+    from kdkit.cli import DEMO
+
+    shipped = yaml.safe_load((Path(__file__).parents[1] / "configs" / "demo.yaml").read_text())
+    assert shipped == {k: v for k, v in DEMO.items()}
+
+
+def test_demo_runs_end_to_end_on_small_data(tmp_path):
+    # the real demo is Fashion-MNIST (minutes); the same command path on digits takes seconds
+    r = kdkit("demo", "--out", tmp_path / "demo", "--set", "dataset=digits", "--set", "epochs=1",
+              "--set", "teacher_epochs=1", "--set", "progress=false")
+    assert r.returncode == 0, r.stderr
+    assert "gap closed" in r.stdout and (tmp_path / "demo" / "summary.md").is_file()
