@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -22,7 +23,7 @@ from kdkit.errors import KdkitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="kdkit: distill a big teacher into a small student, and show the evidence.")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)  # logs and pipes get the whole table
 _debug = {"on": False}
 
 # The demo recipe (configs/demo.yaml holds the same values; docs/demo.md says how it was chosen).
@@ -78,6 +79,10 @@ def distill(
     _run_distill(cfg)
 
 
+# The columns printed at the end of a run; summary.md has them all.
+CLI_COLUMNS = ("row", "acc %", "bal acc %", "macro F1 %", "ECE", "agree %", "params", "ms b1", "train s")
+
+
 def _run_distill(cfg: DistillConfig):
     from kdkit.pipeline import run_distill
     from kdkit.summary import table_rows
@@ -87,11 +92,11 @@ def _run_distill(cfg: DistillConfig):
         console.print(f"stopped after max_steps; continue with: kdkit distill --config {cfg.out}/config.yaml --resume")
         return
     header, body = table_rows(summary)
-    table = Table(title=f"{summary['method']}: {summary['teacher']['arch']} -> {summary['student_arch']} on {summary['dataset']} (test set)")
-    for h in header[:9] + header[9:12]:
-        table.add_column(h)
+    keep = [header.index(h) for h in CLI_COLUMNS]
+    table = Table(*CLI_COLUMNS, box=box.SIMPLE_HEAD,
+                  title=f"{summary['method']}: {summary['teacher']['arch']} -> {summary['student_arch']} on {summary['dataset']} (test set)")
     for cells in body:
-        table.add_row(*(cells[:9] + cells[9:12]))
+        table.add_row(*(cells[i] for i in keep))
     console.print(table)
     if summary.get("gap_closed", {}).get("mean") is not None:
         console.print(f"gap closed (accuracy): {100 * summary['gap_closed']['mean']:.0f}%")

@@ -85,7 +85,7 @@ def table_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
             if isinstance(cell, dict):
                 text = _fmt(cell["mean"], fmt)
                 if len(row["per_seed"]) > 1 and cell["std"] is not None and source != "facts":
-                    text += f" ± {_fmt(cell['std'], fmt)}"
+                    text += f"±{_fmt(cell['std'], fmt)}"
             else:
                 text = _fmt(cell, fmt)
             cells.append(text)
