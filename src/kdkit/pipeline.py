@@ -16,13 +16,13 @@ import torch
 
 from kdkit import checkpoint as ckpt
 from kdkit.config import DistillConfig, TrainConfig, save_yaml
-from kdkit.data import Dataset, load_dataset
+from kdkit.data import BatchLoader, Dataset, load_dataset
 from kdkit.errors import KdkitError, unknown
 from kdkit.evaluate import agreement, classification_metrics, model_facts, predict_logits
 from kdkit.methods import CrossEntropy, create_method
 from kdkit.models import check_input, create_model
 from kdkit.summary import summarise, write_summary
-from kdkit.train import BatchLoader, fit, select_device
+from kdkit.train import fit, select_device
 
 
 def model_meta(arch: str, data: Dataset) -> dict:
@@ -39,6 +39,11 @@ def build_model(arch: str, data: Dataset, seed: int) -> torch.nn.Module:
     model = create_model(arch, num_classes=data.num_classes, in_channels=c, image_size=h)
     check_input(model, data.input_shape, data.num_classes)
     return model
+
+
+def is_weights(teacher: str) -> bool:
+    """--teacher names saved weights (a run directory or a file), not an architecture to train."""
+    return Path(teacher).exists() or teacher.endswith(".safetensors")
 
 
 def weights_path(path) -> Path:
@@ -148,7 +153,7 @@ def run_train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
 
 def _teacher(cfg: DistillConfig, data: Dataset, out: Path):
     """Load the teacher from a run/weights path, or train the named architecture first."""
-    if Path(cfg.teacher).exists() or cfg.teacher.endswith(".safetensors"):
+    if is_weights(cfg.teacher):
         teacher, meta = load_model(cfg.teacher)
         check_teacher(meta, data)
         check_input(teacher, data.input_shape, data.num_classes)
@@ -169,7 +174,7 @@ def _preflight(cfg: DistillConfig, data: Dataset):
     if cfg.method not in METHODS:
         raise unknown("method", cfg.method, METHODS)
     build_model(cfg.student, data, 0)
-    if not (Path(cfg.teacher).exists() or cfg.teacher.endswith(".safetensors")):
+    if not is_weights(cfg.teacher):
         build_model(cfg.teacher, data, 0)
 
 
