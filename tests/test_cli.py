@@ -57,7 +57,7 @@ def test_distill_end_to_end(tmp_path, teacher_run):
     for key in ("parameters", "size_mb", "flops_per_sample", "latency_ms_b1", "latency_ms_b64"):
         assert student["facts"][key] > 0
     assert student["fit"]["peak_memory_mb"]["mean"] > 0
-    assert s["rows"]["teacher"]["facts"]["parameters"] > 10 * student["facts"]["parameters"] / 10
+    assert s["rows"]["teacher"]["facts"]["parameters"] > student["facts"]["parameters"]
     t, sc, st = (s["rows"][r]["metrics"]["accuracy"]["mean"] for r in ("teacher", "scratch", "student"))
     assert s["gap_closed"]["mean"] == pytest.approx((st - sc) / (t - sc))
     assert "per_class" in student["per_seed"][0] and len(student["per_seed"][0]["confusion_matrix"]) == 10
