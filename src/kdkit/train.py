@@ -165,26 +165,19 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
                 images += len(y)
                 bar.update(task, advance=1)
                 if state.step % cfg.log_every == 0:
-                    scalars = sums.flush(state.step, state, cfg)
+                    scalars = sums.flush(state)
                     logger.log(state.step, state.epoch, {f"train/{k}": v for k, v in scalars.items()} | {"lr": optimizer.param_groups[0]["lr"]})
                     bar.update(task, info=f"loss {scalars['loss']:.3f} acc {scalars['accuracy']:.3f} {images / (time.perf_counter() - t0):.0f} img/s")
                 if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
-                    sums.check(state, cfg)
+                    sums.check(state)
                     state.save()
                 if stop_at and state.step >= stop_at:
                     break
-            sums.check(state, cfg)
+            sums.check(state)
             if stop_at and state.step >= stop_at and state.step % steps_per_epoch:
                 state.save()  # stopped mid-epoch: --resume continues from here
                 break
-            state.epoch += 1
-            val_acc = _val_accuracy(method.student, val, device)
-            logger.log(state.step, state.epoch, {"val/accuracy": val_acc})
-            state.history.append({"epoch": state.epoch, "val_accuracy": val_acc})
-            if val_acc > state.best_val_accuracy:
-                state.best_val_accuracy, state.best_epoch = val_acc, state.epoch
-                _save_student(run_dir / "best.safetensors", method, meta, epoch=state.epoch, val_accuracy=val_acc)
-            state.save()
+            _end_epoch(state, method, val, device, logger, run_dir, meta)
             if stop_at and state.step >= stop_at and state.epoch < cfg.epochs:
                 break
     logger.close()
@@ -192,6 +185,18 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
     if not stopped:
         _save_student(run_dir / "last.safetensors", method, meta, epoch=state.epoch, val_accuracy=state.history[-1]["val_accuracy"])
     return _result(state, run_dir, t0, images, peak, stopped)
+
+
+def _end_epoch(state, method, val, device, logger, run_dir: Path, meta: dict):
+    """Validate, keep the best-by-validation weights, checkpoint."""
+    state.epoch += 1
+    val_acc = _val_accuracy(method.student, val, device)
+    logger.log(state.step, state.epoch, {"val/accuracy": val_acc})
+    state.history.append({"epoch": state.epoch, "val_accuracy": val_acc})
+    if val_acc > state.best_val_accuracy:
+        state.best_val_accuracy, state.best_epoch = val_acc, state.epoch
+        _save_student(run_dir / "best.safetensors", method, meta, epoch=state.epoch, val_accuracy=val_acc)
+    state.save()
 
 
 def _step(method, optimizer, x, y, dtype, grad_clip: float) -> dict:
@@ -223,7 +228,7 @@ class _Sums:
         self.count += len(y)
         self.steps += 1
 
-    def check(self, state, cfg):
+    def check(self, state):
         """Stop on NaN/inf loss, naming the step and the last good checkpoint (which stays untouched)."""
         bad = int(self.first_bad)
         if bad >= 0:
@@ -234,8 +239,8 @@ class _Sums:
                 "Fix: lower --set lr=..., add --set grad_clip=1.0, or check the data for NaN/inf values"
             )
 
-    def flush(self, step, state, cfg) -> dict:
-        self.check(state, cfg)
+    def flush(self, state) -> dict:
+        self.check(state)
         scalars = {k: float(v) / max(1, self.steps) for k, v in self.parts.items()}
         scalars["accuracy"] = float(self.correct) / max(1, self.count)
         self.parts, self.correct, self.count, self.steps = {}, 0, 0, 0
