@@ -81,6 +81,8 @@ def test_evaluate_and_listings(teacher_run):
     for cmd, expect in (("models", "resnet32x4"), ("methods", "kd"), ("datasets", "fashion-mnist")):
         r = kdkit(cmd)
         assert r.returncode == 0 and expect in r.stdout, r.stderr
+    r = kdkit("models", "--layers", "wrn_16_2")
+    assert r.returncode == 0 and "block3" in r.stdout and "(128, 8, 8)" in r.stdout, r.stderr
     for cmd in ("demo", "train", "distill", "evaluate", "datasets", "models", "methods"):
         assert kdkit(cmd, "--help").returncode == 0
 

@@ -197,9 +197,25 @@ def datasets(data_dir: Optional[str] = typer.Option(None, help="also look here")
 
 
 @app.command()
-def models():
+def models(
+    layers: Optional[str] = typer.Option(None, "--layers", help="print the tappable layer names of this architecture"),
+    in_channels: int = typer.Option(3, help="input channels for --layers"),
+    image_size: int = typer.Option(32, help="input size for --layers"),
+    num_classes: int = typer.Option(100, help="classes for --layers"),
+):
     """Architectures by name, with their parameter counts for 3x32x32 input and 100 classes."""
     from kdkit.models import count_parameters, create_model, describe_model, list_models
+
+    if layers:
+        from kdkit.taps import layer_shapes
+
+        model = create_model(layers, num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+        table = Table("layer name (for feature taps)", "module", "output shape", box=box.SIMPLE_HEAD)
+        for name, kind, shape in layer_shapes(model, (in_channels, image_size, image_size)):
+            table.add_row(name, kind, str(shape))
+        console.print(table)
+        console.print(f"stage outputs (default taps): {', '.join(getattr(model, 'feature_modules', []))}")
+        return
 
     table = Table("name", "parameters", "description")
     for name in list_models():
