@@ -52,3 +52,12 @@ def test_every_key_documented():
     doc = (Path(__file__).parents[1] / "docs" / "config.md").read_text()
     for f in dataclasses.fields(DistillConfig):
         assert f"| `{f.name}` |" in doc, f"{f.name} missing from docs/config.md (run docs/make_config_doc.py)"
+
+
+def test_unset_temperature_takes_the_methods_default():
+    from kdkit.pipeline import method_kwargs, with_method_defaults
+
+    assert with_method_defaults(DistillConfig(method="dist")).temperature == 1.0
+    assert with_method_defaults(DistillConfig(method="kd")).temperature == 4.0
+    assert with_method_defaults(DistillConfig(method="dkd", temperature=2.0)).temperature == 2.0
+    assert "temperature" not in method_kwargs(DistillConfig(method="dist"))

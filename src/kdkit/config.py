@@ -62,8 +62,14 @@ class DistillConfig(TrainConfig):
     teacher_epochs: int = 0  # epochs when the teacher is trained here; 0 = same as epochs
     student: str = "cnn-tiny"  # student architecture (`kdkit models`) or my_pkg.my_module:make_net
     method: str = "kd"  # distillation method (`kdkit methods`)
-    temperature: float = 4.0  # softmax temperature T of the KD term
-    alpha: float = 0.9  # weight of the KD term; (1 - alpha) weights the hard-label cross-entropy
+    temperature: float | None = None  # softmax temperature T; empty = the method's own default (kd 4, dkd 4, dist 1)
+    alpha: float = 0.9  # kd: weight of the KD term; (1 - alpha) weights the hard-label cross-entropy
+    ce_weight: float = 1.0  # dkd, dist: weight of the hard-label cross-entropy (their KD parts have their own weights)
+    dkd_alpha: float = 1.0  # dkd: weight of the target-class part TCKD (Zhao et al. 2022: 1.0)
+    dkd_beta: float = 8.0  # dkd: weight of the non-target part NCKD (Zhao et al. 2022: 8.0 on CIFAR-100)
+    kd_warmup_epochs: float = 0.0  # dkd: ramp the KD part linearly from 0 over this many epochs (paper: 20 of 240)
+    dist_beta: float = 1.0  # dist: weight of the inter-class relation loss (Huang et al. 2022: 1.0)
+    dist_gamma: float = 1.0  # dist: weight of the intra-class relation loss (Huang et al. 2022: 1.0)
     seeds: list[int] = field(default_factory=lambda: [0])  # scratch and student repeat per seed
     baseline: bool = True  # also train the scratch student (same architecture and budget, no teacher)
     out: str = "runs/distill"  # run directory
@@ -178,9 +184,8 @@ def validate(cfg):
         value = getattr(cfg, key)
         if value not in choices:
             raise KdkitError(f"config key '{key}' must be one of {', '.join(choices)}, got '{value}'; {did_you_mean(value, choices)}")
-    positive = ["epochs", "batch_size", "lr"] + (["temperature"] if hasattr(cfg, "temperature") else [])
-    for key in positive:
-        if getattr(cfg, key) <= 0:
+    for key in ("epochs", "batch_size", "lr", "temperature"):
+        if getattr(cfg, key, None) is not None and getattr(cfg, key) <= 0:
             raise KdkitError(f"config key '{key}' must be > 0, got {getattr(cfg, key)}; set a positive value")
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise KdkitError(f"config key 'val_fraction' must be in [0, 1), got {cfg.val_fraction}; e.g. --set val_fraction=0.1")

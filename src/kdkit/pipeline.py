@@ -185,11 +185,12 @@ class _Stopped(Exception):
 def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
     """`kdkit distill`: teacher, then per seed the scratch student and the distilled student; summary."""
     data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, seed=cfg.seeds[0], download=cfg.download)
+    _preflight(cfg, data)
+    cfg = with_method_defaults(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "config.yaml")
     device = select_device(cfg.device)
-    _preflight(cfg, data)
     t0 = time.perf_counter()
     try:
         teacher, teacher_info = _teacher(cfg, data, out)
@@ -223,8 +224,20 @@ def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
     return summary
 
 
-def method_kwargs(cfg) -> dict:
-    """The config values a method declares as its hyper-parameters."""
+def with_method_defaults(cfg: DistillConfig) -> DistillConfig:
+    """Fill unset (None) hyper-parameters with the method's own defaults, so config.yaml says what ran."""
+    import inspect
+
     from kdkit.methods import METHODS
 
-    return {k: getattr(cfg, k) for k in METHODS[cfg.method].hyperparameters if hasattr(cfg, k)}
+    params = inspect.signature(METHODS[cfg.method].__init__).parameters
+    unset = {k: params[k].default for k in METHODS[cfg.method].hyperparameters
+             if getattr(cfg, k, 0) is None and k in params}
+    return dataclasses.replace(cfg, **unset)
+
+
+def method_kwargs(cfg) -> dict:
+    """The config values a method declares as its hyper-parameters (unset ones keep the method's default)."""
+    from kdkit.methods import METHODS
+
+    return {k: getattr(cfg, k) for k in METHODS[cfg.method].hyperparameters if getattr(cfg, k, None) is not None}

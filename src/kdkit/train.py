@@ -159,6 +159,7 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
             for x, y, _ in train.iter_from(state.step - state.epoch * steps_per_epoch):
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(state.step, steps_per_epoch, cfg)
+                method.epoch = state.step / steps_per_epoch
                 out = _step(method, optimizer, x, y, dtype, cfg.grad_clip)
                 sums.add(out, y, state.step)
                 state.step += 1

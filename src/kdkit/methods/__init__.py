@@ -8,11 +8,15 @@ one line here.
 from kdkit.errors import unknown
 from kdkit.methods.base import Method
 from kdkit.methods.ce import CrossEntropy
+from kdkit.methods.dist import DIST
+from kdkit.methods.dkd import DKD
 from kdkit.methods.kd import KD
 
 METHODS: dict[str, type[Method]] = {
     "ce": CrossEntropy,
     "kd": KD,
+    "dkd": DKD,
+    "dist": DIST,
 }
 
 
@@ -22,4 +26,4 @@ def create_method(name: str, student, teacher=None, **kwargs) -> Method:
     return METHODS[name](student, teacher, **kwargs)
 
 
-__all__ = ["METHODS", "Method", "create_method", "CrossEntropy", "KD"]
+__all__ = ["METHODS", "Method", "create_method", "CrossEntropy", "DIST", "DKD", "KD"]

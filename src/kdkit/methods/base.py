@@ -13,6 +13,8 @@ class Method(nn.Module):
     """
 
     needs_teacher = True
+    # Epochs completed so far (fractional), set by fit() before every step, for methods that warm up.
+    epoch: float = 0.0
     # Hyper-parameters a user can set (config key -> constructor argument), shown by `kdkit methods`.
     hyperparameters: tuple[str, ...] = ()
 
