@@ -50,6 +50,8 @@ def test_teacher_kept_in_eval_mode_during_distillation():
     teacher = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
     running = teacher[1].running_mean.clone()
     for name, cls in METHODS.items():
+        if name not in ("ce", "kd", "dkd", "dist"):
+            continue  # feature methods: the conformance suite in test_methods.py
         teacher.train()  # as a user might leave it
         method = create_method(name, nn.Linear(4, 3), teacher if cls.needs_teacher else None).train()
         out = method(torch.randn(16, 4), torch.randint(0, 3, (16,)))

@@ -230,11 +230,11 @@ def methods():
     """Distillation methods and their hyper-parameters (config keys)."""
     from kdkit.methods import METHODS
 
-    table = Table("name", "hyper-parameters", "description")
+    table = Table("name", "what it transfers (paper)", "hyper-parameters (config keys)")
     for name, cls in METHODS.items():
-        doc = (sys.modules[cls.__module__].__doc__ or cls.__doc__ or "").strip().splitlines()[0]
-        table.add_row(name, ", ".join(cls.hyperparameters), doc)
+        table.add_row(name, cls.paper, ", ".join(cls.hyperparameters))
     console.print(table)
+    console.print("Compose with +, e.g. --method kd+fitnet (CE counted once; every term logged).")
 
 
 def main():

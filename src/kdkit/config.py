@@ -70,6 +70,23 @@ class DistillConfig(TrainConfig):
     kd_warmup_epochs: float = 0.0  # dkd: ramp the KD part linearly from 0 over this many epochs (paper: 20 of 240)
     dist_beta: float = 1.0  # dist: weight of the inter-class relation loss (Huang et al. 2022: 1.0)
     dist_gamma: float = 1.0  # dist: weight of the intra-class relation loss (Huang et al. 2022: 1.0)
+    # feature methods (fitnet, at, sp, rkd, pkt, nst, crd, vector)
+    student_layers: list[str] = field(default_factory=list)  # student layers to tap (`kdkit models --layers`); empty = the method's pick of its stage outputs
+    teacher_layers: list[str] = field(default_factory=list)  # teacher layers, paired with student_layers by position
+    feature_weight: float | None = None  # weight of the feature term; empty = the method's default (fitnet 100, at 1000, sp 3000, rkd 1, pkt 30000, nst 50, crd 0.8, vector 1)
+    hint_epochs: float = 0.0  # fitnet: > 0 = two-stage FitNets, hint loss only for this many epochs, then KD
+    rkd_distance: float = 25.0  # rkd: weight of the distance term (Park et al. 2019: 25)
+    rkd_angle: float = 50.0  # rkd: weight of the angle term (Park et al. 2019: 50)
+    crd_dim: int = 128  # crd: embedding size (Tian et al. 2020: 128)
+    nce_k: int = 16384  # crd: negatives per sample from the memory bank (capped at the training set size - 1)
+    nce_t: float = 0.07  # crd: temperature of the contrastive scores
+    vector_dim: int = 128  # vector: size of the shared distillation-vector space
+    vector_loss: str = "cosine"  # vector: how z_s matches z_t: mse, cosine or cka
+    # other teachers
+    peer: str | None = None  # dml: the peer's architecture; empty = the student's
+    generations: int = 1  # born-again networks: > 1 = each generation's student teaches the next (same architecture)
+    combine: str = "mean"  # several teachers (--teacher a,b,...): mean, weights, entropy or stacker
+    teacher_weights: list[float] = field(default_factory=list)  # combine=weights: one weight per teacher
     seeds: list[int] = field(default_factory=lambda: [0])  # scratch and student repeat per seed
     baseline: bool = True  # also train the scratch student (same architecture and budget, no teacher)
     out: str = "runs/distill"  # run directory
@@ -175,12 +192,16 @@ CHOICES = {
     "schedule": ("cosine", "multistep", "constant"),
     "amp": ("auto", "bf16", "off"),
     "augment": ("auto", "none", "flip", "crop", "crop_flip"),
+    "vector_loss": ("mse", "cosine", "cka"),
+    "combine": ("mean", "weights", "entropy", "stacker"),
 }
 
 
 def validate(cfg):
     """Range and choice checks that types alone cannot express."""
     for key, choices in CHOICES.items():
+        if not hasattr(cfg, key):
+            continue
         value = getattr(cfg, key)
         if value not in choices:
             raise KdkitError(f"config key '{key}' must be one of {', '.join(choices)}, got '{value}'; {did_you_mean(value, choices)}")
@@ -191,6 +212,8 @@ def validate(cfg):
         raise KdkitError(f"config key 'val_fraction' must be in [0, 1), got {cfg.val_fraction}; e.g. --set val_fraction=0.1")
     if hasattr(cfg, "alpha") and not 0.0 <= cfg.alpha <= 1.0:
         raise KdkitError(f"config key 'alpha' must be in [0, 1], got {cfg.alpha}; e.g. --alpha 0.9 (1 = soft targets only)")
+    if getattr(cfg, "generations", 1) < 1:
+        raise KdkitError(f"config key 'generations' must be >= 1, got {cfg.generations}; 1 = plain distillation")
     if hasattr(cfg, "seeds") and not cfg.seeds:
         raise KdkitError("config key 'seeds' is empty; give at least one seed, e.g. --seeds 0,1,2")
     return cfg

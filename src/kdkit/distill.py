@@ -55,7 +55,7 @@ def distill(teacher: nn.Module, student, train, val=None, method: str = "kd", *,
     if isinstance(student, str):
         student = build_model(student, data, cfg.seed)
     _check_pair(teacher, student, data)
-    distiller = create_method(cfg.method, student, teacher, **method_kwargs(cfg))
+    distiller = create_method(cfg.method, student, teacher, **method_kwargs(cfg, data))
     result = fit(distiller, data, cfg, Path(cfg.out), meta={"arch": "python-api", "classes": list(data.classes)})
     from kdkit.checkpoint import load_weights
 

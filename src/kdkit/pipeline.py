@@ -17,7 +17,7 @@ import torch
 from kdkit import checkpoint as ckpt
 from kdkit.config import DistillConfig, TrainConfig, save_yaml
 from kdkit.data import BatchLoader, Dataset, load_dataset
-from kdkit.errors import KdkitError, unknown
+from kdkit.errors import KdkitError
 from kdkit.evaluate import agreement, classification_metrics, model_facts, predict_logits
 from kdkit.methods import CrossEntropy, create_method
 from kdkit.models import check_input, create_model
@@ -169,11 +169,12 @@ def _teacher(cfg: DistillConfig, data: Dataset, out: Path):
 
 def _preflight(cfg: DistillConfig, data: Dataset):
     """Catch bad names before any training starts, so a typo never costs a trained teacher."""
-    from kdkit.methods import METHODS
+    from kdkit.methods import method_parts
 
-    if cfg.method not in METHODS:
-        raise unknown("method", cfg.method, METHODS)
+    method_parts(cfg.method)
     build_model(cfg.student, data, 0)
+    if cfg.peer:
+        build_model(cfg.peer, data, 0)
     if not is_weights(cfg.teacher):
         build_model(cfg.teacher, data, 0)
 
@@ -195,17 +196,23 @@ def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
     try:
         teacher, teacher_info = _teacher(cfg, data, out)
         teacher_metrics, teacher_logits = evaluate_model(teacher, data, device)
-        rows = {"teacher": [teacher_metrics], "scratch": [], "student": []}
-        fits = {"teacher": [teacher_info.get("fit", {})], "scratch": [], "student": []}
+        # Born-again networks: generation g's student teaches generation g + 1; the last is "student".
+        generations = [f"gen{g}" for g in range(1, cfg.generations)] + ["student"]
+        rows = {"teacher": [teacher_metrics], "scratch": []} | {name: [] for name in generations}
+        fits = {"teacher": [teacher_info.get("fit", {})], "scratch": []} | {name: [] for name in generations}
         for seed in cfg.seeds:
             seed_cfg = dataclasses.replace(cfg, seed=seed)
-            phases = (["scratch"] if cfg.baseline else []) + ["student"]
+            phases = (["scratch"] if cfg.baseline else []) + generations
+            current_teacher = teacher
             for phase in phases:
                 student = build_model(cfg.student, data, seed)
                 if phase == "scratch":
                     method = CrossEntropy(student, label_smoothing=cfg.label_smoothing)
                 else:
-                    method = create_method(cfg.method, student, teacher, **method_kwargs(cfg))
+                    kwargs = method_kwargs(cfg, data)
+                    if "dml" in cfg.method.split("+"):
+                        kwargs["peer"] = build_model(cfg.peer or cfg.student, data, seed + 1000)
+                    method = create_method(cfg.method, student, current_teacher, **kwargs)
                 run_dir = out / phase / f"seed{seed}"
                 info = _fit_or_skip(method, data, seed_cfg, run_dir, model_meta(cfg.student, data), desc=f"{phase} seed {seed}")
                 if info.get("stopped_early"):
@@ -213,6 +220,8 @@ def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
                 metrics = test_both(student, run_dir, data, device, teacher_logits)
                 rows[phase].append(dict(metrics, seed=seed, last_val_accuracy=info["last_val_accuracy"]))
                 fits[phase].append(info)
+                if phase != "scratch":
+                    current_teacher = student.eval()  # best-by-validation weights, loaded by test_both
     except _Stopped:
         return {"stopped_early": True, "run_dir": str(out)}
     facts = {"teacher": model_facts(teacher, data.input_shape),
@@ -226,18 +235,18 @@ def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
 
 def with_method_defaults(cfg: DistillConfig) -> DistillConfig:
     """Fill unset (None) hyper-parameters with the method's own defaults, so config.yaml says what ran."""
-    import inspect
+    from kdkit.methods import defaults_of
 
-    from kdkit.methods import METHODS
-
-    params = inspect.signature(METHODS[cfg.method].__init__).parameters
-    unset = {k: params[k].default for k in METHODS[cfg.method].hyperparameters
-             if getattr(cfg, k, 0) is None and k in params}
+    unset = {k: v for k, v in defaults_of(cfg.method).items() if getattr(cfg, k, 0) is None}
     return dataclasses.replace(cfg, **unset)
 
 
-def method_kwargs(cfg) -> dict:
-    """The config values a method declares as its hyper-parameters (unset ones keep the method's default)."""
-    from kdkit.methods import METHODS
+def method_kwargs(cfg, data: Dataset | None = None) -> dict:
+    """The config values a method declares as its hyper-parameters (unset ones keep the method's
+    default), plus what it may need to know about the data (input shape, training-set size)."""
+    from kdkit.methods import hyperparameters_of
 
-    return {k: getattr(cfg, k) for k in METHODS[cfg.method].hyperparameters if getattr(cfg, k, None) is not None}
+    kwargs = {k: getattr(cfg, k) for k in hyperparameters_of(cfg.method) if getattr(cfg, k, None) is not None}
+    if data is not None:
+        kwargs |= {"input_shape": data.input_shape, "num_train": len(data.train)}
+    return kwargs

@@ -156,11 +156,11 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
             train.set_epoch(state.epoch)
             method.train()
             sums = _Sums(device)
-            for x, y, _ in train.iter_from(state.step - state.epoch * steps_per_epoch):
+            for x, y, idx in train.iter_from(state.step - state.epoch * steps_per_epoch):
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(state.step, steps_per_epoch, cfg)
                 method.epoch = state.step / steps_per_epoch
-                out = _step(method, optimizer, x, y, dtype, cfg.grad_clip)
+                out = _step(method, optimizer, x, y, idx, dtype, cfg.grad_clip)
                 sums.add(out, y, state.step)
                 state.step += 1
                 images += len(y)
@@ -200,9 +200,9 @@ def _end_epoch(state, method, val, device, logger, run_dir: Path, meta: dict):
     state.save()
 
 
-def _step(method, optimizer, x, y, dtype, grad_clip: float) -> dict:
+def _step(method, optimizer, x, y, idx, dtype, grad_clip: float) -> dict:
     with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
-        out = method(x, y)
+        out = method(x, y, idx)  # idx: positions in the train split (memory banks, saved teacher outputs)
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
     if grad_clip:

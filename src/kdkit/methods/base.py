@@ -1,15 +1,39 @@
-"""What every method shares: a trainable student, a frozen teacher kept in eval mode."""
+"""What every method shares: a trainable student, a frozen teacher kept in eval mode, feature taps.
+
+A method names the layers it needs (`student_layers`, `teacher_layers`) and implements
+`terms(s, t, y, index) -> {name: (weight, value)}`. The base forward runs the teacher (no grad)
+and the student once, with taps on those layers, and returns
+
+    dict(loss=sum(weight * value), logits=student logits, **{name: value})
+
+so every part of a loss is logged on its own, and methods compose (`kd+fitnet`) by merging their
+terms over one shared forward.
+"""
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 
+from kdkit.errors import KdkitError
+from kdkit.taps import Taps
+
+
+@dataclass
+class Outputs:
+    """One model's forward: its logits and the outputs of the tapped layers."""
+
+    logits: torch.Tensor  # (B, K)
+    feats: dict[str, torch.Tensor] = field(default_factory=dict)
+
 
 class Method(nn.Module):
-    """Base for distillation methods. Subclasses implement forward(x, y) -> dict(loss, logits, ...).
+    """Base for distillation methods; see the module docstring.
 
     The teacher is stored outside the module tree (so it is not in `parameters()`, not in the
     optimizer, not in checkpoints of the trainable state, and not wrapped for DDP), frozen and in
     eval mode: torchdistill's samples leave it in train mode, which silently updates BatchNorm
-    running statistics of a model that is supposed to be fixed.
+    running statistics of a model that is supposed to be fixed. Adapters are submodules of the
+    method, so they train with the student, but only `student` is ever saved as the result.
     """
 
     needs_teacher = True
@@ -17,29 +41,65 @@ class Method(nn.Module):
     epoch: float = 0.0
     # Hyper-parameters a user can set (config key -> constructor argument), shown by `kdkit methods`.
     hyperparameters: tuple[str, ...] = ()
+    # One line for `kdkit methods`: what it matches, and the paper.
+    paper: str = ""
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None):
         super().__init__()
         self.student = student
         if self.needs_teacher and teacher is None:
-            raise ValueError(f"method {type(self).__name__} needs a teacher")
+            raise KdkitError(f"method {type(self).__name__} needs a teacher")
         self.__dict__["teacher"] = teacher  # bypasses nn.Module registration on purpose
-        if teacher is not None:
+        if isinstance(teacher, nn.Module):
             teacher.eval()
             teacher.requires_grad_(False)
+        self.student_layers: list[str] = []
+        self.teacher_layers: list[str] = []
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.teacher is not None:
+        if isinstance(self.teacher, nn.Module):
             self.teacher.eval()
         return self
 
     def to(self, *args, **kwargs):
         super().to(*args, **kwargs)
-        if self.teacher is not None:
+        if isinstance(self.teacher, nn.Module):
             self.teacher.to(*args, **kwargs)
         return self
 
     @torch.no_grad()
-    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def teacher_logits(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        if getattr(self.teacher, "needs_index", False):  # saved outputs / scikit-learn teachers
+            if index is None:
+                raise KdkitError("this teacher is keyed by sample index; call the method with (x, y, index)")
+            return self.teacher(x, index)
         return self.teacher(x)
+
+    def run_teacher(self, x, index=None) -> Outputs | None:
+        if self.teacher is None:
+            return None
+        if not self.teacher_layers:
+            return Outputs(self.teacher_logits(x, index))
+        with torch.no_grad(), Taps(self.teacher, self.teacher_layers) as taps:
+            logits = self.teacher_logits(x, index)
+        return Outputs(logits, dict(taps.outputs))
+
+    def run_student(self, x) -> Outputs:
+        if not self.student_layers:
+            return Outputs(self.student(x))
+        with Taps(self.student, self.student_layers) as taps:
+            logits = self.student(x)
+        return Outputs(logits, dict(taps.outputs))
+
+    def forward(self, x, y, index=None) -> dict:
+        t = self.run_teacher(x, index)  # the same (augmented) view the student sees
+        s = self.run_student(x)
+        terms = self.terms(s, t, y, index)
+        # A term weighted 0 (FitNets' stage 1, a warm-up at its start) stays out of the graph, so the
+        # layers only it reaches get no gradient at all, and no weight decay or momentum step either.
+        loss = sum(weight * value for weight, value in terms.values() if weight != 0)
+        return dict(loss=loss, logits=s.logits, **{name: value for name, (_, value) in terms.items()})
+
+    def terms(self, s: Outputs, t: Outputs | None, y, index) -> dict[str, tuple[float, torch.Tensor]]:
+        raise NotImplementedError

@@ -16,6 +16,7 @@ from kdkit.methods.base import Method
 
 class DIST(Method):
     hyperparameters = ("temperature", "dist_beta", "dist_gamma", "ce_weight", "label_smoothing")
+    paper = "inter- and intra-class relations of predictions (Huang et al., NeurIPS 2022)"
 
     def __init__(self, student, teacher, temperature: float = 1.0, dist_beta: float = 1.0,
                  dist_gamma: float = 1.0, ce_weight: float = 1.0, label_smoothing: float = 0.0):
@@ -26,10 +27,9 @@ class DIST(Method):
         self.ce_weight = ce_weight
         self.label_smoothing = label_smoothing
 
-    def forward(self, x, y):
-        teacher_logits = self.teacher_logits(x)  # the same (augmented) view the student sees
-        logits = self.student(x)
-        ce = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
-        dist = dist_loss(logits, teacher_logits, self.temperature, self.dist_beta, self.dist_gamma)
-        loss = self.ce_weight * ce + dist["loss"]
-        return dict(loss=loss, logits=logits, ce=ce, inter=dist["inter"], intra=dist["intra"])
+    def terms(self, s, t, y, index):
+        ce = F.cross_entropy(s.logits.float(), y, label_smoothing=self.label_smoothing)
+        dist = dist_loss(s.logits, t.logits, self.temperature)
+        scale = self.temperature**2
+        return {"ce": (self.ce_weight, ce), "inter": (scale * self.dist_beta, dist["inter"]),
+                "intra": (scale * self.dist_gamma, dist["intra"])}

@@ -11,6 +11,7 @@ from kdkit.methods.base import Method
 
 class DKD(Method):
     hyperparameters = ("temperature", "dkd_alpha", "dkd_beta", "ce_weight", "kd_warmup_epochs", "label_smoothing")
+    paper = "target and non-target KD weighted apart (Zhao et al., CVPR 2022)"
 
     def __init__(self, student, teacher, temperature: float = 4.0, dkd_alpha: float = 1.0, dkd_beta: float = 8.0,
                  ce_weight: float = 1.0, kd_warmup_epochs: float = 0.0, label_smoothing: float = 0.0):
@@ -18,12 +19,9 @@ class DKD(Method):
         self.temperature, self.dkd_alpha, self.dkd_beta = temperature, dkd_alpha, dkd_beta
         self.ce_weight, self.kd_warmup_epochs, self.label_smoothing = ce_weight, kd_warmup_epochs, label_smoothing
 
-    def forward(self, x, y):
-        teacher_logits = self.teacher_logits(x)
-        logits = self.student(x)
-        ce = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
-        tckd, nckd = dkd_parts(logits, teacher_logits, y, self.temperature)
-        tckd, nckd = tckd.mean(), nckd.mean()
+    def terms(self, s, t, y, index):
+        ce = F.cross_entropy(s.logits.float(), y, label_smoothing=self.label_smoothing)
+        tckd, nckd = dkd_parts(s.logits, t.logits, y, self.temperature)
         warmup = min(self.epoch / self.kd_warmup_epochs, 1.0) if self.kd_warmup_epochs > 0 else 1.0
-        loss = self.ce_weight * ce + warmup * (self.dkd_alpha * tckd + self.dkd_beta * nckd)
-        return dict(loss=loss, logits=logits, ce=ce, tckd=tckd, nckd=nckd)
+        return {"ce": (self.ce_weight, ce), "tckd": (warmup * self.dkd_alpha, tckd.mean()),
+                "nckd": (warmup * self.dkd_beta, nckd.mean())}

@@ -14,6 +14,7 @@ from kdkit.methods.base import Method
 
 class KD(Method):
     hyperparameters = ("temperature", "alpha", "label_smoothing")
+    paper = "softened teacher probabilities (Hinton, Vinyals, Dean 2015)"
 
     def __init__(self, student, teacher, temperature: float = 4.0, alpha: float = 0.9, label_smoothing: float = 0.0):
         super().__init__(student, teacher)
@@ -21,10 +22,6 @@ class KD(Method):
         self.alpha = alpha
         self.label_smoothing = label_smoothing
 
-    def forward(self, x, y):
-        teacher_logits = self.teacher_logits(x)  # the same (augmented) view the student sees
-        logits = self.student(x)
-        ce = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
-        kd = kd_loss(logits, teacher_logits, self.temperature)
-        loss = (1 - self.alpha) * ce + self.alpha * kd
-        return dict(loss=loss, logits=logits, ce=ce, kd=kd)
+    def terms(self, s, t, y, index):
+        ce = F.cross_entropy(s.logits.float(), y, label_smoothing=self.label_smoothing)
+        return {"ce": (1 - self.alpha, ce), "kd": (self.alpha, kd_loss(s.logits, t.logits, self.temperature))}

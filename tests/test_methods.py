@@ -1,0 +1,172 @@
+"""The conformance suite: every method in METHODS (and a composite) on kdkit's models and on a user
+model given only by layer names. Loss values are checked against references in the per-loss tests
+(test_losses, test_dkd, test_dist, test_feature_losses); here, the contract every method keeps."""
+import pytest
+import torch
+from torch import nn
+
+from kdkit.errors import KdkitError
+from kdkit.methods import METHODS, Composite, create_method, defaults_of, hyperparameters_of
+from kdkit.models import create_model
+
+SHAPE = (1, 8, 8)
+ALL = list(METHODS) + ["kd+fitnet", "dkd+at+crd"]
+
+
+class UserNet(nn.Module):
+    """A model kdkit knows nothing about: no feature_modules, features only inside a Sequential."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                                  nn.Conv2d(width, width, 3, padding=1, stride=2), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10))
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def pair(kind: str):
+    torch.manual_seed(0)
+    if kind == "kdkit":
+        return create_model("cnn", 10, 1, 8), create_model("cnn-tiny", 10, 1, 8), {}
+    layers = {"student_layers": ["body.2", "body.4"], "teacher_layers": ["body.2", "body.4"]}
+    return UserNet(32), UserNet(4), layers
+
+
+def build(name, teacher, student, layers):
+    kwargs = {"input_shape": SHAPE, "num_train": 64} | layers
+    known = set(hyperparameters_of(name)) | {"input_shape", "num_train"}
+    return create_method(name, student, teacher, **{k: v for k, v in kwargs.items() if k in known})
+
+
+def batch(n=16):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, *SHAPE, generator=g), torch.randint(0, 10, (n,), generator=g), torch.arange(n)
+
+
+def hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@pytest.mark.parametrize("kind", ["kdkit", "user"])
+@pytest.mark.parametrize("name", ALL)
+def test_method_contract(name, kind):
+    teacher, student, layers = pair(kind)
+    method = build(name, teacher, student, layers)
+    teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    optimizer = torch.optim.SGD(method.parameters(), lr=0.1)
+    x, y, index = batch()
+    method.train()
+    out = method(x, y, index)
+    assert torch.isfinite(out["loss"]) and out["logits"].shape == (16, 10)
+    optimizer.zero_grad()
+    out["loss"].backward()
+    optimizer.step()
+    # the teacher: no gradients, weights and BatchNorm statistics unchanged bit for bit, still in eval mode
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(torch.equal(v, teacher_before[k]) for k, v in teacher.state_dict().items())
+    if method.needs_teacher:  # (ce and dml ignore the teacher they are given)
+        assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    # the student gets gradients; the teacher's parameters are not among the method's
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    assert not {id(p) for p in teacher.parameters()} & {id(p) for p in method.parameters()}
+    assert hooks(student) == 0 and hooks(teacher) == 0
+    # every part is logged and the loss is their weighted sum
+    parts = [k for k in out if k not in ("loss", "logits")]
+    assert parts and all(torch.isfinite(out[k]) for k in parts)
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if n not in ("ce", "dml")])
+def test_method_state_dict_holds_no_teacher_and_adapters_train(name):
+    teacher, student, layers = pair("kdkit")
+    method = build(name, teacher, student, layers)
+    keys = method.state_dict().keys()
+    assert not any(k.startswith("teacher.") for k in keys)
+    extra = [n for n, _ in method.named_parameters() if not n.startswith("student.")]
+    x, y, index = batch()
+    method(x, y, index)["loss"].backward()
+    for n, p in method.named_parameters():
+        if n in extra:
+            assert p.grad is not None, f"adapter parameter {n} got no gradient"
+
+
+def test_loss_is_the_weighted_sum_of_the_logged_parts():
+    teacher, student, _ = pair("kdkit")
+    method = create_method("kd+fitnet", student, teacher, input_shape=SHAPE, alpha=0.7, temperature=2.0, feature_weight=10.0)
+    x, y, index = batch()
+    out = method(x, y, index)
+    assert set(out) == {"loss", "logits", "ce", "kd", "hint"}
+    expected = 0.3 * out["ce"] + 0.7 * out["kd"] + 10.0 * out["hint"]  # CE once, with KD's 1 - alpha
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert isinstance(method, Composite)
+
+
+def test_composite_registers_the_student_once():
+    teacher, student, _ = pair("kdkit")
+    method = create_method("fitnet+crd", student, teacher, input_shape=SHAPE, num_train=64)
+    names = list(method.state_dict())
+    assert sum(k.startswith("student.") for k in names) == len(student.state_dict())
+    assert any(k.startswith("fitnet_regressors") for k in names) and any(k.startswith("crd_crd") for k in names)
+
+
+def test_fitnet_two_stages():
+    teacher, student, _ = pair("kdkit")
+    method = create_method("fitnet", student, teacher, input_shape=SHAPE, hint_epochs=1.0, alpha=0.5, feature_weight=2.0)
+    assert method.student_layers == ["stage2"] and method.teacher_layers == ["stage2"]
+    x, y, index = batch()
+    method.epoch = 0.5  # stage 1: the hint alone trains the student up to the guided layer
+    out = method(x, y, index)
+    assert out["loss"].item() == pytest.approx(2.0 * out["hint"].item(), rel=1e-6)
+    out["loss"].backward()
+    assert student.fc.weight.grad is None and student.stage1[0].weight.grad is not None
+    method.epoch = 1.0  # stage 2: KD
+    out = method(x, y, index)
+    assert out["loss"].item() == pytest.approx((0.5 * out["ce"] + 0.5 * out["kd"]).item(), rel=1e-6)
+
+
+def test_default_layer_picks():
+    teacher, student, _ = pair("kdkit")
+    assert create_method("at", student, teacher, input_shape=SHAPE).student_layers == ["stage1", "stage2"]
+    assert create_method("rkd", student, teacher, input_shape=SHAPE).teacher_layers == ["hidden"]
+    vector = create_method("vector", student, teacher, input_shape=SHAPE)
+    assert vector.student_layers == ["stage1", "stage2", "hidden"]
+    # slices of the concatenated vector: 8 + 16 + 32 pooled channels on the student side
+    assert vector.segments["student"] == [("stage1", 0, 8), ("stage2", 8, 24), ("hidden", 24, 56)]
+
+
+def test_dml_trains_the_peer_and_saves_only_the_student():
+    torch.manual_seed(0)
+    student = create_model("cnn-tiny", 10, 1, 8)
+    method = create_method("dml", student)
+    x, y, index = batch()
+    out = method(x, y, index)
+    out["loss"].backward()
+    assert all(p.grad is not None for p in method.peer.parameters())
+    expected = out["ce"] + out["mutual"] + out["peer_ce"] + out["peer_mutual"]
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert not torch.equal(method.peer.fc.weight, student.fc.weight)  # a fresh initialisation
+
+
+def test_errors_are_one_line_and_helpful():
+    teacher, student, _ = pair("kdkit")
+    with pytest.raises(KdkitError, match="did you mean 'fitnet'"):
+        create_method("fitnte", student, teacher)
+    with pytest.raises(KdkitError, match="closest: stage2"):
+        create_method("fitnet", student, teacher, input_shape=SHAPE, student_layers=["stage_2"], teacher_layers=["stage2"])
+    with pytest.raises(KdkitError, match="2 student layers .* but 1 teacher"):
+        create_method("at", student, teacher, input_shape=SHAPE, student_layers=["stage1", "stage2"], teacher_layers=["stage2"])
+    with pytest.raises(KdkitError, match="no hyper-parameter 'temprature'; did you mean 'temperature'"):
+        create_method("kd", student, teacher, temprature=4.0)
+    with pytest.raises(KdkitError, match="does not list its stage outputs"):
+        create_method("at", UserNet(4), UserNet(8), input_shape=SHAPE)
+    with pytest.raises(KdkitError, match="cannot be composed"):
+        create_method("kd+dml", student, teacher)
+    with pytest.raises(KdkitError, match="needs a teacher"):
+        create_method("kd", student)
+
+
+def test_defaults_of_a_composite_take_each_parts_own():
+    defaults = defaults_of("kd+at")
+    assert defaults["temperature"] == 4.0 and defaults["feature_weight"] == 1000.0
+    assert defaults_of("at+kd")["alpha"] == 0.9
