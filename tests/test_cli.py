@@ -219,3 +219,16 @@ def test_demo_runs_end_to_end_on_small_data(tmp_path):
               "--set", "teacher_epochs=1", "--set", "progress=false")
     assert r.returncode == 0, r.stderr
     assert "gap closed" in r.stdout and (tmp_path / "demo" / "summary.md").is_file()
+
+
+def test_ensemble_command(tmp_path):
+    out = tmp_path / "ens"
+    result = kdkit("ensemble", "--dataset", "digits", "--teacher", "cnn-tiny", "--members", "2", "--bootstrap",
+                   "--epochs", "1", "--set", "baseline=false", "--out", out, *FAST)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["rows"]) == ["teacher1", "teacher2", "teacher", "student"]
+    assert summary["config"]["teacher"] == "cnn-tiny,cnn-tiny" and summary["config"]["bootstrap"]
+    member_accs = [summary["rows"][m]["metrics"]["accuracy"]["mean"] for m in ("teacher1", "teacher2")]
+    assert member_accs[0] != member_accs[1]  # different seeds and resamples
+    assert "teacher1" in result.stdout and "teacher2" in result.stdout

@@ -7,6 +7,7 @@
   kdkit evaluate WEIGHTS_OR_RUN_DIR --dataset D
   kdkit datasets | models | methods
 """
+import dataclasses
 import json
 import os
 import sys
@@ -76,6 +77,39 @@ def distill(
                  teacher_epochs=teacher_epochs, seeds=_seeds(seeds), temperature=temperature, alpha=alpha, lr=lr,
                  batch_size=batch_size, baseline=baseline, resume=resume, device=device, out=out)
     cfg = resolve(DistillConfig, config, flags, set_)
+    _run_distill(cfg)
+
+
+@app.command()
+def ensemble(
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    dataset: Optional[str] = typer.Option(None, help="named dataset or ImageFolder path (`kdkit datasets`)"),
+    teacher: Optional[str] = typer.Option(None, help="teacher architecture(s); one is repeated --members times"),
+    members: int = typer.Option(3, help="ensemble size when --teacher names one architecture"),
+    bootstrap: Optional[bool] = typer.Option(None, "--bootstrap/--no-bootstrap", help="train each member on a bootstrap resample"),
+    combine: Optional[str] = typer.Option(None, help="mean | weights | entropy | stacker"),
+    student: Optional[str] = typer.Option(None, help="student architecture"),
+    method: Optional[str] = typer.Option(None, help="distillation method (kd, dkd, dist)"),
+    epochs: Optional[int] = typer.Option(None, help="student epochs"),
+    teacher_epochs: Optional[int] = typer.Option(None, help="epochs of each member (0 = --epochs)"),
+    seeds: Optional[str] = typer.Option(None, help="comma-separated student seeds; member i uses seeds[0] + i"),
+    out: Optional[str] = typer.Option(None, help="run directory"),
+):
+    """Train K teachers (seeds, bootstrap samples or a list of architectures), report each and their
+    combination, and distill the ensemble into one student."""
+    flags = dict(dataset=dataset, teacher=teacher, bootstrap=bootstrap, combine=combine, student=student, method=method,
+                 epochs=epochs, teacher_epochs=teacher_epochs, seeds=_seeds(seeds), out=out)
+    cfg = resolve(DistillConfig, config, flags, set_)
+    from kdkit.pipeline import teacher_specs
+
+    specs = teacher_specs(cfg.teacher)
+    if len(specs) == 1:
+        if members < 2:
+            raise KdkitError(f"an ensemble needs at least 2 members, got --members {members}")
+        cfg = dataclasses.replace(cfg, teacher=",".join(specs * members))
+    if cfg.out == DistillConfig.out:
+        cfg = dataclasses.replace(cfg, out="runs/ensemble")
     _run_distill(cfg)
 
 

@@ -58,7 +58,7 @@ class TrainConfig:
 class DistillConfig(TrainConfig):
     """`kdkit distill`: a teacher, a student architecture, a method, and the scratch baseline."""
 
-    teacher: str = "cnn"  # run dir or .safetensors from `kdkit train`, or an architecture to train first
+    teacher: str = "cnn"  # run dir or .safetensors from `kdkit train`, an architecture to train first, saved outputs (.npy, .parquet, .safetensors), sklearn:logistic|forest|hgb; several: comma-separated
     teacher_epochs: int = 0  # epochs when the teacher is trained here; 0 = same as epochs
     student: str = "cnn-tiny"  # student architecture (`kdkit models`) or my_pkg.my_module:make_net
     method: str = "kd"  # distillation method (`kdkit methods`)
@@ -87,6 +87,7 @@ class DistillConfig(TrainConfig):
     generations: int = 1  # born-again networks: > 1 = each generation's student teaches the next (same architecture)
     combine: str = "mean"  # several teachers (--teacher a,b,...): mean, weights, entropy or stacker
     teacher_weights: list[float] = field(default_factory=list)  # combine=weights: one weight per teacher
+    bootstrap: bool = False  # several teachers trained here: each on its own bootstrap resample of train (bagging)
     seeds: list[int] = field(default_factory=lambda: [0])  # scratch and student repeat per seed
     baseline: bool = True  # also train the scratch student (same architecture and budget, no teacher)
     out: str = "runs/distill"  # run directory

@@ -4,6 +4,9 @@
     result = kdkit.distill(teacher, student, (x_train, y_train), (x_val, y_val), method="kd",
                            epochs=5, temperature=4.0, alpha=0.9, test=(x_test, y_test))
     result.student        # the distilled student (best-by-validation weights), any nn.Module
+
+The teacher may also be a kdkit.teachers.HybridTeacher: torch models, scikit-learn estimators and
+saved outputs combined into one target (prepared on the data here).
     result.metrics        # validation (and test, when given) metrics
 
 Same loop, losses and files as `kdkit distill`; teacher and student are any nn.Modules (or
@@ -41,7 +44,8 @@ def as_dataset(train, val=None, test=None, classes=None, augment: str = "none") 
         raise KdkitError("give val=(x, y) (or test=(x, y)) so the student can be selected on held-out data")
     data = from_arrays(*train, *holdout, classes=classes, val_fraction=0.0 if val is not None else 0.1, augment=augment)
     if val is not None:
-        data.val = data.test
+        # the user's val array is not part of the training array: no position there to key saved outputs by
+        data.val = dataclasses.replace(data.test, index=None)
         if test is not None:
             data.test = from_arrays(*train, *test, classes=data.classes, val_fraction=0.0).test
     return data
@@ -69,9 +73,16 @@ def distill(teacher: nn.Module, student, train, val=None, method: str = "kd", *,
 
 def _check_pair(teacher: nn.Module, student: nn.Module, data: Dataset):
     """Teacher and student must both take the data and predict the same number of classes."""
+    from kdkit.teachers import HybridTeacher
+
     x = torch.zeros(2, *data.input_shape)
     outputs = {}
-    for name, model in (("teacher", teacher), ("student", student)):
+    models = (("teacher", teacher), ("student", student))
+    if isinstance(teacher, HybridTeacher):  # predicts the dataset's classes by construction
+        if teacher.data is not data:
+            teacher.prepare(data)
+        outputs["teacher"], models = data.num_classes, models[1:]
+    for name, model in models:
         was_training = model.training
         try:
             with torch.no_grad():

@@ -17,11 +17,12 @@ import torch
 from kdkit import checkpoint as ckpt
 from kdkit.config import DistillConfig, TrainConfig, save_yaml
 from kdkit.data import BatchLoader, Dataset, load_dataset
-from kdkit.errors import KdkitError
+from kdkit.errors import KdkitError, unknown
 from kdkit.evaluate import agreement, classification_metrics, model_facts, predict_logits
 from kdkit.methods import CrossEntropy, create_method
 from kdkit.models import check_input, create_model
 from kdkit.summary import summarise, write_summary
+from kdkit.teachers import HybridTeacher
 from kdkit.train import fit, select_device
 
 
@@ -152,31 +153,160 @@ def run_train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
 
 
 def _teacher(cfg: DistillConfig, data: Dataset, out: Path):
+    """The teacher: one torch model (loaded, or trained here), or several teachers of any kind
+    (`--teacher a,b,c`: weights, architectures, saved outputs, sklearn:NAME) combined by `combine`."""
+    specs = teacher_specs(cfg.teacher)
+    if len(specs) == 1 and _kind(specs[0]) == "torch":
+        return _torch_teacher(specs[0], cfg, data, out / "teacher", cfg.seeds[0])
+    from kdkit.teachers import HybridTeacher, TorchTeacher
+
+    sources, members = [], []
+    for i, spec in enumerate(specs):
+        name = f"teacher{i + 1}"
+        if _kind(spec) == "torch":
+            model, info = _torch_teacher(spec, cfg, data, out / name, cfg.seeds[0] + i, bootstrap=cfg.bootstrap)
+            sources.append(TorchTeacher(model, classes=list(data.classes), name=name))
+            members.append((name, model, info))
+        else:
+            sources.append(_other_teacher(spec, name, data, cfg.seeds[0] + i))
+            members.append((name, None, {"source": spec, "arch": spec}))
+    teacher = HybridTeacher(sources, cfg.combine, cfg.teacher_weights or None).prepare(data)
+    info = {"source": "hybrid", "arch": f"{cfg.combine}({', '.join(specs)})", "members": teacher.report(),
+            "member_info": {name: info for name, _, info in members}}
+    return teacher, info
+
+
+def teacher_specs(teacher: str) -> list[str]:
+    return [spec.strip() for spec in str(teacher).split(",") if spec.strip()]
+
+
+def _kind(spec: str) -> str:
+    """'torch' (weights or an architecture), 'sklearn' (sklearn:NAME) or 'file' (saved outputs)."""
+    from kdkit.teachers import teacher_from_spec
+
+    if spec.startswith("sklearn:"):
+        return "sklearn"
+    if Path(spec).suffix.lower() in (".npy", ".parquet") or (spec.endswith(".safetensors") and teacher_from_spec(spec) is not None):
+        return "file"
+    return "torch"
+
+
+def _torch_teacher(spec: str, cfg: DistillConfig, data: Dataset, run_dir: Path, seed: int, bootstrap: bool = False):
     """Load the teacher from a run/weights path, or train the named architecture first."""
-    if is_weights(cfg.teacher):
-        teacher, meta = load_model(cfg.teacher)
+    if is_weights(spec):
+        teacher, meta = load_model(spec)
         check_teacher(meta, data)
         check_input(teacher, data.input_shape, data.num_classes)
-        return teacher, {"source": str(cfg.teacher), "arch": meta["arch"]}
-    teacher_cfg = dataclasses.replace(cfg, epochs=cfg.teacher_epochs or cfg.epochs, seed=cfg.seeds[0])
-    teacher = build_model(cfg.teacher, data, teacher_cfg.seed)
-    info = _fit_or_skip(CrossEntropy(teacher, label_smoothing=cfg.label_smoothing), data, teacher_cfg,
-                        out / "teacher", model_meta(cfg.teacher, data), desc=f"teacher {cfg.teacher}")
+        return teacher, {"source": str(spec), "arch": meta["arch"]}
+    teacher_cfg = dataclasses.replace(cfg, epochs=cfg.teacher_epochs or cfg.epochs, seed=seed)
+    teacher = build_model(spec, data, seed)
+    train_data = bootstrap_sample(data, seed) if bootstrap else data
+    info = _fit_or_skip(CrossEntropy(teacher, label_smoothing=cfg.label_smoothing), train_data, teacher_cfg,
+                        run_dir, model_meta(spec, data), desc=f"{run_dir.name} {spec}")
     if info.get("stopped_early"):
         raise _Stopped()
-    return _load(teacher, out / "teacher").eval(), {"source": "trained", "arch": cfg.teacher, "fit": info}
+    return _load(teacher, run_dir).eval(), {"source": "trained", "arch": spec, "fit": info, "bootstrap": bootstrap}
+
+
+def bootstrap_sample(data: Dataset, seed: int) -> Dataset:
+    """The same dataset with its train split resampled with replacement (seeded): bagging."""
+    g = torch.Generator().manual_seed(10_000 + seed)
+    pick = torch.randint(0, len(data.train), (len(data.train),), generator=g)
+    train = dataclasses.replace(data.train, images=data.train.images[pick], labels=data.train.labels[pick],
+                                index=None if data.train.index is None else data.train.index[pick])
+    return dataclasses.replace(data, train=train)
+
+
+# scikit-learn teachers the CLI can train itself (the Python API takes any object with predict_proba).
+SKLEARN = ("logistic", "forest", "hgb")
+
+
+def _other_teacher(spec: str, name: str, data: Dataset, seed: int):
+    from kdkit.teachers import FileTeacher, ProbaTeacher, flatten_raw
+
+    if spec.startswith("sklearn:"):
+        estimator = sklearn_estimator(spec.split(":", 1)[1], seed)
+        estimator.fit(flatten_raw(data.train.images.numpy()), data.train.labels.numpy())
+        return ProbaTeacher(estimator, name=name)
+    return FileTeacher(spec, name=name)
+
+
+def sklearn_estimator(kind: str, seed: int):
+    """An untrained scikit-learn classifier, fitted by the caller on the raw flattened train split."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if kind == "logistic":
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=300))
+    if kind == "forest":
+        return RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=-1)
+    if kind == "hgb":
+        return HistGradientBoostingClassifier(max_iter=100, random_state=seed)
+    raise unknown("scikit-learn teacher", kind, [f"sklearn:{k}" for k in SKLEARN])
+
+
+def teacher_metrics(teacher, data: Dataset, device) -> tuple[dict, torch.Tensor | None]:
+    """Test metrics of the teacher (and its test logits, for agreement). A combination that
+    includes saved outputs (training data only) is measured on the validation split instead."""
+    from kdkit.teachers import HybridTeacher
+
+    if not isinstance(teacher, HybridTeacher):
+        return evaluate_model(teacher, data, device)
+    try:
+        log_probs = teacher.split_log_probs("test")
+    except KdkitError:
+        metrics = classification_metrics(teacher.split_log_probs("val"), data.val.labels, list(data.classes))
+        return dict(metrics, measured_on="val"), None
+    return classification_metrics(log_probs, data.test.labels, list(data.classes)), log_probs
+
+
+def member_rows(teacher, data: Dataset) -> dict:
+    """Each member of a combination, measured alone on test (on validation for saved outputs)."""
+    from kdkit.teachers import FileTeacher, HybridTeacher
+
+    if not isinstance(teacher, HybridTeacher) or len(teacher.sources) < 2:
+        return {}
+    rows = {}
+    for i, source in enumerate(teacher.sources):
+        split = "val" if isinstance(source, FileTeacher) else "test"
+        labels = getattr(data, split).labels
+        metrics = classification_metrics(teacher.source_log_probs(i, split), labels, list(data.classes))
+        rows[source.name] = [dict(metrics, measured_on=split)]
+    return rows
 
 
 def _preflight(cfg: DistillConfig, data: Dataset):
     """Catch bad names before any training starts, so a typo never costs a trained teacher."""
     from kdkit.methods import method_parts
 
-    method_parts(cfg.method)
+    parts = method_parts(cfg.method)
     build_model(cfg.student, data, 0)
     if cfg.peer:
         build_model(cfg.peer, data, 0)
-    if not is_weights(cfg.teacher):
-        build_model(cfg.teacher, data, 0)
+    specs = teacher_specs(cfg.teacher)
+    if not specs:
+        raise KdkitError("no teacher given; --teacher names weights, an architecture, saved outputs or sklearn:NAME")
+    for spec in specs:
+        kind = _kind(spec)
+        if kind == "torch" and not is_weights(spec):
+            build_model(spec, data, 0)
+        elif kind == "sklearn":
+            sklearn_estimator(spec.split(":", 1)[1], 0)
+        elif kind == "file" and not Path(spec).is_file():
+            raise KdkitError(f"teacher file '{spec}' not found; check the path")
+    from kdkit.methods import METHODS
+    from kdkit.methods.features import FeatureMethod
+
+    hybrid = len(specs) > 1 or _kind(specs[0]) != "torch"
+    feature = [p for p in parts if issubclass(METHODS[p], FeatureMethod)]
+    if hybrid and feature:
+        raise KdkitError(f"method {feature[0]} matches features of one torch teacher, but --teacher names "
+                         f"{len(specs)} teacher(s) of other kinds; use kd, dkd or dist with several teachers")
+    if cfg.combine == "weights" and len(cfg.teacher_weights) != len(specs):
+        raise KdkitError(f"combine=weights needs one weight per teacher: {len(specs)} teachers, "
+                         f"{len(cfg.teacher_weights)} weights; e.g. --set teacher_weights=0.5,0.5")
 
 
 class _Stopped(Exception):
@@ -195,11 +325,13 @@ def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
     t0 = time.perf_counter()
     try:
         teacher, teacher_info = _teacher(cfg, data, out)
-        teacher_metrics, teacher_logits = evaluate_model(teacher, data, device)
+        teacher_row, teacher_logits = teacher_metrics(teacher, data, device)
         # Born-again networks: generation g's student teaches generation g + 1; the last is "student".
         generations = [f"gen{g}" for g in range(1, cfg.generations)] + ["student"]
-        rows = {"teacher": [teacher_metrics], "scratch": []} | {name: [] for name in generations}
-        fits = {"teacher": [teacher_info.get("fit", {})], "scratch": []} | {name: [] for name in generations}
+        members = member_rows(teacher, data)  # an ensemble: each member next to the combination
+        rows = members | {"teacher": [teacher_row], "scratch": []} | {name: [] for name in generations}
+        fits = {name: [teacher_info.get("member_info", {}).get(name, {}).get("fit", {})] for name in members}
+        fits |= {"teacher": [teacher_info.get("fit", {})], "scratch": []} | {name: [] for name in generations}
         for seed in cfg.seeds:
             seed_cfg = dataclasses.replace(cfg, seed=seed)
             phases = (["scratch"] if cfg.baseline else []) + generations
@@ -224,13 +356,22 @@ def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
                     current_teacher = student.eval()  # best-by-validation weights, loaded by test_both
     except _Stopped:
         return {"stopped_early": True, "run_dir": str(out)}
-    facts = {"teacher": model_facts(teacher, data.input_shape),
+    facts = {"teacher": hybrid_facts(teacher, data) if isinstance(teacher, HybridTeacher) else model_facts(teacher, data.input_shape),
              "student": model_facts(build_model(cfg.student, data, 0), data.input_shape)}
+    for source in getattr(teacher, "sources", []):  # members of a combination
+        model = getattr(source, "model", None)
+        facts[source.name] = model_facts(model, data.input_shape) if model is not None else {}
     summary = summarise(cfg, data, rows, fits, facts, teacher_info)
     summary["environment"] = environment()
     summary["wall_seconds"] = time.perf_counter() - t0
     write_summary(summary, out)
     return summary
+
+
+def hybrid_facts(teacher, data: Dataset) -> dict:
+    """Size of a combination: the parameters of its torch members (estimators and files: not counted)."""
+    return {"parameters": sum(p.numel() for p in teacher.parameters()),
+            "note": "torch members only; latency and FLOPs are per member"}
 
 
 def with_method_defaults(cfg: DistillConfig) -> DistillConfig:

@@ -58,7 +58,7 @@ def summarise(cfg, data, rows: dict, fits: dict, facts: dict, teacher_info: dict
            "config": dataclasses.asdict(cfg), "rows": {}}
     for name, per_seed in rows.items():
         if per_seed:
-            out["rows"][name] = _row(per_seed, fits[name], facts["teacher" if name == "teacher" else "student"])
+            out["rows"][name] = _row(per_seed, fits[name], facts.get(name, facts["student"]))
     if rows["scratch"]:
         t = rows["teacher"][0]["accuracy"]
         per_seed = [gap_closed(t, sc["accuracy"], st["accuracy"]) for sc, st in zip(rows["scratch"], rows["student"])]
@@ -79,7 +79,8 @@ def table_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     header = ["row"] + [c[0] for c in COLUMNS]
     body = []
     for name, row in summary["rows"].items():
-        cells = [name]
+        on_val = row["per_seed"] and row["per_seed"][0].get("measured_on") == "val"
+        cells = [name + (" (val)" if on_val else "")]
         for _, source, key, fmt in COLUMNS:
             cell = row.get(source, {}).get(key)
             if isinstance(cell, dict):

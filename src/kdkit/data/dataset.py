@@ -4,6 +4,12 @@ Readers (idx.py, cifar.py, imagefolder.py, arrays.py) return a `RawData` of nump
 `build_dataset` checks the labels, carves a test split when the source has none, carves the
 validation split from train (never from test), computes per-channel statistics on the final
 train split and wraps everything in torch tensors.
+
+Every split records `index`: where each of its samples sits in the source. Train and validation
+rows point into the source's training array (both are carved from it); test rows point into the
+source's test array, or into its training array when test was carved from train. Saved teacher
+outputs keyed by these positions (see kdkit.teachers) stay valid whatever val_fraction or seed
+a run uses.
 """
 from dataclasses import dataclass
 
@@ -24,6 +30,9 @@ class Split:
 
     images: torch.Tensor  # (N, C, H, W) uint8 images, or float32 for tabular / float arrays
     labels: torch.Tensor  # (N,) int64
+    # (N,) int64 position of each sample in the source's training array (train, val, and test
+    # carved from train) or test array (a source's own test split); None for hand-built splits
+    index: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -140,10 +149,11 @@ def build_dataset(raw: RawData, name: str, augment: str, val_fraction: float = 0
     _check_images(raw.x_train, f"{raw.origin} (train)")
     y_train = check_labels(raw.y_train, len(raw.x_train), num_classes, f"{raw.origin} (train)")
     x_train, x_test = raw.x_train, raw.x_test
+    source = np.arange(len(y_train))  # (N,) position of each x_train row in the source's train
     if x_test is None:
         keep, test = stratified_split(y_train, TEST_FRACTION, TEST_SEED)
-        x_test, y_test = x_train[test], y_train[test]
-        x_train, y_train = x_train[keep], y_train[keep]
+        x_test, y_test, test_source = x_train[test], y_train[test], test
+        x_train, y_train, source = x_train[keep], y_train[keep], keep
     else:
         _check_images(x_test, f"{raw.origin} (test)")
         y_test = check_labels(raw.y_test, len(x_test), num_classes, f"{raw.origin} (test)")
@@ -151,14 +161,17 @@ def build_dataset(raw: RawData, name: str, augment: str, val_fraction: float = 0
             raise KdkitError(f"{raw.origin}: test images are {x_test.shape[1:]} {x_test.dtype} "
                              f"but train images are {x_train.shape[1:]} {x_train.dtype}; "
                              "make them match")
+        test_source = np.arange(len(y_test))  # (M,) positions in the source's own test array
     keep, val = stratified_split(y_train, val_fraction, seed)
     mean, std = channel_stats(x_train, keep)
-    return Dataset(name=name, train=_split(x_train, y_train, keep),
-                   val=_split(x_train, y_train, val),
-                   test=_split(x_test, y_test, np.arange(len(y_test))),
+    return Dataset(name=name, train=_split(x_train, y_train, keep, source),
+                   val=_split(x_train, y_train, val, source),
+                   test=_split(x_test, y_test, np.arange(len(y_test)), test_source),
                    classes=list(raw.classes), mean=mean, std=std, augment=augment)
 
 
-def _split(images: np.ndarray, labels: np.ndarray, index: np.ndarray) -> Split:
-    return Split(images=torch.from_numpy(np.ascontiguousarray(images[index])),
-                 labels=torch.from_numpy(labels[index].astype(np.int64)))
+def _split(images: np.ndarray, labels: np.ndarray, rows: np.ndarray, source: np.ndarray) -> Split:
+    """The Split of images[rows]; source[rows] are those rows' positions in the source."""
+    return Split(images=torch.from_numpy(np.ascontiguousarray(images[rows])),
+                 labels=torch.from_numpy(labels[rows].astype(np.int64)),
+                 index=torch.from_numpy(source[rows].astype(np.int64)))
