@@ -244,7 +244,7 @@ def sklearn_estimator(kind: str, seed: int):
         return RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=-1)
     if kind == "hgb":
         return HistGradientBoostingClassifier(max_iter=100, random_state=seed)
-    raise unknown("scikit-learn teacher", kind, [f"sklearn:{k}" for k in SKLEARN])
+    raise unknown("scikit-learn teacher", f"sklearn:{kind}", [f"sklearn:{k}" for k in SKLEARN])
 
 
 def teacher_metrics(teacher, data: Dataset, device) -> tuple[dict, torch.Tensor | None]:
@@ -294,8 +294,10 @@ def _preflight(cfg: DistillConfig, data: Dataset):
             build_model(spec, data, 0)
         elif kind == "sklearn":
             sklearn_estimator(spec.split(":", 1)[1], 0)
-        elif kind == "file" and not Path(spec).is_file():
-            raise KdkitError(f"teacher file '{spec}' not found; check the path")
+        elif kind == "file":  # read and checked now: classes by name, a row for every train and val sample
+            from kdkit.teachers import teacher_from_spec
+
+            teacher_from_spec(spec, data)
     from kdkit.methods import METHODS
     from kdkit.methods.features import FeatureMethod
 
