@@ -35,8 +35,8 @@ def pair(kind: str):
 
 
 def build(name, teacher, student, layers):
-    kwargs = {"input_shape": SHAPE, "num_train": 64} | layers
-    known = set(hyperparameters_of(name)) | {"input_shape", "num_train"}
+    kwargs = {"input_shape": SHAPE, "num_train": 64, "class_counts": [50, 30, 20, 10, 8, 6, 4, 3, 2, 1]} | layers
+    known = set(hyperparameters_of(name)) | {"input_shape", "num_train", "class_counts"}
     return create_method(name, student, teacher, **{k: v for k, v in kwargs.items() if k in known})
 
 

@@ -26,6 +26,8 @@ class TrainConfig:
     val_fraction: float = 0.1  # validation split carved from train (seeded); test is never used for selection
     augment: str = "auto"  # auto (the dataset's standard), none, flip, crop (translate by 2), crop_flip (pad 4 + flip)
     download: bool = True  # download from the official source when the files are not found and online
+    imbalance: str | None = None  # long-tailed train and val splits: exp:100 (exponential, factor 100) or step:10; test stays balanced
+    sampler: str = "none"  # none, class_balanced (every class equally often) or sqrt (classes drawn ~ sqrt of their counts)
     # model
     model: str = "cnn"  # architecture (`kdkit models`) or my_pkg.my_module:make_net
     # optimisation
@@ -40,6 +42,10 @@ class TrainConfig:
     gamma: float = 0.1  # multistep decay factor
     warmup_epochs: float = 0.0  # linear warmup from 0, in epochs (fractions allowed)
     label_smoothing: float = 0.0  # on the hard-label cross-entropy
+    balance: str = "none"  # hard-label loss for long tails: none (CE), class_balanced, balanced_softmax, logit_adjusted
+    tau: float = 1.0  # logit adjustment strength (Menon et al. 2021: 1.0), for balance=logit_adjusted and lakd
+    cb_beta: float = 0.9999  # effective-number beta of the class-balanced weights (Cui et al. 2019)
+    posthoc_tau: float = 0.0  # > 0: test metrics on logits - posthoc_tau * log(train prior) (post-hoc logit adjustment)
     grad_clip: float = 0.0  # max global gradient norm; 0 = off
     amp: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with native bf16, else off), bf16, off
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
@@ -87,6 +93,8 @@ class DistillConfig(TrainConfig):
     generations: int = 1  # born-again networks: > 1 = each generation's student teaches the next (same architecture)
     combine: str = "mean"  # several teachers (--teacher a,b,...): mean, weights, entropy or stacker
     teacher_weights: list[float] = field(default_factory=list)  # combine=weights: one weight per teacher
+    teacher_sampler: str | None = None  # sampler of a teacher trained here; empty = sampler (e.g. class_balanced teacher, natural student)
+    kd_weight: float = 1.0  # bkd: weight of the class-balanced KD term
     bootstrap: bool = False  # several teachers trained here: each on its own bootstrap resample of train (bagging)
     seeds: list[int] = field(default_factory=lambda: [0])  # scratch and student repeat per seed
     baseline: bool = True  # also train the scratch student (same architecture and budget, no teacher)
@@ -195,6 +203,9 @@ CHOICES = {
     "augment": ("auto", "none", "flip", "crop", "crop_flip"),
     "vector_loss": ("mse", "cosine", "cka"),
     "combine": ("mean", "weights", "entropy", "stacker"),
+    "balance": ("none", "class_balanced", "balanced_softmax", "logit_adjusted"),
+    "sampler": ("none", "class_balanced", "sqrt"),
+    "teacher_sampler": ("none", "class_balanced", "sqrt"),
 }
 
 
@@ -204,7 +215,7 @@ def validate(cfg):
         if not hasattr(cfg, key):
             continue
         value = getattr(cfg, key)
-        if value not in choices:
+        if value is not None and value not in choices:
             raise KdkitError(f"config key '{key}' must be one of {', '.join(choices)}, got '{value}'; {did_you_mean(value, choices)}")
     for key in ("epochs", "batch_size", "lr", "temperature"):
         if getattr(cfg, key, None) is not None and getattr(cfg, key) <= 0:
@@ -213,6 +224,10 @@ def validate(cfg):
         raise KdkitError(f"config key 'val_fraction' must be in [0, 1), got {cfg.val_fraction}; e.g. --set val_fraction=0.1")
     if hasattr(cfg, "alpha") and not 0.0 <= cfg.alpha <= 1.0:
         raise KdkitError(f"config key 'alpha' must be in [0, 1], got {cfg.alpha}; e.g. --alpha 0.9 (1 = soft targets only)")
+    if cfg.imbalance:
+        from kdkit.data.longtail import parse_imbalance
+
+        parse_imbalance(cfg.imbalance)
     if getattr(cfg, "generations", 1) < 1:
         raise KdkitError(f"config key 'generations' must be >= 1, got {cfg.generations}; 1 = plain distillation")
     if hasattr(cfg, "seeds") and not cfg.seeds:

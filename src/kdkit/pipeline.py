@@ -33,6 +33,29 @@ def model_meta(arch: str, data: Dataset) -> dict:
             "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std), "dataset": data.name}
 
 
+def prepare_data(cfg, data: Dataset | None, seed: int) -> Dataset:
+    """The run's dataset: loaded (unless given), then made long-tailed when `imbalance` is set."""
+    data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, seed=seed, download=cfg.download)
+    if cfg.imbalance:
+        from kdkit.data.longtail import describe_counts, long_tailed
+
+        data = long_tailed(data, cfg.imbalance, seed)
+        if cfg.progress:
+            print(describe_counts(data.train.labels, list(data.classes)))
+    return data
+
+
+def class_counts(data: Dataset) -> list[int]:
+    """Training samples per class (the prior that long-tail losses and post-hoc adjustment use)."""
+    return torch.bincount(data.train.labels, minlength=data.num_classes).tolist()
+
+
+def cross_entropy(model, cfg, data: Dataset) -> CrossEntropy:
+    """The hard-label training of teachers and scratch students (balanced when `balance` says so)."""
+    return CrossEntropy(model, label_smoothing=cfg.label_smoothing, balance=cfg.balance, tau=cfg.tau,
+                        cb_beta=cfg.cb_beta, class_counts=class_counts(data))
+
+
 def build_model(arch: str, data: Dataset, seed: int) -> torch.nn.Module:
     """A fresh model for this dataset; the seed fixes its initialisation (scratch and student share it)."""
     c, h, _ = data.input_shape
@@ -85,14 +108,32 @@ def check_teacher(meta: dict, data: Dataset):
                          "the teacher was trained with another class order or dataset")
 
 
-def evaluate_model(model, data: Dataset, device, teacher_logits=None) -> tuple[dict, torch.Tensor]:
-    """Test-set metrics (and agreement with the teacher when its test logits are given)."""
+def evaluate_model(model, data: Dataset, device, teacher_logits=None, posthoc_tau: float = 0.0) -> tuple[dict, torch.Tensor]:
+    """Test-set metrics (and agreement with the teacher when its test logits are given).
+    posthoc_tau > 0: the logits are first adjusted by - posthoc_tau * log(train prior)."""
     test = BatchLoader(data.test, 512, shuffle=False, mean=data.mean, std=data.std, device=device)
     logits, labels = predict_logits(model.to(device), test, device)
+    return test_metrics(logits, labels, data, teacher_logits, posthoc_tau), logits
+
+
+def test_metrics(logits, labels, data: Dataset, teacher_logits=None, posthoc_tau: float = 0.0) -> dict:
+    """classification_metrics, plus many/medium/few-shot accuracy when train is long-tailed."""
+    from kdkit.data.longtail import scaled_thresholds, shot_groups
+    from kdkit.losses.balanced import posthoc_adjust
+
+    counts = class_counts(data)
+    if posthoc_tau > 0:
+        logits = posthoc_adjust(torch.as_tensor(logits), torch.tensor(counts, dtype=torch.float64), posthoc_tau)
     metrics = classification_metrics(logits, labels, list(data.classes))
     if teacher_logits is not None:
         metrics |= agreement(teacher_logits, logits)
-    return metrics, logits
+    if max(counts) > min(counts):  # an imbalanced train split: accuracy by how many samples a class had
+        many, few = scaled_thresholds(max(counts))
+        recalls = [metrics["per_class"][name]["recall"] for name in data.classes]
+        for group, members in shot_groups(counts, many, few).items():
+            metrics[f"{group}_shot_accuracy"] = sum(recalls[k] for k in members) / len(members) if members else None
+        metrics["shot_thresholds"] = {"many": many, "few": few}
+    return metrics
 
 
 def _fit_or_skip(method, data, cfg, run_dir: Path, meta: dict, desc: str):
@@ -115,11 +156,11 @@ def _load(model, run_dir: Path, which: str = "best"):
     return model
 
 
-def test_both(model, run_dir: Path, data: Dataset, device, teacher_logits=None) -> dict:
+def test_both(model, run_dir: Path, data: Dataset, device, teacher_logits=None, posthoc_tau: float = 0.0) -> dict:
     """Full test metrics of the best-by-validation weights, plus the last weights' accuracy; both are
     also written into the weights' sidecars."""
-    last, _ = evaluate_model(_load(model, run_dir, "last"), data, device)
-    metrics, _ = evaluate_model(_load(model, run_dir, "best"), data, device, teacher_logits)
+    last, _ = evaluate_model(_load(model, run_dir, "last"), data, device, posthoc_tau=posthoc_tau)
+    metrics, _ = evaluate_model(_load(model, run_dir, "best"), data, device, teacher_logits, posthoc_tau)
     metrics["accuracy_last"] = last["accuracy"]
     for which, m in (("best", metrics), ("last", last)):
         keep = {k: m[k] for k in ("accuracy", "balanced_accuracy", "f1_macro", "nll", "ece") if k in m}
@@ -135,17 +176,17 @@ def environment() -> dict:
 
 def run_train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
     """`kdkit train`: one model with cross-entropy; writes weights and a summary of test metrics."""
-    data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, seed=cfg.seed, download=cfg.download)
+    data = prepare_data(cfg, data, cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "config.yaml")
     model = build_model(cfg.model, data, cfg.seed)
-    method = CrossEntropy(model, label_smoothing=cfg.label_smoothing)
+    method = cross_entropy(model, cfg, data)
     info = _fit_or_skip(method, data, cfg, out, model_meta(cfg.model, data), desc=f"train {cfg.model}")
     if info.get("stopped_early"):
         return {"stopped_early": True, "run_dir": str(out)}
     device = select_device(cfg.device)
-    metrics = test_both(model, out, data, device)
+    metrics = test_both(model, out, data, device, posthoc_tau=cfg.posthoc_tau)
     summary = {"model": cfg.model, "dataset": data.name, "metrics": metrics, "fit": info,
                "facts": model_facts(model, data.input_shape), "environment": environment()}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -198,10 +239,11 @@ def _torch_teacher(spec: str, cfg: DistillConfig, data: Dataset, run_dir: Path, 
         check_teacher(meta, data)
         check_input(teacher, data.input_shape, data.num_classes)
         return teacher, {"source": str(spec), "arch": meta["arch"]}
-    teacher_cfg = dataclasses.replace(cfg, epochs=cfg.teacher_epochs or cfg.epochs, seed=seed)
+    teacher_cfg = dataclasses.replace(cfg, epochs=cfg.teacher_epochs or cfg.epochs, seed=seed,
+                                      sampler=cfg.teacher_sampler or cfg.sampler)
     teacher = build_model(spec, data, seed)
     train_data = bootstrap_sample(data, seed) if bootstrap else data
-    info = _fit_or_skip(CrossEntropy(teacher, label_smoothing=cfg.label_smoothing), train_data, teacher_cfg,
+    info = _fit_or_skip(cross_entropy(teacher, cfg, data), train_data, teacher_cfg,
                         run_dir, model_meta(spec, data), desc=f"{run_dir.name} {spec}")
     if info.get("stopped_early"):
         raise _Stopped()
@@ -259,7 +301,7 @@ def teacher_metrics(teacher, data: Dataset, device) -> tuple[dict, torch.Tensor 
     except KdkitError:
         metrics = classification_metrics(teacher.split_log_probs("val"), data.val.labels, list(data.classes))
         return dict(metrics, measured_on="val"), None
-    return classification_metrics(log_probs, data.test.labels, list(data.classes)), log_probs
+    return test_metrics(log_probs, data.test.labels, data), log_probs
 
 
 def member_rows(teacher, data: Dataset) -> dict:
@@ -317,7 +359,7 @@ class _Stopped(Exception):
 
 def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
     """`kdkit distill`: teacher, then per seed the scratch student and the distilled student; summary."""
-    data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, seed=cfg.seeds[0], download=cfg.download)
+    data = prepare_data(cfg, data, cfg.seeds[0])
     _preflight(cfg, data)
     cfg = with_method_defaults(cfg)
     out = Path(cfg.out)
@@ -341,7 +383,7 @@ def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
             for phase in phases:
                 student = build_model(cfg.student, data, seed)
                 if phase == "scratch":
-                    method = CrossEntropy(student, label_smoothing=cfg.label_smoothing)
+                    method = cross_entropy(student, cfg, data)
                 else:
                     kwargs = method_kwargs(cfg, data)
                     if "dml" in cfg.method.split("+"):
@@ -351,7 +393,7 @@ def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
                 info = _fit_or_skip(method, data, seed_cfg, run_dir, model_meta(cfg.student, data), desc=f"{phase} seed {seed}")
                 if info.get("stopped_early"):
                     raise _Stopped()
-                metrics = test_both(student, run_dir, data, device, teacher_logits)
+                metrics = test_both(student, run_dir, data, device, teacher_logits, cfg.posthoc_tau)
                 rows[phase].append(dict(metrics, seed=seed, last_val_accuracy=info["last_val_accuracy"]))
                 fits[phase].append(info)
                 if phase != "scratch":
@@ -364,6 +406,7 @@ def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
         model = getattr(source, "model", None)
         facts[source.name] = model_facts(model, data.input_shape) if model is not None else {}
     summary = summarise(cfg, data, rows, fits, facts, teacher_info)
+    summary["train_class_counts"] = dict(zip(data.classes, class_counts(data)))
     summary["environment"] = environment()
     summary["wall_seconds"] = time.perf_counter() - t0
     write_summary(summary, out)
@@ -391,5 +434,5 @@ def method_kwargs(cfg, data: Dataset | None = None) -> dict:
 
     kwargs = {k: getattr(cfg, k) for k in hyperparameters_of(cfg.method) if getattr(cfg, k, None) is not None}
     if data is not None:
-        kwargs |= {"input_shape": data.input_shape, "num_train": len(data.train)}
+        kwargs |= {"input_shape": data.input_shape, "num_train": len(data.train), "class_counts": class_counts(data)}
     return kwargs

@@ -12,13 +12,16 @@ from pathlib import Path
 # Scalar metrics averaged over seeds (all of classification_metrics' scalars plus agreement).
 SCALARS = ("accuracy", "accuracy_last", "top5", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
            "precision_weighted", "recall_weighted", "f1_weighted", "auc", "nll", "ece", "brier",
-           "worst_class_recall", "top1_agreement", "mean_kl")
+           "worst_class_recall", "many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy",
+           "top1_agreement", "mean_kl")
 
 # (column title, source, key, format) for summary.md and the CLI table.
 COLUMNS = (
     ("acc %", "metrics", "accuracy", "pct"),
     ("bal acc %", "metrics", "balanced_accuracy", "pct"),
     ("macro F1 %", "metrics", "f1_macro", "pct"),
+    ("worst recall %", "metrics", "worst_class_recall", "pct"),
+    ("few-shot %", "metrics", "few_shot_accuracy", "pct"),
     ("AUC", "metrics", "auc", "4f"),
     ("NLL", "metrics", "nll", "3f"),
     ("ECE", "metrics", "ece", "3f"),

@@ -136,7 +136,8 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
         method.to(memory_format=torch.channels_last)
     augment = data.augment if cfg.augment == "auto" else cfg.augment
     train = BatchLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, augment=augment,
-                        mean=data.mean, std=data.std, device=device, drop_last=len(data.train.labels) > cfg.batch_size)
+                        mean=data.mean, std=data.std, device=device, drop_last=len(data.train.labels) > cfg.batch_size,
+                        sampler=getattr(cfg, "sampler", "none"))
     val = BatchLoader(data.val, 512, shuffle=False, mean=data.mean, std=data.std, device=device)
     optimizer = make_optimizer(method.parameters(), cfg)
     dtype = autocast_dtype(cfg.amp, device)
@@ -178,7 +179,7 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
             if stop_at and state.step >= stop_at and state.step % steps_per_epoch:
                 state.save()  # stopped mid-epoch: --resume continues from here
                 break
-            _end_epoch(state, method, val, device, logger, run_dir, meta)
+            _end_epoch(state, method, val, device, logger, run_dir, meta, balanced=bool(getattr(cfg, "imbalance", None)))
             if stop_at and state.step >= stop_at and state.epoch < cfg.epochs:
                 break
     logger.close()
@@ -188,15 +189,20 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
     return _result(state, run_dir, t0, images, peak, stopped)
 
 
-def _end_epoch(state, method, val, device, logger, run_dir: Path, meta: dict):
-    """Validate, keep the best-by-validation weights, checkpoint."""
+def _end_epoch(state, method, val, device, logger, run_dir: Path, meta: dict, balanced: bool = False):
+    """Validate, keep the best-by-validation weights, checkpoint. With `balanced` (long-tailed
+    data, whose validation split mirrors train's imbalance) the best weights are chosen by
+    balanced accuracy, so selection does not favour the head classes; `best_val_accuracy` then
+    holds that score."""
     state.epoch += 1
-    val_acc = _val_accuracy(method.student, val, device)
-    logger.log(state.step, state.epoch, {"val/accuracy": val_acc})
-    state.history.append({"epoch": state.epoch, "val_accuracy": val_acc})
-    if val_acc > state.best_val_accuracy:
-        state.best_val_accuracy, state.best_epoch = val_acc, state.epoch
-        _save_student(run_dir / "best.safetensors", method, meta, epoch=state.epoch, val_accuracy=val_acc)
+    val_acc, val_balanced = _val_accuracy(method.student, val, device)
+    logger.log(state.step, state.epoch, {"val/accuracy": val_acc, "val/balanced_accuracy": val_balanced})
+    state.history.append({"epoch": state.epoch, "val_accuracy": val_acc, "val_balanced_accuracy": val_balanced})
+    score = val_balanced if balanced else val_acc
+    if score > state.best_val_accuracy:
+        state.best_val_accuracy, state.best_epoch = score, state.epoch
+        _save_student(run_dir / "best.safetensors", method, meta, epoch=state.epoch, val_accuracy=val_acc,
+                      val_balanced_accuracy=val_balanced, selected_by="balanced_accuracy" if balanced else "accuracy")
     state.save()
 
 
@@ -293,9 +299,14 @@ class State:
         self.saved_step = self.step
 
 
-def _val_accuracy(model, loader, device) -> float:
+def _val_accuracy(model, loader, device) -> tuple[float, float]:
+    """(accuracy, balanced accuracy: the mean recall over the classes present)."""
     logits, labels = predict_logits(model, loader, device)
-    return float((logits.argmax(1) == labels).float().mean()) if len(labels) else 0.0
+    if not len(labels):
+        return 0.0, 0.0
+    hits = (logits.argmax(1) == labels).float()
+    recalls = [hits[labels == k].mean() for k in labels.unique()]
+    return float(hits.mean()), float(torch.stack(recalls).mean())
 
 
 def _save_student(path, method, meta, **extra):

@@ -10,6 +10,16 @@
 Reproducibility: the order of an epoch comes from a generator seeded with (seed, epoch), and
 the augmentation of batch b from one seeded with (seed, epoch, b). So an epoch can be recreated
 exactly, and `iter_from(k)` resumes at batch k without computing batches 0..k-1.
+
+Samplers (for long-tailed training splits; `shuffle=True` only). An epoch is always len(split)
+draws, so the batches per epoch, schedules and resuming are the same whichever is chosen:
+  none            a permutation: every sample once (the instance-balanced sampling of the
+                  long-tail literature)
+  class_balanced  len(split) draws with replacement, sample i with probability ∝ 1 / n_{y_i}:
+                  every class equally likely (class-balanced sampling, e.g. Kang et al., "Decoupling
+                  Representation and Classifier for Long-Tailed Recognition", ICLR 2020, eq. 1, q = 0)
+  sqrt            the same with probability ∝ n_{y_i}^{-1/2}: class k drawn ∝ sqrt(n_k)
+                  (square-root sampling, q = 1/2 in Kang et al.'s eq. 1)
 """
 import math
 
@@ -19,6 +29,11 @@ import torch
 from kdkit.data.augment import AUGMENTS, augment_batch
 from kdkit.data.dataset import Split
 from kdkit.errors import KdkitError, unknown
+
+SAMPLERS = ("none", "class_balanced", "sqrt")
+# Exponent q of each class's draw probability, n_k^q / sum_j n_j^q (Kang et al., eq. 1); a sample
+# of class k is drawn with probability ∝ n_k^(q - 1).
+_SAMPLER_EXPONENT = {"class_balanced": 0.0, "sqrt": 0.5}
 
 
 def seeded_generator(*keys: int) -> torch.Generator:
@@ -32,13 +47,22 @@ class BatchLoader:
     """Yields (x, y, idx) batches of a Split; see the module docstring."""
 
     def __init__(self, split: Split, batch_size: int, *, shuffle: bool, seed: int = 0,
-                 augment: str = "none", mean=None, std=None, device="cpu", drop_last: bool = False):
+                 augment: str = "none", mean=None, std=None, device="cpu", drop_last: bool = False,
+                 sampler: str = "none"):
         if batch_size < 1:
             raise KdkitError(f"batch_size must be at least 1, got {batch_size}")
         if augment not in AUGMENTS:
             raise unknown("augment", augment, AUGMENTS)
+        if sampler not in SAMPLERS:
+            raise unknown("sampler", sampler, SAMPLERS)
+        if sampler != "none" and not shuffle:
+            raise KdkitError(f"sampler '{sampler}' draws samples at random, so it needs shuffle=True; "
+                             "use sampler='none' for evaluation loaders")
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.augment, self.drop_last, self.epoch = augment, drop_last, 0
+        self.sampler = sampler
+        # (N,) float64 draw weight of each sample (CPU, for torch.multinomial); None = permutation
+        self.draw_weights = None if sampler == "none" else _draw_weights(split.labels, sampler)
         self.device = torch.device(device)
         self.images = _place(split.images, self.device)  # (N, C, H, W), on device when it fits
         self.labels = split.labels.to(self.images.device)  # (N,)
@@ -74,7 +98,11 @@ class BatchLoader:
     def _order(self) -> torch.Tensor:
         if not self.shuffle:
             return torch.arange(len(self.labels))
-        return torch.randperm(len(self.labels), generator=seeded_generator(self.seed, self.epoch))
+        generator = seeded_generator(self.seed, self.epoch)
+        if self.draw_weights is not None and len(self.labels):
+            return torch.multinomial(self.draw_weights, len(self.labels), replacement=True,
+                                     generator=generator)
+        return torch.randperm(len(self.labels), generator=generator)
 
     def _batch(self, idx: torch.Tensor, b: int):
         idx = idx.to(self.images.device)
@@ -84,6 +112,16 @@ class BatchLoader:
         x = x.to(self.device, non_blocking=True).float()
         x = x.mul_(self.scale).sub_(self.mean).div_(self.std)  # (B, C, H, W) float32 normalised
         return x, self.labels.index_select(0, idx).to(self.device), idx.to(self.device)
+
+
+def _draw_weights(labels: torch.Tensor, sampler: str) -> torch.Tensor:
+    """(N,) float64 weight of each sample for `sampler`: n_{y_i}^(q - 1), see _SAMPLER_EXPONENT."""
+    labels = labels.cpu()
+    counts = torch.bincount(labels).to(torch.float64)  # (K,) classes absent from the split get 0
+    per_class = torch.zeros_like(counts)
+    present = counts > 0
+    per_class[present] = counts[present] ** (_SAMPLER_EXPONENT[sampler] - 1.0)
+    return per_class[labels]  # (N,)
 
 
 def _per_channel(values, default: float, channels: int, what: str) -> torch.Tensor:

@@ -8,6 +8,7 @@ dict(loss=..., logits=..., **parts). Every part is logged. Add a method by writi
 import inspect
 
 from kdkit.errors import KdkitError, did_you_mean, unknown
+from kdkit.methods.balanced import BKD, LAKD
 from kdkit.methods.base import Method, Outputs
 from kdkit.methods.ce import CrossEntropy
 from kdkit.methods.compose import Composite
@@ -32,10 +33,12 @@ METHODS: dict[str, type[Method]] = {
     "crd": CRD,
     "vector": DistillationVector,
     "dml": DML,
+    "bkd": BKD,
+    "lakd": LAKD,
 }
 
 # What the caller knows about the run rather than a hyper-parameter: passed to the methods that take it.
-CONTEXT = ("input_shape", "num_train", "peer")
+CONTEXT = ("input_shape", "num_train", "peer", "class_counts")
 
 
 def method_parts(name: str) -> list[str]:
@@ -67,7 +70,8 @@ def defaults_of(name: str) -> dict:
 
 def create_method(name: str, student, teacher=None, **kwargs) -> Method:
     """Build method `name` (or the composite `a+b`). kwargs: its hyper-parameters, plus any of
-    CONTEXT (input_shape for the adapters' shape probe, num_train for memory banks, peer for dml),
+    CONTEXT (input_shape for the adapters' shape probe, num_train for memory banks, peer for dml,
+    class_counts for the long-tail methods),
     each passed only to the methods that take it."""
     parts = method_parts(name)
     known = set(hyperparameters_of(name)) | set(CONTEXT)
@@ -83,5 +87,5 @@ def create_method(name: str, student, teacher=None, **kwargs) -> Method:
 
 
 __all__ = ["METHODS", "Method", "Outputs", "create_method", "hyperparameters_of", "defaults_of", "method_parts",
-           "AT", "CRD", "Composite", "CrossEntropy", "DIST", "DKD", "DML", "DistillationVector", "FitNet", "KD",
+           "AT", "BKD", "LAKD", "CRD", "Composite", "CrossEntropy", "DIST", "DKD", "DML", "DistillationVector", "FitNet", "KD",
            "NST", "PKT", "RKD", "SP"]

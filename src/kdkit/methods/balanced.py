@@ -1,0 +1,63 @@
+"""Distillation for long-tailed data: the student must not inherit the head classes' dominance.
+
+Both methods need the training split's class counts (`class_counts`, passed by the pipeline).
+
+bkd   Balanced KD (Zhang, Chen, Hu, Peng, "Balanced Knowledge Distillation for Long-tailed
+      Learning", 2021, arXiv 2104.10510): instance-balanced CE (plain CE: the head classes keep
+      shaping the features) plus a class-balanced KD term, each sample's KL weighted by the
+      effective-number weight of its label (Cui et al. 2019), so the tail classes' soft targets
+      count more. (The authors' code instead reweights the teacher's softened probabilities per
+      class; see kdkit.losses.balanced.balanced_kd_loss.)
+          loss = ce_weight * CE + kd_weight * T^2 mean_i w_{y_i} KL(p_t^T || p_s^T)
+lakd  Logit-adjusted KD: the teacher's logits are made balanced (t - tau log pi, the post-hoc
+      adjustment of Menon et al., ICLR 2021) and the student is trained with the logit-adjusted
+      loss (CE on s + tau log pi), so its raw logits learn the balanced posterior and need no
+      adjustment at test time. The KD term matches the raw student to the balanced teacher (both
+      terms have their optimum at s = t - tau log pi; shifting the student too would count the
+      prior twice).
+          loss = (1 - alpha) * CE(s + tau log pi, y) + alpha * T^2 KL(softmax((t - tau log pi)/T) || softmax(s/T))
+      With a teacher that is already balanced (teacher_sampler=class_balanced), use kd instead.
+"""
+import torch
+import torch.nn.functional as F
+
+from kdkit.errors import KdkitError
+from kdkit.losses.balanced import balanced_kd_loss, effective_number_weights, logit_adjusted_kd_loss, logit_adjusted_loss
+from kdkit.methods.base import Method
+
+
+def _counts(class_counts, name):
+    if class_counts is None:
+        raise KdkitError(f"method {name} needs class_counts (the training split's samples per class)")
+    return torch.as_tensor(list(class_counts), dtype=torch.float64)
+
+
+class BKD(Method):
+    hyperparameters = ("temperature", "ce_weight", "kd_weight", "cb_beta", "label_smoothing")
+    paper = "instance-balanced CE + class-balanced KD for long tails (Zhang, Chen, Hu, Peng 2021)"
+
+    def __init__(self, student, teacher, temperature: float = 4.0, ce_weight: float = 1.0, kd_weight: float = 1.0,
+                 cb_beta: float = 0.9999, label_smoothing: float = 0.0, class_counts=None):
+        super().__init__(student, teacher)
+        self.temperature, self.ce_weight, self.kd_weight, self.label_smoothing = temperature, ce_weight, kd_weight, label_smoothing
+        self.register_buffer("class_weights", effective_number_weights(_counts(class_counts, "bkd"), cb_beta).float())
+
+    def terms(self, s, t, y, index):
+        ce = F.cross_entropy(s.logits.float(), y, label_smoothing=self.label_smoothing)
+        kd = balanced_kd_loss(s.logits, t.logits, y, self.class_weights, self.temperature)
+        return {"ce": (self.ce_weight, ce), "kd": (self.kd_weight, kd)}
+
+
+class LAKD(Method):
+    hyperparameters = ("temperature", "alpha", "tau")
+    paper = "KD from a logit-adjusted (balanced) teacher to a logit-adjusted student (after Menon et al., ICLR 2021)"
+
+    def __init__(self, student, teacher, temperature: float = 4.0, alpha: float = 0.9, tau: float = 1.0, class_counts=None):
+        super().__init__(student, teacher)
+        self.temperature, self.alpha, self.tau = temperature, alpha, tau
+        self.register_buffer("class_counts", _counts(class_counts, "lakd").float())
+
+    def terms(self, s, t, y, index):
+        ce = logit_adjusted_loss(s.logits, y, self.class_counts, self.tau)
+        kd = logit_adjusted_kd_loss(s.logits, t.logits, self.class_counts, self.temperature, self.tau)
+        return {"ce": (1 - self.alpha, ce), "kd": (self.alpha, kd)}
