@@ -57,6 +57,7 @@ def distill(
     set_: Optional[list[str]] = SetOpt,
     dataset: Optional[str] = typer.Option(None, help="named dataset or ImageFolder path (`kdkit datasets`)"),
     data_dir: Optional[str] = typer.Option(None, help="folder holding the dataset files"),
+    imbalance: Optional[str] = typer.Option(None, help="long-tailed train/val splits: exp:100 or step:10 (test stays balanced)"),
     teacher: Optional[str] = typer.Option(None, help="run dir or .safetensors from `kdkit train`, or an architecture to train first"),
     student: Optional[str] = typer.Option(None, help="student architecture (`kdkit models`) or pkg.module:make_net"),
     method: Optional[str] = typer.Option(None, help="distillation method (`kdkit methods`)"),
@@ -73,7 +74,7 @@ def distill(
     out: Optional[str] = typer.Option(None, help="run directory"),
 ):
     """Distill a teacher into a student; also train the scratch baseline; write the evidence table."""
-    flags = dict(dataset=dataset, data_dir=data_dir, teacher=teacher, student=student, method=method, epochs=epochs,
+    flags = dict(dataset=dataset, data_dir=data_dir, imbalance=imbalance, teacher=teacher, student=student, method=method, epochs=epochs,
                  teacher_epochs=teacher_epochs, seeds=_seeds(seeds), temperature=temperature, alpha=alpha, lr=lr,
                  batch_size=batch_size, baseline=baseline, resume=resume, device=device, out=out)
     cfg = resolve(DistillConfig, config, flags, set_)
@@ -143,6 +144,7 @@ def train(
     set_: Optional[list[str]] = SetOpt,
     dataset: Optional[str] = typer.Option(None, help="named dataset or ImageFolder path"),
     data_dir: Optional[str] = typer.Option(None, help="folder holding the dataset files"),
+    imbalance: Optional[str] = typer.Option(None, help="long-tailed train/val splits: exp:100 or step:10 (test stays balanced)"),
     model: Optional[str] = typer.Option(None, help="architecture (`kdkit models`) or pkg.module:make_net"),
     epochs: Optional[int] = typer.Option(None, help="epochs"),
     lr: Optional[float] = typer.Option(None, help="learning rate"),
@@ -155,7 +157,7 @@ def train(
     """Train one model with cross-entropy (a teacher, usually); weights + summary in --out."""
     from kdkit.pipeline import run_train
 
-    flags = dict(dataset=dataset, data_dir=data_dir, model=model, epochs=epochs, lr=lr, batch_size=batch_size,
+    flags = dict(dataset=dataset, data_dir=data_dir, imbalance=imbalance, model=model, epochs=epochs, lr=lr, batch_size=batch_size,
                  seed=seed, resume=resume, device=device, out=out)
     cfg = resolve(TrainConfig, config, flags, set_)
     summary = run_train(cfg)
