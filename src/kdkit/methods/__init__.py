@@ -15,7 +15,13 @@ from kdkit.methods.compose import Composite
 from kdkit.methods.dist import DIST
 from kdkit.methods.dkd import DKD
 from kdkit.methods.dml import DML
-from kdkit.methods.features import AT, CRD, NST, PKT, RKD, SP, FitNet
+from kdkit.methods.at import AT
+from kdkit.methods.crd import CRD
+from kdkit.methods.fitnet import FitNet
+from kdkit.methods.nst import NST
+from kdkit.methods.pkt import PKT
+from kdkit.methods.rkd import RKD
+from kdkit.methods.sp import SP
 from kdkit.methods.kd import KD
 from kdkit.methods.vector import DistillationVector
 

@@ -1,0 +1,32 @@
+"""CRD: contrastive representation distillation, with memory banks of the whole training set."""
+from torch import nn
+
+from kdkit.adapters import pool, pooled_size
+from kdkit.errors import KdkitError
+from kdkit.losses.crd import CRDLoss
+from kdkit.methods.features import COMMON, FeatureMethod
+
+
+class CRD(FeatureMethod):
+    """Contrastive representation distillation (Tian, Krishnan, Isola, ICLR 2020, section 3, NCE form):
+    embed both pooled representations in crd_dim, contrast each sample against nce_k negatives
+    drawn from momentum memory banks of the whole training set (which need each sample's index)."""
+
+    hyperparameters = COMMON + ("crd_dim", "nce_k", "nce_t")
+    paper = "contrastive objective with a memory bank of negatives (Tian et al., ICLR 2020)"
+
+    def __init__(self, student, teacher, input_shape=None, student_layers=(), teacher_layers=(),
+                 feature_weight: float = 0.8, ce_weight: float = 1.0, label_smoothing: float = 0.0,
+                 crd_dim: int = 128, nce_k: int = 16384, nce_t: float = 0.07, num_train: int | None = None):
+        super().__init__(student, teacher, input_shape, student_layers, teacher_layers, feature_weight, ce_weight, label_smoothing)
+        if not num_train:
+            raise KdkitError("method crd needs num_train (the training set size) for its memory bank")
+        self.crd = nn.ModuleList(CRDLoss(pooled_size(self.student_shapes[a]), pooled_size(self.teacher_shapes[b]), num_train,
+                                         feat_dim=crd_dim, nce_k=nce_k, nce_t=nce_t)
+                                 for a, b in zip(self.student_layers, self.teacher_layers))
+
+    def terms(self, s, t, y, index):
+        if index is None:
+            raise KdkitError("method crd needs each sample's index in the training set: call it with (x, y, index)")
+        crd = sum(head(pool(fs), pool(ft).float(), index) for head, (fs, ft) in zip(self.crd, self.pairs(s, t)))
+        return {"ce": (self.ce_weight, self.ce(s, y)), "crd": (self.feature_weight, crd)}

@@ -1,0 +1,20 @@
+"""NST: neuron selectivity transfer, MMD between the two models' activation patterns."""
+from kdkit.losses.feature import nst_loss
+from kdkit.methods.features import COMMON, FeatureMethod
+
+
+class NST(FeatureMethod):
+    """Neuron selectivity transfer (Huang & Wang 2017, eq. 4): MMD with a polynomial kernel between
+    the distributions of the channels' (normalised) activation patterns, every stage; no adapter."""
+
+    hyperparameters = COMMON
+    paper = "MMD between neuron activation patterns (Huang & Wang 2017)"
+    pick = "spatial"
+
+    def __init__(self, student, teacher, input_shape=None, student_layers=(), teacher_layers=(),
+                 feature_weight: float = 50.0, ce_weight: float = 1.0, label_smoothing: float = 0.0):
+        super().__init__(student, teacher, input_shape, student_layers, teacher_layers, feature_weight, ce_weight, label_smoothing)
+
+    def terms(self, s, t, y, index):
+        nst = sum(nst_loss(fs, ft) for fs, ft in self.pairs(s, t))
+        return {"ce": (self.ce_weight, self.ce(s, y)), "nst": (self.feature_weight, nst)}

@@ -1,0 +1,20 @@
+"""PKT: probabilistic knowledge transfer, distributions of similarity between samples."""
+from kdkit.adapters import pool
+from kdkit.losses.feature import pkt_loss
+from kdkit.methods.features import COMMON, FeatureMethod
+
+
+class PKT(FeatureMethod):
+    """Probabilistic knowledge transfer (Passalis & Tefas, ECCV 2018, eqs. 7-10): KL between the
+    teacher's and the student's conditional distributions of cosine similarity between samples."""
+
+    hyperparameters = COMMON
+    paper = "distributions of cosine similarity between samples (Passalis & Tefas, ECCV 2018)"
+
+    def __init__(self, student, teacher, input_shape=None, student_layers=(), teacher_layers=(),
+                 feature_weight: float = 30000.0, ce_weight: float = 1.0, label_smoothing: float = 0.0):
+        super().__init__(student, teacher, input_shape, student_layers, teacher_layers, feature_weight, ce_weight, label_smoothing)
+
+    def terms(self, s, t, y, index):
+        pkt = sum(pkt_loss(pool(fs), pool(ft)) for fs, ft in self.pairs(s, t))
+        return {"ce": (self.ce_weight, self.ce(s, y)), "pkt": (self.feature_weight, pkt)}

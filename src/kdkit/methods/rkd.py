@@ -1,0 +1,24 @@
+"""RKD: relational KD, distances and angles between the samples' embeddings."""
+from kdkit.adapters import pool
+from kdkit.losses.feature import rkd_loss
+from kdkit.methods.features import COMMON, FeatureMethod
+
+
+class RKD(FeatureMethod):
+    """Relational KD (Park et al., CVPR 2019, eqs. 3-7): distances and angles between the pooled
+    embeddings of the samples of a batch; loss = ce + feature_weight * (rkd_distance * d + rkd_angle * a)."""
+
+    hyperparameters = COMMON + ("rkd_distance", "rkd_angle")
+    paper = "distance and angle relations between samples (Park et al., CVPR 2019)"
+
+    def __init__(self, student, teacher, input_shape=None, student_layers=(), teacher_layers=(),
+                 feature_weight: float = 1.0, ce_weight: float = 1.0, label_smoothing: float = 0.0,
+                 rkd_distance: float = 25.0, rkd_angle: float = 50.0):
+        super().__init__(student, teacher, input_shape, student_layers, teacher_layers, feature_weight, ce_weight, label_smoothing)
+        self.rkd_distance, self.rkd_angle = rkd_distance, rkd_angle
+
+    def terms(self, s, t, y, index):
+        parts = [rkd_loss(pool(fs), pool(ft), 1.0, 1.0) for fs, ft in self.pairs(s, t)]
+        distance, angle = sum(p["distance"] for p in parts), sum(p["angle"] for p in parts)
+        return {"ce": (self.ce_weight, self.ce(s, y)), "distance": (self.feature_weight * self.rkd_distance, distance),
+                "angle": (self.feature_weight * self.rkd_angle, angle)}
