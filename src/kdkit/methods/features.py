@@ -1,4 +1,5 @@
-"""Feature methods (fitnet.py, at.py, nst.py, sp.py, rkd.py, pkt.py, crd.py, vector.py): the student matches the teacher's intermediate features, on any nn.Module.
+"""The base of the feature methods, where the student matches the teacher's intermediate features
+on any nn.Module (fitnet.py, at.py, nst.py, sp.py, rkd.py, pkt.py, crd.py, vector.py).
 
 Layers are named by `named_modules()` names (`student_layers`, `teacher_layers`, paired by
 position). Left empty, each method picks from the models' stage outputs (`feature_modules`):
