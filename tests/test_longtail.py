@@ -153,8 +153,8 @@ def test_shot_groups_and_thresholds():
     counts = [500, 101, 100, 20, 19, 1]
     assert shot_groups(counts) == {"many": [0, 1], "medium": [2, 3], "few": [4, 5]}
     assert shot_groups([30, 10, 3], many=10, few=4) == {"many": [0], "medium": [1], "few": [2]}
-    assert scaled_thresholds(1280) == (100, 20)
     assert scaled_thresholds(1000) == (100, 20)
+    assert scaled_thresholds(5400) == (540, 108)
     assert scaled_thresholds(500) == (50, 10)
     assert scaled_thresholds(180) == (18, 4)
     assert scaled_thresholds(10) == (1, 1)

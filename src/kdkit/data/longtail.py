@@ -144,14 +144,12 @@ def shot_groups(train_counts: list[int], many: int = 100, few: int = 20) -> dict
 
 
 def scaled_thresholds(n_max: int) -> tuple[int, int]:
-    """(many, few) shot thresholds for a train split whose largest class has n_max samples.
+    """(many, few) shot thresholds for a train split whose largest class has n_max samples:
+    (n_max / 10, n_max / 50), rounded half up, at least 1.
 
-    (100, 20), Liu et al.'s values, when n_max >= 1000 (ImageNet-LT's head has 1,280); below, the
-    same fractions of the head, (n_max / 10, n_max / 50) rounded half up and at least 1, so the
-    groups keep their meaning on small data (the two rules meet at n_max = 1000). Note that
-    CIFAR-100-LT papers (n_max = 500) usually keep the unscaled 100 / 20; pass those to
-    shot_groups to compare with them.
+    These are Liu et al.'s fractions of ImageNet-LT's head (100 and 20 of about 1,000-1,280), kept
+    relative so the groups mean the same on any dataset: on Fashion-MNIST-LT (head 5,400) the
+    absolute 100 / 20 would put 8 of 10 classes in "many" and none in "few". CIFAR-100-LT papers
+    (n_max = 500) keep the absolute 100 / 20; pass those to shot_groups to compare with them.
     """
-    if n_max >= 1000:
-        return 100, 20
     return max(1, int(n_max / 10 + 0.5)), max(1, int(n_max / 50 + 0.5))
