@@ -62,7 +62,7 @@ def summarise(cfg, data, rows: dict, fits: dict, facts: dict, teacher_info: dict
     for name, per_seed in rows.items():
         if per_seed:
             out["rows"][name] = _row(per_seed, fits[name], facts.get(name, facts["student"]))
-    if rows["scratch"]:
+    if rows["scratch"] and rows["teacher"][0].get("measured_on") != "val":  # (test vs test only)
         t = rows["teacher"][0]["accuracy"]
         per_seed = [gap_closed(t, sc["accuracy"], st["accuracy"]) for sc, st in zip(rows["scratch"], rows["student"])]
         mean = gap_closed(t, out["rows"]["scratch"]["metrics"]["accuracy"]["mean"], out["rows"]["student"]["metrics"]["accuracy"]["mean"])
