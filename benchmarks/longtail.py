@@ -85,7 +85,7 @@ def main():
     parser.add_argument("--datasets", default="fashion-mnist,mnist")
     parser.add_argument("--factors", default="100,10")
     args = parser.parse_args()
-    combos = [(d, f) for d in args.datasets.split(",") for f in args.factors.split(",")]
+    combos = [(d, f) for f in args.factors.split(",") for d in args.datasets.split(",")]  # factor 100 first
     with ThreadPoolExecutor(args.jobs) as pool:
         results = dict(zip(combos, pool.map(lambda c: pipeline(*c), combos)))
     table = {}

@@ -1,0 +1,106 @@
+"""`kdkit predict`: run an exported student (.onnx + its JSON sidecar) on a folder of images or a
+.npy array, with nothing else: no kdkit weights, no dataset.
+
+    kdkit predict runs/demo/export/student.onnx images/ --top 3 --out preds.csv
+
+    from kdkit.predict import predict
+    rows = predict("runs/demo/export/student.onnx", "batch.npy", top=3)   # class, probability, top-k
+"""
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from kdkit.errors import KdkitError
+from kdkit.export import INPUT_NAME, OUTPUT_NAME, load_sidecar, ort_session
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def predict(onnx_path, inputs, top: int = 3) -> list[dict]:
+    """Class, probability and the top-k (name, probability) of every image in a folder (png/jpg) or
+    row of a .npy array (N, C, H, W) or (N, H, W), using only the .onnx file and its sidecar."""
+    meta = load_sidecar(onnx_path)
+    names, x = read_inputs(inputs, meta)  # (N, C, H, W) float32 normalised
+    logits = ort_session(onnx_path).run([OUTPUT_NAME], {INPUT_NAME: x})[0]  # (N, K)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    classes = meta["classes"]
+    rows = []
+    for name, p in zip(names, probs):
+        order = np.argsort(-p)[:max(1, top)]
+        rows.append({"input": name, "class": classes[order[0]], "probability": float(p[order[0]]),
+                     "top": [(classes[k], float(p[k])) for k in order]})
+    return rows
+
+
+def read_inputs(inputs, meta: dict) -> tuple[list[str], np.ndarray]:
+    """(names, (N, C, H, W) float32 normalised with the sidecar's mean/std)."""
+    path = Path(inputs)
+    if path.suffix.lower() == ".npy":
+        names, x = _read_npy(path, meta)
+    elif path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
+        names, x = _read_images(path, meta)
+    else:
+        raise KdkitError(f"inputs '{path}' are neither a folder of png/jpg images nor a .npy array; pass one of those")
+    pixels = meta.get("input_dtype", "uint8") == "uint8"  # trained on uint8 images, scaled to [0, 1]
+    if pixels and x.dtype == np.uint8:
+        x = x.astype(np.float32) / 255.0
+    elif pixels and x.size and float(np.abs(x).max()) > 1.5:
+        raise KdkitError(f"float inputs in '{path}' reach {float(np.abs(x).max()):.1f} but this model takes images in "
+                         "[0, 1]; save uint8 pixels (0..255) or divide by 255")
+    mean = np.asarray(meta["mean"], np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(meta["std"], np.float32).reshape(1, -1, 1, 1)
+    return names, ((x.astype(np.float32) - mean) / std).astype(np.float32)
+
+
+def _read_npy(path: Path, meta: dict) -> tuple[list[str], np.ndarray]:
+    if not path.is_file():
+        raise KdkitError(f"array file '{path}' not found; check the path")
+    x = np.load(path, allow_pickle=False)  # never unpickle
+    c, h, w = meta["input_shape"]
+    shape = tuple(x.shape)
+    if x.ndim == 3 and c == 1:
+        x = x[:, None]  # (N, H, W) -> (N, 1, H, W)
+    if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
+        grey = f" or (N, {h}, {w})" if c == 1 else ""
+        raise KdkitError(f"'{path}' holds an array of shape {shape} but the model takes (N, {c}, {h}, {w}){grey}; "
+                         "reshape it, or pass a folder of images (they are resized)")
+    return [f"{path.name}[{i}]" for i in range(len(x))], x
+
+
+def _read_images(path: Path, meta: dict) -> tuple[list[str], np.ndarray]:
+    """png/jpg files (a folder, searched recursively, in sorted order), converted to the model's
+    channels (L or RGB) and resized to its input size when they differ."""
+    from PIL import Image, UnidentifiedImageError
+
+    c, h, w = meta["input_shape"]
+    if c not in (1, 3):
+        raise KdkitError(f"the model takes {c}-channel input; images work for 1 or 3 channels, pass a .npy array")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise KdkitError(f"no .png/.jpg images in '{path}'; pass a folder of images or a .npy array")
+    images = []
+    for file in files:
+        try:
+            image = Image.open(file).convert("L" if c == 1 else "RGB")
+        except (OSError, UnidentifiedImageError) as e:
+            raise KdkitError(f"cannot read image '{file}' ({str(e)[:80]}); remove or replace it") from None
+        if image.size != (w, h):
+            image = image.resize((w, h), Image.BILINEAR)
+        pixels = np.asarray(image, dtype=np.uint8)  # (H, W) or (H, W, 3)
+        images.append(pixels[None] if c == 1 else pixels.transpose(2, 0, 1))
+    return [str(f.relative_to(path)) if path.is_dir() else f.name for f in files], np.stack(images)  # (N, C, H, W)
+
+
+def write_predictions(rows: list[dict], out) -> Path:
+    """CSV: input, prediction, probability, then top{i} and p{i} for each of the top-k."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    k = max((len(r["top"]) for r in rows), default=0)
+    with out.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["input", "prediction", "probability"] + [c for i in range(1, k + 1) for c in (f"top{i}", f"p{i}")])
+        for r in rows:
+            writer.writerow([r["input"], r["class"], f"{r['probability']:.6f}"] + [v for name, p in r["top"] for v in (name, f"{p:.6f}")])
+    return out
