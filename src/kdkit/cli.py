@@ -136,6 +136,8 @@ def _run_distill(cfg: DistillConfig):
     if summary.get("gap_closed", {}).get("mean") is not None:
         console.print(f"gap closed (accuracy): {100 * summary['gap_closed']['mean']:.0f}%")
     console.print(f"full table: {cfg.out}/summary.md   data: {cfg.out}/summary.json   config: {cfg.out}/config.yaml")
+    if summary.get("report"):
+        console.print(f"report: {summary['report']}")
 
 
 @app.command()

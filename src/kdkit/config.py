@@ -98,6 +98,7 @@ class DistillConfig(TrainConfig):
     bootstrap: bool = False  # several teachers trained here: each on its own bootstrap resample of train (bagging)
     seeds: list[int] = field(default_factory=lambda: [0])  # scratch and student repeat per seed
     baseline: bool = True  # also train the scratch student (same architecture and budget, no teacher)
+    report: bool = True  # write report.html (plots, importance of the distillation vector) at the end of the run
     out: str = "runs/distill"  # run directory
 
 

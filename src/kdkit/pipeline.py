@@ -410,7 +410,20 @@ def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
     summary["environment"] = environment()
     summary["wall_seconds"] = time.perf_counter() - t0
     write_summary(summary, out)
+    if cfg.report:
+        summary["report"] = _write_report(out, data, device)
     return summary
+
+
+def _write_report(out: Path, data: Dataset, device) -> str | None:
+    """report.html for the run; a report that cannot be built never costs the run's results."""
+    from kdkit.report import write_report
+
+    try:
+        return str(write_report(out, data=data, device=str(device), n_samples=500))
+    except Exception as e:  # noqa: BLE001 -- the summary is written; say why the report is missing
+        print(f"report not written ({type(e).__name__}: {str(e)[:120]}); retry with `kdkit report {out}`")
+        return None
 
 
 def hybrid_facts(teacher, data: Dataset) -> dict:

@@ -1,0 +1,15 @@
+"""See what was distilled: report.html for a run, compare.html across runs, feature importance.
+
+    from kdkit.report import write_report, compare, layer_importance
+    write_report("runs/demo")                          # runs/demo/report.html + importance.json
+    compare(["runs/kd", "runs/dkd"], "compare.html")
+    layer_importance(student, teacher, data)           # JSON-ready dict, see importance.py
+
+importance.py measures, plots.py draws (PNG bytes), html.py assembles report.html and
+comparison.py compare.html; docs/report.md says how to read them.
+"""
+from kdkit.report.comparison import compare
+from kdkit.report.html import write_report
+from kdkit.report.importance import layer_importance
+
+__all__ = ["compare", "layer_importance", "write_report"]
