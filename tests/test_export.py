@@ -99,6 +99,13 @@ def test_deployment_table(run_dir, report):
     assert json.loads((run_dir / "export" / "student.deploy.json").read_text()) == table
 
 
+def test_report_includes_the_deployment_table(run_dir, report):
+    from kdkit.report import write_report
+
+    html = write_report(run_dir, importance=False).read_text()
+    assert 'id="deploy-table"' in html and "student int8" in html
+
+
 def test_failed_parity_check_gives_the_numbers(run_dir, report, tmp_path):
     out = tmp_path / "strict.onnx"
     with pytest.raises(KdkitError, match=r"does not match PyTorch on 359 test images: max \|logit diff\| .* \(tolerance 0e\+00\), "

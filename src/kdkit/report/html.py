@@ -322,6 +322,21 @@ def environment_section(summary: dict) -> str:
     return section("environment", "Environment", body if env else note("environment: not recorded"))
 
 
+def deployment_section(run_dir: Path) -> str:
+    """The deployment table of `kdkit export` (RUN/export/*.deploy.json), when the run was exported."""
+    import json
+
+    from kdkit.export import deploy_cells
+
+    files = sorted((run_dir / "export").glob("*.deploy.json"))
+    if not files:
+        return section("deployment", "Deployment", note(f"not exported yet: `kdkit export {run_dir} --quantize int8` adds "
+                                                       "the ONNX deployment table here"))
+    header, body = deploy_cells(json.loads(files[0].read_text()))
+    text = f"onnxruntime on CPU, 1 thread, median latency; from {files[0].name}"
+    return section("deployment", "Deployment", f"<p>{escape(text)}</p>" + table(header, body, "deploy-table"))
+
+
 def write_report(run_dir, importance: bool = True, data=None, n_samples: int = 1000, device="cpu") -> Path:
     """RUN_DIR/report.html (and importance.json); `data` skips reloading the dataset (e.g. arrays)."""
     run = Run(run_dir, data, device)
@@ -329,7 +344,7 @@ def write_report(run_dir, importance: bool = True, data=None, n_samples: int = 1
     title = f"{summary['method']}: {summary['teacher'].get('arch', '?')} -> {summary['student_arch']} on {summary['dataset']}"
     sections = [summary_section(summary), curves_section(run), classes_section(run), calibration_section(run),
                 size_section(summary["rows"]), importance_section(run, importance, n_samples),
-                config_section(run.dir), environment_section(summary)]
+                deployment_section(run.dir), config_section(run.dir), environment_section(summary)]
     out = run.dir / "report.html"
     out.write_text(page(title, sections))
     return out
