@@ -44,8 +44,13 @@ def command(dataset: str, factor: str, row: str) -> list[str]:
             "--out", str(run_dir(dataset, factor, row)), *extra]
 
 
+COLLECT = False  # --collect: only read finished runs
+
+
 def run(dataset: str, factor: str, row: str) -> dict:
     out = run_dir(dataset, factor, row)
+    if COLLECT and not (out / "summary.json").is_file():
+        return {}
     if not (out / "summary.json").is_file():
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         t0 = time.perf_counter()
@@ -84,7 +89,10 @@ def main():
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--datasets", default="fashion-mnist,mnist")
     parser.add_argument("--factors", default="100,10")
+    parser.add_argument("--collect", action="store_true", help="only read finished runs and write the table")
     args = parser.parse_args()
+    global COLLECT
+    COLLECT = args.collect
     combos = [(d, f) for f in args.factors.split(",") for d in args.datasets.split(",")]  # factor 100 first
     with ThreadPoolExecutor(args.jobs) as pool:
         results = dict(zip(combos, pool.map(lambda c: pipeline(*c), combos)))

@@ -43,8 +43,10 @@ def command(method: str, seed: int) -> list[str]:
     return cmd
 
 
-def run(method: str, seed: int) -> dict:
+def run(method: str, seed: int, collect: bool = False) -> dict:
     out = ROOT / f"runs/bench-methods/{method}/seed{seed}"
+    if collect and not (out / "summary.json").is_file():
+        return {}
     if not (out / "summary.json").is_file():
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         t0 = time.perf_counter()
@@ -66,14 +68,15 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--collect", action="store_true", help="only read finished runs and write the table")
     args = parser.parse_args()
     methods = args.methods.split(",")
     if not (TEACHER / "best.safetensors").is_file():
         subprocess.run([KDKIT, "train", "--config", "configs/demo.yaml", "--model", "cnn", "--epochs", "8",
                         "--out", str(TEACHER), "--set", "progress=false"], cwd=ROOT, check=True)
-    jobs = [(m, s) for m in methods for s in SEEDS]
+    jobs = [(m, s) for s in SEEDS for m in methods]  # seed 0 of every method first
     with ThreadPoolExecutor(args.jobs) as pool:
-        summaries = dict(zip(jobs, pool.map(lambda job: run(*job), jobs)))
+        summaries = dict(zip(jobs, pool.map(lambda job: run(*job, collect=args.collect), jobs)))
     table = {}
     for method in methods:
         runs = [summaries[(method, s)] for s in SEEDS if summaries.get((method, s))]
