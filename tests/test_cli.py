@@ -63,13 +63,15 @@ def test_distill_end_to_end(tmp_path, teacher_run):
     assert "per_class" in student["per_seed"][0] and len(student["per_seed"][0]["confusion_matrix"]) == 10
     assert (out / "config.yaml").read_text().count("seeds") == 1
     assert "| teacher |" in (out / "summary.md").read_text()
+    assert (out / "report.html").is_file() and f"report: {out}/report.html" in r.stdout.replace("\n", "")
 
 
 def test_distill_from_yaml_with_set(tmp_path, teacher_run):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"dataset: digits\nteacher: {teacher_run}\nstudent: cnn-tiny\nepochs: 1\nbaseline: false\nout: {tmp_path / 'y'}\n")
-    r = kdkit("distill", "--config", cfg, "--set", "temperature=2", *FAST)
+    r = kdkit("distill", "--config", cfg, "--set", "temperature=2", "--no-report", *FAST)
     assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "y" / "report.html").exists()
     s = json.loads((tmp_path / "y" / "summary.json").read_text())
     assert s["config"]["temperature"] == 2.0 and "scratch" not in s["rows"]
 
