@@ -170,3 +170,11 @@ def test_defaults_of_a_composite_take_each_parts_own():
     defaults = defaults_of("kd+at")
     assert defaults["temperature"] == 4.0 and defaults["feature_weight"] == 1000.0
     assert defaults_of("at+kd")["alpha"] == 0.9
+
+
+def test_composite_moves_its_parts_buffers():
+    teacher, student, _ = pair("kdkit")
+    method = create_method("bkd+at", student, teacher, input_shape=SHAPE, class_counts=[5] * 10)
+    method.to(torch.float64)
+    assert method.parts["bkd"].class_weights.dtype == torch.float64
+    assert next(student.parameters()).dtype == torch.float64

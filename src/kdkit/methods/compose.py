@@ -25,6 +25,12 @@ class Composite(Method):
         self.student_layers = list(dict.fromkeys(n for p in parts.values() for n in p.student_layers))
         self.teacher_layers = list(dict.fromkeys(n for p in parts.values() for n in p.teacher_layers))
 
+    def to(self, *args, **kwargs):
+        super().to(*args, **kwargs)
+        for part in self.parts.values():  # a part's own buffers (e.g. bkd's class weights) move too
+            part.to(*args, **kwargs)
+        return self
+
     def terms(self, s, t, y, index):
         out = {}
         for name, part in self.parts.items():
