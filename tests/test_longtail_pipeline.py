@@ -70,3 +70,24 @@ def test_bad_imbalance_and_balance_values(tmp_path):
         config(TrainConfig, tmp_path, balance="logit_adjust")
     with pytest.raises(KdkitError, match="did you mean 'class_balanced'"):
         config(TrainConfig, tmp_path, sampler="class_balance")
+
+
+def test_kd_with_rebalanced_teacher_targets():
+    import numpy as np
+
+    teacher, student = models()
+    counts = [100, 50, 20, 10, 5, 5, 3, 2, 1, 1]
+    method = create_method("kd", student, teacher, class_counts=counts, rebalance_tau=1.0, temperature=1.0, alpha=1.0)
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    out = method(x, y)
+    # independent: teacher probabilities divided by the prior and renormalised, KL to the student (float64)
+    t = teacher(x).detach().double().numpy()
+    s = student(x).detach().double().numpy()
+    p_t = np.exp(t - t.max(1, keepdims=True))
+    p_t /= p_t.sum(1, keepdims=True)
+    prior = np.array(counts, float) / sum(counts)
+    q = p_t / prior
+    q /= q.sum(1, keepdims=True)
+    log_p_s = s - s.max(1, keepdims=True) - np.log(np.exp(s - s.max(1, keepdims=True)).sum(1, keepdims=True))
+    expected = (q * (np.log(q) - log_p_s)).sum(1).mean()
+    assert out["kd"].item() == pytest.approx(expected, rel=1e-4)

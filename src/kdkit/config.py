@@ -95,6 +95,7 @@ class DistillConfig(TrainConfig):
     teacher_weights: list[float] = field(default_factory=list)  # combine=weights: one weight per teacher
     teacher_sampler: str | None = None  # sampler of a teacher trained here; empty = sampler (e.g. class_balanced teacher, natural student)
     kd_weight: float = 1.0  # bkd: weight of the class-balanced KD term
+    rebalance_tau: float = 0.0  # kd: > 0 re-balances the teacher's soft targets (logits - tau * log prior) for long tails
     bootstrap: bool = False  # several teachers trained here: each on its own bootstrap resample of train (bagging)
     seeds: list[int] = field(default_factory=lambda: [0])  # scratch and student repeat per seed
     baseline: bool = True  # also train the scratch student (same architecture and budget, no teacher)
