@@ -5,7 +5,6 @@ import torch
 
 from kdkit import checkpoint as ckpt
 from kdkit.config import DistillConfig, apply_overrides
-from kdkit.data import load_dataset
 from kdkit.pipeline import run_distill
 
 
