@@ -204,7 +204,7 @@ def agreement(teacher_logits, student_logits, temperature: float = 1.0) -> dict:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module):
+def eval_mode(model: torch.nn.Module):
     """model.eval() for the block, then each submodule back to its own previous mode."""
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
@@ -218,7 +218,7 @@ def _eval_mode(model: torch.nn.Module):
 def predict_logits(model: torch.nn.Module, batches, device="cpu"):
     """Run `model` over batches of (x, y) or (x, y, index); return (N, K) float32 and (N,) int64 CPU tensors."""
     all_logits, all_labels = [], []
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for batch in batches:
             x, y = batch[0], batch[1]
             logits = model(x.to(device))  # (B, K)

@@ -29,6 +29,7 @@ from torch import nn
 from kdkit.adapters import default_layers
 from kdkit.data import BatchLoader, Dataset, Split
 from kdkit.errors import KdkitError
+from kdkit.evaluate import eval_mode
 from kdkit.taps import check_names
 
 MAX_DIMS = 256  # dimensions ablated per layer (cost is linear in it)
@@ -72,7 +73,7 @@ def analyse_layers(model, layers, x, y, reference, max_dims: int = MAX_DIMS, bat
     """One result dict per layer; `reference` holds the other model's predictions (or None)."""
     check_names(model, layers)
     segments, offset = [], 0
-    with _evaluating(model):
+    with eval_mode(model):
         for name in layers:
             segments.append(analyse_layer(model, name, x, y, reference, max_dims, batch_size) | {"offset": offset})
             offset += segments[-1]["dims"]
@@ -172,21 +173,9 @@ def _hooked(model: nn.Module, name: str, hook):
         handle.remove()
 
 
-@contextlib.contextmanager
-def _evaluating(model: nn.Module):
-    """eval() for the block (BatchNorm and dropout fixed), then every submodule's own mode back."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
 @torch.no_grad()
 def _predict(model: nn.Module, x) -> torch.Tensor:
-    with _evaluating(model):
+    with eval_mode(model):
         return model(x).argmax(-1)  # (N,)
 
 
