@@ -61,3 +61,12 @@ def test_unset_temperature_takes_the_methods_default():
     assert with_method_defaults(DistillConfig(method="kd")).temperature == 4.0
     assert with_method_defaults(DistillConfig(method="dkd", temperature=2.0)).temperature == 2.0
     assert "temperature" not in method_kwargs(DistillConfig(method="dist"))
+
+
+def test_yaml_booleans_keep_their_words():
+    """`--set amp=off` and `amp: off` in a config file mean the word off (YAML 1.1 reads it as false)."""
+    from kdkit.config import TrainConfig, resolve
+
+    assert resolve(TrainConfig, sets=["amp=off"]).amp == "off"
+    assert resolve(TrainConfig, sets=["deterministic=yes", "progress=off"]).deterministic is True
+    assert resolve(TrainConfig, flags={"amp": False}).amp == "off"

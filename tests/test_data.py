@@ -499,3 +499,29 @@ def test_flip_only_augment_never_translates():
     same = (out == images).flatten(1).all(1)
     mirrored = (out == images.flip(3)).flatten(1).all(1)
     assert bool((same | mirrored).all()) and 0 < int(mirrored.sum()) < len(images)
+
+
+def test_idx_gzip_bomb_is_not_unpacked(tmp_path):
+    """A small .gz expanding to far more than its header declares is refused after reading only
+    what the header declares (+1 byte); a header claiming more than the file can hold is refused
+    before any decompression."""
+    import gzip
+    import struct
+    import tracemalloc
+
+    from kdkit.data.idx import read_idx
+
+    bomb = tmp_path / "bomb.gz"
+    with gzip.open(bomb, "wb") as f:
+        f.write(b"\x00\x00\x08\x01" + struct.pack(">I", 100))
+        for _ in range(64):
+            f.write(bytes(1 << 20))  # 64 MiB of zeros after a 100-value header: ~64 KB on disk
+    tracemalloc.start()
+    with pytest.raises(KdkitError, match=r"bomb.gz is corrupt or truncated \(shape \(100,\) needs 100 bytes of values, found more\)"):
+        read_idx(bomb)
+    assert tracemalloc.get_traced_memory()[1] < 8 << 20
+    tracemalloc.stop()
+    claim = tmp_path / "claim.gz"
+    claim.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + struct.pack(">3I", 1 << 20, 1 << 10, 1 << 10)))
+    with pytest.raises(KdkitError, match="more than a .*-byte file can hold"):
+        read_idx(claim)

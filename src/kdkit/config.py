@@ -6,6 +6,8 @@ Unknown keys are errors with the closest valid key; values are checked against t
 The resolved config is written into every run directory as `config.yaml`.
 """
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -47,6 +49,7 @@ class TrainConfig:
     cb_beta: float = 0.9999  # effective-number beta of the class-balanced weights (Cui et al. 2019)
     posthoc_tau: float = 0.0  # > 0: test metrics on logits - posthoc_tau * log(train prior) (post-hoc logit adjustment)
     grad_clip: float = 0.0  # max global gradient norm; 0 = off
+    nan_policy: str = "stop"  # NaN/inf loss or gradient: stop (naming the step and the last good checkpoint) or skip the step and count it
     amp: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with native bf16, else off), bf16, off
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     # run
@@ -142,8 +145,10 @@ def _coerce(key: str, value, typ):
         if typ is str:
             if isinstance(value, (dict, list)):
                 raise ValueError
+            if isinstance(value, bool):  # YAML 1.1 reads `amp: off` as false: the word meant was off/on
+                return "on" if value else "off"
             return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: float() of an over-large integer
         pass
     name = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(typ, str(typ))
     raise KdkitError(f"config key '{key}' expects {name}, got {value!r}; fix it in the config or with --set {key}=...")
@@ -154,7 +159,7 @@ def apply_overrides(cfg, overrides: dict):
     known = fields_of(type(cfg))
     values = {}
     for key, value in overrides.items():
-        key = key.replace("-", "_")
+        key = str(key).replace("-", "_")  # YAML keys can be numbers, true, null
         if key not in known:
             raise KdkitError(f"unknown config key '{key}'; {did_you_mean(key, known)}")
         values[key] = _coerce(key, value, typing.get_type_hints(type(cfg))[key])
@@ -168,24 +173,39 @@ def parse_set(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise KdkitError(f"--set expects key=value, got '{pair}'; e.g. --set lr=0.1")
         key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+            # YAML 1.1 turns off/on/yes/no into booleans; keep the word (a bool key still reads it)
+            out[key.strip()] = value.strip() if isinstance(parsed, bool) else parsed
+        except (yaml.YAMLError, ValueError, RecursionError):  # not YAML (e.g. '@run', '[0.1'): the text
+            out[key.strip()] = value  # itself, still type-checked against the key's field
     return out
 
 
 def load_yaml(path) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise KdkitError(f"config file '{path}' not found; check the path")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, ValueError) as e:
+        if isinstance(e, UnicodeDecodeError):
+            raise KdkitError(f"config file '{path}' is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+        raise KdkitError(f"config file '{path}' not found; check the path") from None
+    except OSError as e:  # permissions, a name too long, ...
+        raise KdkitError(f"cannot read config file '{path}' ({e.strerror or e}); check the path") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" at line {line + 1}" if line is not None else ""
         raise KdkitError(f"config file '{path}' is not valid YAML{where}; fix the syntax") from None
+    except (ValueError, RecursionError) as e:  # a date like 2024-13-01, an integer of 5000 digits, deep nesting
+        why = "nested too deeply" if isinstance(e, RecursionError) else str(e).split(":")[0].split(";")[0]
+        raise KdkitError(f"config file '{path}' has a value YAML cannot convert ({why}); fix or quote it") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise KdkitError(f"config file '{path}' must be a mapping of key: value, got {type(data).__name__}")
+        raise KdkitError(f"config file '{path}' must be a mapping of key: value, got {type(data).__name__}; "
+                         "write one key: value per line, e.g. epochs: 10")
     return data
 
 
@@ -208,6 +228,7 @@ CHOICES = {
     "balance": ("none", "class_balanced", "balanced_softmax", "logit_adjusted"),
     "sampler": ("none", "class_balanced", "sqrt"),
     "teacher_sampler": ("none", "class_balanced", "sqrt"),
+    "nan_policy": ("stop", "skip"),
 }
 
 
@@ -220,8 +241,14 @@ def validate(cfg):
         if value is not None and value not in choices:
             raise KdkitError(f"config key '{key}' must be one of {', '.join(choices)}, got '{value}'; {did_you_mean(value, choices)}")
     for key in ("epochs", "batch_size", "lr", "temperature"):
-        if getattr(cfg, key, None) is not None and getattr(cfg, key) <= 0:
-            raise KdkitError(f"config key '{key}' must be > 0, got {getattr(cfg, key)}; set a positive value")
+        if getattr(cfg, key, None) is not None and not 0 < getattr(cfg, key) < math.inf:  # (NaN fails too)
+            raise KdkitError(f"config key '{key}' must be > 0 and finite, got {getattr(cfg, key)}; set a positive value")
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise KdkitError(f"config key '{f.name}' must be a finite number, got {value}; set a number")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
+        raise KdkitError(f"unknown device '{cfg.device}'; use auto, cpu, cuda, cuda:N or mps, e.g. --device cpu")
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise KdkitError(f"config key 'val_fraction' must be in [0, 1), got {cfg.val_fraction}; e.g. --set val_fraction=0.1")
     if hasattr(cfg, "alpha") and not 0.0 <= cfg.alpha <= 1.0:

@@ -12,7 +12,7 @@ used as given (mean/std in their own units).
 import numpy as np
 import torch
 
-from kdkit.data.dataset import Dataset, RawData, build_dataset
+from kdkit.data.dataset import Dataset, RawData, build_dataset, classes_from_labels
 from kdkit.errors import KdkitError
 
 _CHANNELS = (1, 3, 4)
@@ -23,11 +23,9 @@ def from_arrays(x_train, y_train, x_test, y_test, classes: list[str] | None = No
                 augment: str = "none") -> Dataset:
     """A Dataset from in-memory arrays; validation is carved from train (stratified, `seed`)."""
     x_train, x_test = _as_images(x_train, "x_train"), _as_images(x_test, "x_test")
-    y_train, y_test = _as_numpy(y_train), _as_numpy(y_test)
+    y_train, y_test = _as_numpy(y_train, "y_train"), _as_numpy(y_test, "y_test")
     if classes is None:
-        top = max([int(y.max()) for y in (y_train, y_test) if y.size and y.dtype.kind in "iub"],
-                  default=0)
-        classes = [str(i) for i in range(top + 1)]
+        classes = classes_from_labels([y_train, y_test], name, " (or pass classes=[...] naming all K)")
     raw = RawData(x_train, y_train, x_test, y_test, list(classes), origin=name)
     return build_dataset(raw, name=name, augment=augment, val_fraction=val_fraction, seed=seed)
 
@@ -43,13 +41,20 @@ def load_digits_raw() -> RawData:
                    classes=[str(i) for i in range(10)], origin="sklearn.datasets.load_digits")
 
 
-def _as_numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+def _as_numpy(x, what: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        return (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # numpy has no bfloat16
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as error:  # ragged nested lists
+        raise KdkitError(f"{what}: cannot make one array of it ({str(error).split('.')[0]}); "
+                         "give a numpy array or torch tensor") from None
 
 
 def _as_images(x, what: str) -> np.ndarray:
     """(N, C, H, W) uint8 or float32 from any accepted layout (see module docstring)."""
-    x = _as_numpy(x)
+    x = _as_numpy(x, what)
     if x.ndim == 2 and x.dtype.kind in "iubf":
         return np.ascontiguousarray(x, dtype=np.float32)[:, :, None, None]  # (N, F) -> (N, F, 1, 1)
     if x.dtype != np.uint8 and x.dtype.kind != "f":

@@ -107,7 +107,12 @@ def _read_batch(data: bytes, origin: str) -> tuple[np.ndarray, np.ndarray]:
         raise corrupt_file(origin, "b'data' must be an (N, 3072) uint8 array")
     if not isinstance(labels, (list, np.ndarray)):
         raise corrupt_file(origin, "no b'labels' / b'fine_labels' list")
-    labels = np.asarray(labels)
+    try:
+        labels = np.asarray(labels)
+    except (ValueError, TypeError, OverflowError):  # ragged or nested lists
+        labels = None
+    if labels is None or labels.ndim != 1:
+        raise corrupt_file(origin, "b'labels' / b'fine_labels' must be a flat list of integers")
     if len(labels) != len(images):
         raise KdkitError(f"{origin}: {len(images)} images but {len(labels)} labels; "
                          "the file is damaged: delete it and download it again")

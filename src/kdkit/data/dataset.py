@@ -73,6 +73,23 @@ class RawData:
     origin: str  # where the data came from, for error messages
 
 
+# A source without class names gets '0'..'K-1' with K = largest label + 1; labels beyond both this
+# and the number of labels are not class indices (and would make a list of billions of names).
+MAX_INFERRED_CLASSES = 100_000
+
+
+def classes_from_labels(labels: list, origin: str, fix: str = "") -> list[str]:
+    """'0'..'K-1' for a source without class names, K = its largest integer label + 1 (at least 1);
+    non-integer labels are left for check_labels to refuse. `fix` ends the too-large message."""
+    integer = [y for y in labels if y is not None and y.size and y.dtype.kind in "iub"]
+    top = max([int(y.max()) for y in integer], default=0)
+    count = sum(y.size for y in labels if y is not None)
+    if top >= max(count, MAX_INFERRED_CLASSES):
+        raise KdkitError(f"{origin}: labels go up to {top} but there are only {count} labels; "
+                         f"labels must be class indices 0..K-1{fix}")
+    return [str(i) for i in range(max(top, 0) + 1)]
+
+
 def corrupt_file(path, why: str) -> KdkitError:
     """The error for a file kdkit cannot read: names the file and what to do about it."""
     return KdkitError(f"{path} is corrupt or truncated ({why}); delete it and download it again")

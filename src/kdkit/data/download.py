@@ -5,6 +5,7 @@ checksum matches, so a failed or interrupted download never leaves a partial fil
 run would mistake for data.
 """
 import hashlib
+import http.client
 import os
 import tempfile
 from pathlib import Path
@@ -29,8 +30,10 @@ def fetch(filename: str, md5: str, urls: tuple[str, ...], folder: Path) -> Path:
         try:
             _download(url, target, md5)
             return target
-        except (OSError, KdkitError) as error:  # URLError and timeouts are OSErrors
-            reasons.append(f"{url}: {error}")
+        # URLError and timeouts are OSErrors; a broken HTTP answer is an HTTPException; a
+        # malformed header a ValueError
+        except (OSError, http.client.HTTPException, ValueError, KdkitError) as error:
+            reasons.append(f"{url}: {' '.join(str(error).split())}")  # one line, even for a raw status line
     raise KdkitError(f"could not download {filename} ({'; '.join(reasons)})")
 
 

@@ -93,7 +93,8 @@ def cached(path: Path, build: Callable[[], RawData]) -> RawData:
     if file.is_file():
         try:
             return _load(file, str(path))
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        except (OSError, ValueError, KeyError, EOFError, NotImplementedError, zipfile.BadZipFile,
+                zlib.error):
             pass  # damaged cache file: decode again and overwrite it
     raw = build()
     try:
@@ -122,7 +123,8 @@ def _save_atomically(file: Path, raw: RawData) -> None:
 
 
 def _load(file: Path, origin: str) -> RawData:
-    with np.load(file, allow_pickle=False) as stored:
+    # an open handle: np.load leaks the file it opened itself when the zip is damaged
+    with open(file, "rb") as handle, np.load(handle, allow_pickle=False) as stored:
         has_test = "x_test" in stored
         return RawData(x_train=stored["x_train"], y_train=stored["y_train"],
                        x_test=stored["x_test"] if has_test else None,

@@ -4,6 +4,8 @@ An IDX file is: two zero bytes, a type byte, the number of dimensions, one big-e
 dimension, then the values. A folder holds four of them under the standard names below.
 """
 import gzip
+import io
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -37,30 +39,42 @@ def find_idx_files(folder: Path) -> dict[str, Path] | None:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """The array stored in one IDX file; KdkitError naming the file if it is damaged."""
-    data = _read_maybe_gzipped(path)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _TYPES:
-        raise corrupt_file(path, f"bad IDX magic {data[:4].hex() or 'empty file'}")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
+    """The array stored in one IDX file; KdkitError naming the file if it is damaged. A gzipped
+    file is decompressed only as far as its header says: a small file claiming (or expanding to)
+    gigabytes is refused, not unpacked into memory."""
+    raw = path.read_bytes()
+    gzipped = raw[:2] == b"\x1f\x8b"  # gzip magic; decided by content, not by the file name
+    stream = gzip.GzipFile(fileobj=io.BytesIO(raw)) if gzipped else io.BytesIO(raw)
+    magic = _read(stream, 4, path)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _TYPES:
+        raise corrupt_file(path, f"bad IDX magic {magic.hex() or 'empty file'}")
+    ndim = magic[3]
+    dims = _read(stream, 4 * ndim, path)
+    if len(dims) < 4 * ndim:
         raise corrupt_file(path, "header cut short")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
-    dtype = np.dtype(_TYPES[data[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(data) - header != expected:
+    shape = struct.unpack(f">{ndim}I", dims)
+    dtype = np.dtype(_TYPES[magic[2]])
+    expected = math.prod(shape) * dtype.itemsize  # exact: np.prod would wrap around in int64
+    if expected > len(raw) * (_MAX_DEFLATE_RATIO if gzipped else 1):
+        raise corrupt_file(path, f"shape {shape} needs {expected} bytes of values, more than a "
+                                 f"{len(raw)}-byte file can hold")
+    data = _read(stream, expected + 1, path)  # one byte more: a longer file is damaged too
+    if len(data) != expected:
         raise corrupt_file(path, f"shape {shape} needs {expected} bytes of values, "
-                                 f"found {len(data) - header}")
-    values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+                                 f"found {'more' if len(data) > expected else len(data)}")
+    try:
+        values = np.frombuffer(data, dtype=dtype).reshape(shape)
+    except ValueError:  # e.g. (0, 2**32-1, 2**32-1): no values, but a shape numpy cannot hold
+        raise corrupt_file(path, f"impossible shape {shape}") from None
     return values.astype(dtype.newbyteorder("="))
 
 
-def _read_maybe_gzipped(path: Path) -> bytes:
-    data = path.read_bytes()
-    if data[:2] != b"\x1f\x8b":  # gzip magic; decided by content, not by the file name
-        return data
+_MAX_DEFLATE_RATIO = 1032  # deflate cannot expand data more than this
+
+
+def _read(stream, n: int, path: Path) -> bytes:
     try:
-        return gzip.decompress(data)
+        return stream.read(n)
     except (OSError, EOFError, zlib.error) as error:
         raise corrupt_file(path, f"gzip: {error}") from None
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kdkit.data import cifar, files, idx, imagefolder
 from kdkit.data.arrays import load_digits_raw
-from kdkit.data.dataset import Dataset, RawData, build_dataset
+from kdkit.data.dataset import Dataset, RawData, build_dataset, classes_from_labels
 from kdkit.data.download import fetch
 from kdkit.errors import KdkitError, unknown
 
@@ -112,16 +112,31 @@ def load_dataset(name_or_path, data_dir=None, val_fraction: float = 0.1, seed: i
         raw.classes = raw.classes or list(spec.classes) or None
         _check_class_count(raw, spec.num_classes, name.lower())
         return build_dataset(raw, name.lower(), spec.augment, **split)
-    path = Path(name).expanduser()
-    if path.exists():
+    path = _expanded(name)
+    if _exists(path):
         raw = read_source(path)
         if raw.classes is None:
-            raw.classes = [str(i) for i in range(int(raw.y_train.max()) + 1)]
+            raw.classes = classes_from_labels([raw.y_train], raw.origin)
         augment = "crop_flip" if raw.x_train.shape[1] == 3 else "crop"
         return build_dataset(raw, _name_of(path), augment, **split)
     if "/" in name or os.sep in name or name.lower().endswith(files.ARCHIVE_SUFFIXES):
         raise KdkitError(f"dataset path '{name}' does not exist; check the path")
     raise unknown("dataset", name, DATASETS)
+
+
+def _expanded(path) -> Path:
+    """`path` with ~ expanded; as given when it names an unknown user (~nosuchuser/x)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return Path(path)
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long for the file system
+        return False
 
 
 def read_source(path: Path) -> RawData:
@@ -199,16 +214,19 @@ def _search(name: str, data_dir) -> tuple[Path | None, list[str]]:
 def _roots(spec: NamedDataset, root) -> list[Path]:
     if not root:
         return []
-    root = Path(root).expanduser()
+    root = _expanded(root)
     return [root / sub for sub in spec.subfolders] + [root]
 
 
 def _holds(spec: NamedDataset, path: Path) -> bool:
     """Whether `path` looks like a copy of the dataset (its content is checked when read)."""
-    if spec.format == "idx":
-        return path.is_dir() and idx.find_idx_files(path) is not None
-    is_image_folder = (path / "train").is_dir() and (path / "test").is_dir()
-    return files.is_archive(path) or _has_cifar_batches(path) or is_image_folder
+    try:
+        if spec.format == "idx":
+            return path.is_dir() and idx.find_idx_files(path) is not None
+        is_image_folder = (path / "train").is_dir() and (path / "test").is_dir()
+        return files.is_archive(path) or _has_cifar_batches(path) or is_image_folder
+    except OSError:  # a name too long for the file system, a folder we may not list
+        return False
 
 
 def _has_cifar_batches(path: Path) -> bool:
