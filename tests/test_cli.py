@@ -182,30 +182,6 @@ def test_debug_shows_traceback(tmp_path):
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 
-def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
-    """A real kill -9 in the middle of `kdkit train`; --resume ends with the same weights."""
-    import signal
-    import time
-
-    from kdkit.checkpoint import load_weights
-
-    args = ["train", "--dataset", "digits", "--model", "cnn-tiny", "--epochs", "4", "--set", "checkpoint_every=7", *FAST]
-    assert kdkit(*args, "--out", tmp_path / "full").returncode == 0
-    out = tmp_path / "killed"
-    proc = subprocess.Popen(KDKIT + args + ["--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = out / "checkpoints" / "state.json"
-    deadline = time.time() + 120
-    while not state.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (out / "last.safetensors").exists(), "the run finished before it could be killed"
-    r = kdkit(*args, "--out", out, "--resume")
-    assert r.returncode == 0, r.stderr
-    a, b = load_weights(tmp_path / "full" / "last.safetensors")[0], load_weights(out / "last.safetensors")[0]
-    assert all(torch.equal(a[k], b[k]) for k in a)
-
-
 def test_demo_config_file_matches_the_demo():
     import yaml
 

@@ -4,8 +4,10 @@
 metadata (architecture, classes, normalisation, metrics, config, training position) and the
 SHA-256 of the tensor file, so a truncated or corrupted file is detected before it is used.
 Writes go to a temporary file, are fsync'ed, then renamed over the old file: a crash leaves either
-the old or the new file, never half of one.
+the old or the new file, never half of one. A full disk is a KdkitError naming the file (the
+file being replaced stays as it was).
 """
+import errno
 import hashlib
 import json
 import os
@@ -17,22 +19,60 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from kdkit import distributed
 from kdkit.errors import KdkitError
 
 
+class DiskFull(KdkitError):
+    """No space left while writing `path`; whatever `path` held before is untouched."""
+
+    def __init__(self, path, error: OSError):
+        self.path = Path(path)
+        super().__init__(f"disk full while writing '{path}' ({error.strerror}); the file it replaces is intact. "
+                         "Fix: free disk space or choose another --out, then rerun with --resume")
+
+
 def atomic_write(path, data: bytes):
+    """Write `data` to `path` atomically. In a torchrun run only rank 0 writes (every file kdkit
+    writes goes through here), the other processes skip it."""
+    if not distributed.is_main():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise (DiskFull(path, e) if e.errno in (errno.ENOSPC, errno.EDQUOT) else e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+        _fsync_dir(path.parent)  # the rename itself survives a power cut
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(path, e) from None
         raise
+
+
+def _fsync_dir(folder: Path):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # (not possible on every platform)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json(path, obj):
+    """JSON results (summary.json, fit.json) written atomically: a kill never leaves half a file."""
+    atomic_write(path, json.dumps(obj, indent=1, default=str).encode())
 
 
 def sidecar(path) -> Path:

@@ -9,6 +9,8 @@ import json
 import statistics
 from pathlib import Path
 
+from kdkit.checkpoint import atomic_write
+
 # Scalar metrics averaged over seeds (all of classification_metrics' scalars plus agreement).
 SCALARS = ("accuracy", "accuracy_last", "top5", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
            "precision_weighted", "recall_weighted", "f1_weighted", "auc", "nll", "ece", "brier",
@@ -114,5 +116,5 @@ def to_markdown(summary: dict) -> str:
 
 
 def write_summary(summary: dict, out: Path):
-    (Path(out) / "summary.json").write_text(json.dumps(summary, indent=1))
-    (Path(out) / "summary.md").write_text(to_markdown(summary))
+    atomic_write(Path(out) / "summary.json", json.dumps(summary, indent=1).encode())
+    atomic_write(Path(out) / "summary.md", to_markdown(summary).encode())

@@ -2,10 +2,14 @@
 
 fit() trains a Method (student + frozen teacher + adapters) on a Dataset and writes into run_dir:
   best.safetensors / last.safetensors (+ .json sidecars)   student weights, best-by-validation and last
-  checkpoints/state.safetensors (+ .json)                   everything needed to resume exactly
+  checkpoints/state-NNNNNN.safetensors (+ .json)            everything needed to resume exactly (newest two kept)
   metrics.jsonl, tb/                                         every logged scalar (JSONL and TensorBoard)
 The learning rate is a pure function of the step, and each epoch's shuffling and augmentation
-come from a generator seeded by (seed, epoch), so a resumed run replays exactly what it missed.
+come from a generator seeded by (seed, epoch), so a resumed run replays exactly what it missed:
+killed anywhere (SIGKILL included), `--resume` ends with the same weights and metrics, bit for bit
+on CPU with `deterministic`. Faults stop the run with a message naming the last good checkpoint:
+NaN/inf in the loss or the gradients (or, with nan_policy=skip, the step is skipped and counted),
+out of memory (with a smaller batch size to try), disk full (the previous checkpoint stays intact).
 """
 import dataclasses
 import json
@@ -18,6 +22,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from kdkit import checkpoint as ckpt
+from kdkit import distributed
 from kdkit.data import BatchLoader, Dataset
 from kdkit.errors import KdkitError
 from kdkit.evaluate import PeakMemory, predict_logits
@@ -33,10 +38,13 @@ class FitResult:
     images_per_second: float
     peak_memory: dict
     stopped_early: bool = False  # max_steps reached; --resume continues
+    skipped_steps: int = 0  # steps skipped for NaN/inf under nan_policy=skip
 
 
 def select_device(name: str = "auto") -> torch.device:
     if name == "auto":
+        if distributed.local_device() is not None:  # torchrun on GPUs: this process's own card
+            return distributed.local_device()
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -96,13 +104,21 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
 
 
 class Logger:
-    """Every scalar goes to metrics.jsonl and TensorBoard."""
+    """Every scalar goes to metrics.jsonl and TensorBoard. A resumed run first cuts metrics.jsonl
+    back to the lines its checkpoint had seen, so replayed steps are not logged twice."""
 
-    def __init__(self, run_dir: Path, resume: bool):
+    def __init__(self, run_dir: Path, resume: bool, keep_lines: int = 0):
         self.path = run_dir / "metrics.jsonl"
+        self.lines, self.tb = 0, None
+        if not distributed.is_main():  # one log per run: rank 0's (its scalars are summed over ranks)
+            self.path = None
+            return
         if not resume:
             self.path.unlink(missing_ok=True)
-        self.tb = None
+        elif self.path.is_file():
+            kept = self.path.read_text().splitlines(keepends=True)[:keep_lines]
+            ckpt.atomic_write(self.path, "".join(kept).encode())
+            self.lines = len(kept)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -112,8 +128,11 @@ class Logger:
             pass
 
     def log(self, step: int, epoch: int, scalars: dict):
+        if self.path is None:
+            return
         with self.path.open("a") as f:
             f.write(json.dumps({"step": step, "epoch": epoch, **scalars}) + "\n")
+        self.lines += 1
         if self.tb:
             for k, v in scalars.items():
                 self.tb.add_scalar(k, v, step)
@@ -122,11 +141,21 @@ class Logger:
         if self.tb:
             self.tb.close()
 
+    def __enter__(self):
+        return self
 
-def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: str = "train") -> FitResult:
-    """Train `method` (its student and adapters) on data.train, select on data.val. See module docstring."""
+    def __exit__(self, *exc):  # closed however fit() ends (a tuner's pruning raises out of it)
+        self.close()
+
+
+def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: str = "train",
+        on_epoch=None) -> FitResult:
+    """Train `method` (its student and adapters) on data.train, select on data.val. See module docstring.
+    on_epoch(epoch, history_row) is called after each epoch's validation and checkpoint (a tuner
+    prunes there: whatever it raises ends the fit, the checkpoint is already written)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    distributed.check_batch_size(cfg.batch_size)
     device = select_device(cfg.device)
     if cfg.deterministic:  # (importing the switch costs ~1.5 s, so only when asked)
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -140,36 +169,47 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
                         sampler=getattr(cfg, "sampler", "none"))
     val = BatchLoader(data.val, 512, shuffle=False, mean=data.mean, std=data.std, device=device)
     optimizer = make_optimizer(method.parameters(), cfg)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    model = distributed.wrap(method, device)  # DDP under torchrun; the method itself otherwise
     dtype = autocast_dtype(cfg.amp, device)
-    state = State(run_dir, method, optimizer)
+    state = State(run_dir, method, optimizer, dataclasses.asdict(cfg))
     state.steps_per_epoch = len(train)
     if cfg.resume:
         state.restore()
-    logger = Logger(run_dir, resume=cfg.resume)
+    else:
+        state.clear()  # checkpoints of a run this one replaces
+    logger = state.logger = Logger(run_dir, resume=cfg.resume, keep_lines=state.log_lines)
+    skip_bad = getattr(cfg, "nan_policy", "stop") == "skip"
     stop_at = state.step + cfg.max_steps if cfg.max_steps else None  # max_steps counts this invocation's steps
     meta = dict(meta or {}, config=dataclasses.asdict(cfg))
     steps_per_epoch = len(train)
     total_steps = cfg.epochs * steps_per_epoch
     t0, images = time.perf_counter(), 0
-    with PeakMemory(device) as peak, _progress(cfg.progress) as bar:
+    with PeakMemory(device) as peak, _progress(cfg.progress and distributed.is_main()) as bar, logger, _out_of_memory(state, cfg, device):
         task = bar.add_task(desc, total=total_steps, completed=state.step, info="")
         while state.epoch < cfg.epochs:
             train.set_epoch(state.epoch)
             method.train()
-            sums = _Sums(device)
-            for x, y, idx in train.iter_from(state.step - state.epoch * steps_per_epoch):
+            sums = state.sums = _Sums(device, state.restored_sums)  # (a mid-epoch resume continues the log window)
+            state.restored_sums = None
+            for batch in train.iter_from(state.step - state.epoch * steps_per_epoch):
+                x, y, idx = (distributed.shard(t) for t in batch)  # this process's slice of the global batch
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(state.step, steps_per_epoch, cfg)
                 method.epoch = state.step / steps_per_epoch
-                out = _step(method, optimizer, x, y, idx, dtype, cfg.grad_clip)
-                sums.add(out, y, state.step)
+                out = _step(model, optimizer, params, x, y, idx, dtype, cfg.grad_clip, skip_bad)
+                if out is None:  # nan_policy=skip: a NaN/inf step changed nothing
+                    state.skipped += 1
+                else:
+                    sums.add(out, y, state.step)
                 state.step += 1
                 images += len(y)
                 bar.update(task, advance=1)
                 if state.step % cfg.log_every == 0:
                     scalars = sums.flush(state)
-                    logger.log(state.step, state.epoch, {f"train/{k}": v for k, v in scalars.items()} | {"lr": optimizer.param_groups[0]["lr"]})
-                    bar.update(task, info=f"loss {scalars['loss']:.3f} acc {scalars['accuracy']:.3f} {images / (time.perf_counter() - t0):.0f} img/s")
+                    logger.log(state.step, state.epoch, {f"train/{k}": v for k, v in scalars.items()} | {"lr": optimizer.param_groups[0]["lr"]}
+                               | ({"train/skipped_steps": state.skipped} if skip_bad else {}))
+                    bar.update(task, info=f"loss {scalars.get('loss', math.nan):.3f} acc {scalars['accuracy']:.3f} {images / (time.perf_counter() - t0):.0f} img/s")
                 if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                     sums.check(state)
                     state.save()
@@ -179,14 +219,39 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
             if stop_at and state.step >= stop_at and state.step % steps_per_epoch:
                 state.save()  # stopped mid-epoch: --resume continues from here
                 break
+            state.sums = None  # the next epoch starts a new log window
             _end_epoch(state, method, val, device, logger, run_dir, meta, balanced=bool(getattr(cfg, "imbalance", None)))
+            if on_epoch is not None:
+                on_epoch(state.epoch, state.history[-1])
             if stop_at and state.step >= stop_at and state.epoch < cfg.epochs:
                 break
-    logger.close()
+    distributed.barrier()  # every process sees the files rank 0 wrote
     stopped = state.epoch < cfg.epochs
+    if state.skipped:
+        warnings.warn(f"{state.skipped} of {state.step} steps were skipped for NaN/inf (nan_policy=skip)")
     if not stopped:
-        _save_student(run_dir / "last.safetensors", method, meta, epoch=state.epoch, val_accuracy=state.history[-1]["val_accuracy"])
-    return _result(state, run_dir, t0, images, peak, stopped)
+        _save_student(run_dir / "last.safetensors", method, meta, epoch=state.epoch, val_accuracy=state.history[-1]["val_accuracy"],
+                      skipped_steps=state.skipped)
+        distributed.barrier()
+    return _result(state, run_dir, t0, images * distributed.world_size(), peak, stopped)
+
+
+class _out_of_memory:
+    """Out of device memory anywhere in the loop -> one line with a batch size to try."""
+
+    def __init__(self, state, cfg, device):
+        self.state, self.cfg, self.device = state, cfg, device
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        if kind is None or not issubclass(kind, torch.OutOfMemoryError):
+            return False
+        state, bs = self.state, self.cfg.batch_size
+        where = f"last good checkpoint: {state.path} (step {state.saved_step})" if state.path else "no checkpoint was written yet"
+        raise KdkitError(f"out of {self.device.type} memory at step {state.step + 1} with batch size {bs}; {where}. "
+                         f"Fix: rerun with --set batch_size={max(1, bs // 2)} (a new batch size starts over: no --resume)") from None
 
 
 def _end_epoch(state, method, val, device, logger, run_dir: Path, meta: dict, balanced: bool = False):
@@ -206,13 +271,28 @@ def _end_epoch(state, method, val, device, logger, run_dir: Path, meta: dict, ba
     state.save()
 
 
-def _step(method, optimizer, x, y, idx, dtype, grad_clip: float) -> dict:
+def _step(method, optimizer, params, x, y, idx, dtype, grad_clip: float, skip_bad: bool = False) -> dict | None:
+    """One optimizer step; out["grad_norm"] is the global gradient norm (before clipping). With
+    `skip_bad`, a step whose loss or gradients are NaN/inf is dropped (None) and the buffers its
+    forward pass updated (BatchNorm statistics, memory banks) are put back; that mode copies the
+    buffers every step and reads the check on the host, so it is slower than the default stop."""
+    buffers = [b for b in method.buffers() if b.is_floating_point()] if skip_bad else []
+    saved = [b.detach().clone() for b in buffers]
     with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
         out = method(x, y, idx)  # idx: positions in the train split (memory banks, saved teacher outputs)
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
+    grads = [p.grad for p in params if p.grad is not None]
     if grad_clip:
-        torch.nn.utils.clip_grad_norm_(method.parameters(), grad_clip)
+        out["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    else:
+        out["grad_norm"] = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=x.device)
+    if skip_bad and not bool(torch.isfinite(out["loss"].detach()) & torch.isfinite(out["grad_norm"])):
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for buffer, value in zip(buffers, saved):
+                buffer.copy_(value)
+        return None
     optimizer.step()
     return out
 
@@ -220,10 +300,16 @@ def _step(method, optimizer, x, y, idx, dtype, grad_clip: float) -> dict:
 class _Sums:
     """Running sums kept on the device: no host synchronisation between log points."""
 
-    def __init__(self, device):
+    def __init__(self, device, saved: tuple | None = None):
         self.device = device
         self.parts, self.correct, self.count, self.steps = {}, 0, 0, 0
-        self.first_bad = torch.tensor(-1, device=device)
+        if saved:  # (tensors, meta) of a checkpoint taken between two log points
+            tensors, meta = saved
+            self.parts = {k: tensors[f"sums.{k}"].to(device) for k in meta["parts"]}
+            self.correct = tensors["sums.correct"].to(device) if "sums.correct" in tensors else 0
+            self.count, self.steps = meta["count"], meta["steps"]
+        self.first_bad = torch.tensor(-1, device=device)  # first step with a NaN/inf loss ...
+        self.first_bad_grad = torch.tensor(-1, device=device)  # ... or (with a finite loss) gradient
 
     def add(self, out: dict, y, step: int):
         for k, v in out.items():
@@ -231,85 +317,180 @@ class _Sums:
                 self.parts[k] = self.parts.get(k, 0) + v.detach().float()
         bad = ~torch.isfinite(out["loss"].detach())
         self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
+        bad_grad = ~torch.isfinite(out["grad_norm"].detach()) & ~bad
+        self.first_bad_grad = torch.where(bad_grad & (self.first_bad_grad < 0), step, self.first_bad_grad)
         self.correct = self.correct + (out["logits"].detach().argmax(1) == y).sum()
         self.count += len(y)
         self.steps += 1
 
     def check(self, state):
-        """Stop on NaN/inf loss, naming the step and the last good checkpoint (which stays untouched)."""
-        bad = int(self.first_bad)
+        """Stop on a NaN/inf loss or gradient, naming the step and the last good checkpoint (which
+        stays untouched: this runs before every save). Every process stops at the same step."""
+        never = 2**62
+        first = torch.stack([self.first_bad, self.first_bad_grad])
+        first = distributed.min_(torch.where(first < 0, never, first)).tolist()
+        steps = [(s if s < never else -1, what) for s, what in zip(first, ("loss", "gradients"))]
+        bad, what = min(((s, w) for s, w in steps if s >= 0), default=(-1, ""))
         if bad >= 0:
-            last = state.path if state.path.exists() else None
-            where = f"last good checkpoint: {last} (step {state.saved_step})" if last else "no checkpoint was written yet"
+            where = f"last good checkpoint: {state.path} (step {state.saved_step})" if state.path else "no checkpoint was written yet"
             raise KdkitError(
-                f"loss became NaN/inf at step {bad + 1} (epoch {bad // max(1, state.steps_per_epoch) + 1}); {where}. "
-                "Fix: lower --set lr=..., add --set grad_clip=1.0, or check the data for NaN/inf values"
+                f"{what} became NaN/inf at step {bad + 1} (epoch {bad // max(1, state.steps_per_epoch) + 1}); {where}. "
+                "Fix: lower --set lr=..., add --set grad_clip=1.0, check the data for NaN/inf values, "
+                "or --set nan_policy=skip to skip such steps"
             )
 
+    def state(self) -> tuple[dict, dict]:
+        tensors = {f"sums.{k}": v for k, v in self.parts.items()}
+        if torch.is_tensor(self.correct):
+            tensors["sums.correct"] = self.correct
+        return tensors, {"parts": list(self.parts), "count": self.count, "steps": self.steps}
+
     def flush(self, state) -> dict:
+        """Means since the last flush, over steps and (summed, then divided) over processes."""
         self.check(state)
-        scalars = {k: float(v) / max(1, self.steps) for k, v in self.parts.items()}
-        scalars["accuracy"] = float(self.correct) / max(1, self.count)
+        world = distributed.world_size()
+        names = list(self.parts)
+        values = [torch.as_tensor(self.parts[k], dtype=torch.float64, device=self.device) for k in names]
+        counts = torch.tensor([float(self.correct), float(self.count), float(self.steps)], dtype=torch.float64, device=self.device)
+        totals = distributed.sum_(torch.stack(values + [counts[0], counts[1], counts[2]])).tolist()
+        steps = max(1.0, totals[-1])
+        scalars = {k: v / steps for k, v in zip(names, totals)}  # (each process's steps: means of means)
+        scalars["accuracy"] = totals[-3] / max(1.0, totals[-2])
         self.parts, self.correct, self.count, self.steps = {}, 0, 0, 0
         return scalars
 
 
-class State:
-    """Training position and everything needed to resume it exactly."""
+# Keys that may change between a run and its --resume without invalidating the checkpoint's position.
+# Any other change is either refused (the position would mean another thing: POSITION_KEYS) or
+# allowed with a warning that the result now differs from an uninterrupted run (lr after a NaN stop).
+RUN_KEYS = {"resume", "max_steps", "progress", "out", "report", "log_every", "checkpoint_every", "device",
+            "data_dir", "download", "seeds", "baseline", "generations", "deterministic", "nan_policy"}
+POSITION_KEYS = ("dataset", "model", "student", "teacher", "method", "batch_size", "seed", "val_fraction",
+                 "imbalance", "sampler")
 
-    def __init__(self, run_dir: Path, method, optimizer):
-        self.path = run_dir / "checkpoints" / "state.safetensors"
-        self.method, self.optimizer = method, optimizer
+
+class State:
+    """Training position and everything needed to resume it exactly.
+
+    Checkpoints are checkpoints/state-NNNNNN.safetensors, numbered in the order written, each with
+    a JSON sidecar holding the SHA-256 of its tensors. A new checkpoint is complete (tensors, then
+    sidecar, each fsync'ed and renamed into place) before older ones are deleted, and the newest
+    two are kept, so at every instant at least one complete checkpoint exists. restore() takes
+    the newest one that verifies and warns about each it had to skip (truncated, corrupt, or cut
+    off before its sidecar was written).
+    """
+
+    KEEP = 2
+
+    def __init__(self, run_dir: Path, method, optimizer, config: dict | None = None):
+        self.dir = run_dir / "checkpoints"
+        self.method, self.optimizer, self.config = method, optimizer, config or {}
+        self.path = None  # the newest complete checkpoint
+        self.logger, self.sums, self.restored_sums = None, None, None  # sums: the open log window
         self.epoch, self.step, self.saved_step, self.steps_per_epoch = 0, 0, 0, 1
         self.best_val_accuracy, self.best_epoch, self.history = -1.0, 0, []
+        self.skipped, self.log_lines = 0, 0
+
+    def checkpoints(self) -> list[Path]:
+        """Newest first."""
+        return sorted(self.dir.glob("state-*.safetensors"), reverse=True)
+
+    def clear(self):
+        if not distributed.is_main():
+            return
+        for old in self.checkpoints():
+            old.unlink(missing_ok=True)
+            ckpt.sidecar(old).unlink(missing_ok=True)
 
     def save(self):
+        if not distributed.is_main():  # rank 0 writes; the others only keep count
+            self.saved_step = self.step
+            return
         tensors = {f"model.{k}": v for k, v in self.method.state_dict().items()}
         optim_tensors, optim_rest = ckpt.flatten_optimizer(self.optimizer.state_dict())
         tensors |= optim_tensors | {"rng.cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             tensors["rng.cuda"] = torch.cuda.get_rng_state()
-        meta = {k: getattr(self, k) for k in ("epoch", "step", "best_val_accuracy", "best_epoch", "history")}
-        prev = self.path.with_name("state.prev.safetensors")
-        if self.path.exists():  # keep the previous good checkpoint until the new one is complete
-            self.path.replace(prev)
-            ckpt.sidecar(self.path).replace(ckpt.sidecar(prev))
-        ckpt.save_weights(self.path, tensors, meta | {"optimizer": optim_rest})
-        self.saved_step = self.step
+        meta = {k: getattr(self, k) for k in ("epoch", "step", "best_val_accuracy", "best_epoch", "history", "skipped")}
+        meta |= {"log_lines": self.logger.lines if self.logger else 0, "config": self.config, "optimizer": optim_rest}
+        if self.sums is not None:
+            sums_tensors, meta["sums"] = self.sums.state()
+            tensors |= sums_tensors
+        existing = self.checkpoints()
+        number = int(existing[0].stem.split("-")[1]) + 1 if existing else 1
+        path = self.dir / f"state-{number:06d}.safetensors"
+        try:
+            ckpt.save_weights(path, tensors, meta)
+        except ckpt.DiskFull:
+            path.unlink(missing_ok=True)  # tensors without their sidecar are no checkpoint
+            kept = f"the previous checkpoint {self.path} (step {self.saved_step}) is intact" if self.path else "no earlier checkpoint exists"
+            raise KdkitError(f"disk full while writing checkpoint '{path}' at step {self.step}; {kept}. "
+                             "Fix: free disk space or choose another --out, then rerun with --resume") from None
+        self.path, self.saved_step = path, self.step
+        for old in self.checkpoints()[self.KEEP:]:
+            old.unlink(missing_ok=True)
+            ckpt.sidecar(old).unlink(missing_ok=True)
+        for stale in self.dir.glob(".state-*.tmp"):  # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
 
     def restore(self):
-        if not self.path.exists() and not self.path.with_name("state.prev.safetensors").exists():
-            raise KdkitError(f"--resume: no checkpoint in {self.path.parent}; run without --resume to start fresh")
-        try:
-            tensors, meta = ckpt.load_weights(self.path)
-        except KdkitError as e:
-            prev = self.path.with_name("state.prev.safetensors")
-            if not prev.exists():
-                raise
-            warnings.warn(f"{e}; resuming from the previous checkpoint {prev}")
-            tensors, meta = ckpt.load_weights(prev)
+        candidates = self.checkpoints()
+        if not candidates:
+            raise KdkitError(f"--resume: no checkpoint in {self.dir}; run without --resume to start fresh")
+        for path in candidates:
+            try:
+                tensors, meta = ckpt.load_weights(path)
+                if "sha256" not in meta:
+                    raise KdkitError(f"checkpoint '{path}' has no sidecar (the run stopped while writing it)")
+                break
+            except KdkitError as e:
+                warnings.warn(f"{e}; resuming from the checkpoint before it")
+        else:
+            raise KdkitError(f"--resume: none of the {len(candidates)} checkpoints in {self.dir} is intact; "
+                             "run without --resume to start over")
+        self._check_config(meta.get("config", {}))
         model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         self.method.load_state_dict(model)
         self.optimizer.load_state_dict(ckpt.unflatten_optimizer(tensors, meta["optimizer"]))
         torch.set_rng_state(tensors["rng.cpu"])
         if "rng.cuda" in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(tensors["rng.cuda"])
-        for k in ("epoch", "step", "best_val_accuracy", "best_epoch", "history"):
-            setattr(self, k, meta[k])
-        self.saved_step = self.step
+        for k in ("epoch", "step", "best_val_accuracy", "best_epoch", "history", "skipped", "log_lines"):
+            setattr(self, k, meta.get(k, getattr(self, k)))
+        self.restored_sums = (tensors, meta["sums"]) if meta.get("sums") else None
+        self.path, self.saved_step = path, self.step
+
+    def _check_config(self, saved: dict):
+        """--resume with another batch size, seed, model, ... would continue a different run:
+        refused. Other changes (lr, epochs, grad_clip) are allowed, with a warning."""
+        changed = {k: (saved[k], v) for k, v in self.config.items() if k in saved and saved[k] != v and k not in RUN_KEYS}
+        refused = [k for k in changed if k in POSITION_KEYS]
+        if refused:
+            diff = ", ".join(f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in refused)
+            raise KdkitError(f"--resume: the checkpoint in {self.dir} was made with other settings ({diff}); "
+                             "rerun with the original values, or drop --resume (or use another --out) to start over")
+        if changed:
+            diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            warnings.warn(f"resuming with changed settings ({diff}): the result will differ from an uninterrupted run")
 
 
 def _val_accuracy(model, loader, device) -> tuple[float, float]:
-    """(accuracy, balanced accuracy: the mean recall over the classes present)."""
-    logits, labels = predict_logits(model, loader, device)
-    if not len(labels):
+    """(accuracy, balanced accuracy: the mean recall over the classes present). Under torchrun each
+    process scores its slice of every batch and the per-class counts are summed."""
+    logits, labels = predict_logits(model, ((distributed.shard(x), distributed.shard(y)) for x, y, _ in loader), device)
+    k = logits.shape[1]
+    hits = torch.bincount(labels[logits.argmax(1) == labels], minlength=k)  # (K,) correct per class
+    seen = torch.bincount(labels, minlength=k)  # (K,) samples per class
+    hits, seen = distributed.sum_(torch.stack([hits, seen]).double().to(device)).cpu()
+    if not seen.sum():
         return 0.0, 0.0
-    hits = (logits.argmax(1) == labels).float()
-    recalls = [hits[labels == k].mean() for k in labels.unique()]
-    return float(hits.mean()), float(torch.stack(recalls).mean())
+    present = seen > 0
+    return float(hits.sum() / seen.sum()), float((hits[present] / seen[present]).mean())
 
 
 def _save_student(path, method, meta, **extra):
+    if not distributed.is_main():
+        return
     ckpt.save_weights(path, method.student.state_dict(), dict(meta, **extra))
 
 
@@ -317,7 +498,7 @@ def _result(state, run_dir, t0, images, peak, stopped=False) -> FitResult:
     seconds = time.perf_counter() - t0
     last = state.history[-1]["val_accuracy"] if state.history else float("nan")
     return FitResult(run_dir, state.best_epoch, state.best_val_accuracy, last, seconds,
-                     images / max(seconds, 1e-9), peak.result, stopped)
+                     images / max(seconds, 1e-9), peak.result, stopped, state.skipped)
 
 
 def _progress(enabled: bool) -> Progress:

@@ -106,7 +106,8 @@ class CRDLoss(nn.Module):
     """CRD: nce_loss(out_s) + nce_loss(out_t), with both embed heads trained by the loss.
 
     nce_k is capped at n_data - 1 (a tiny dataset gets fewer negatives, no error). The generator
-    drawing negatives is seeded from `seed` but not checkpointed; a resumed run draws anew.
+    drawing negatives is seeded from `seed` and its state is part of the state_dict ("_extra_state"),
+    so a resumed run draws the negatives an uninterrupted one would.
     """
 
     def __init__(self, student_dim: int, teacher_dim: int, n_data: int, feat_dim: int = 128,
@@ -118,6 +119,12 @@ class CRDLoss(nn.Module):
         self.n_data = n_data
         self.nce_k = max(0, min(nce_k, n_data - 1))
         self.generator = torch.Generator().manual_seed(seed + 1)
+
+    def get_extra_state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def set_extra_state(self, state: torch.Tensor):
+        self.generator.set_state(state.to("cpu", torch.uint8))
 
     def forward(self, f_s: torch.Tensor, f_t: torch.Tensor, index: torch.Tensor,
                 contrast_index: torch.Tensor | None = None) -> torch.Tensor:
