@@ -33,7 +33,7 @@ from kdkit import checkpoint as ckpt
 from kdkit.data import BatchLoader, Split, load_dataset
 from kdkit.errors import KdkitError, unknown
 from kdkit.evaluate import predict_logits
-from kdkit.pipeline import load_model, weights_path
+from kdkit.pipeline import check_out, load_model, weights_path
 
 ONNX_FORMAT = "kdkit-onnx-1"
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -160,8 +160,18 @@ def write_sidecar(onnx_path: Path, meta: dict, weights: Path, data, **extra) -> 
 
 def load_sidecar(onnx_path) -> dict:
     path = Path(onnx_path)
+    if path.is_dir():
+        found = sorted(path.glob("export/*.onnx")) + sorted(path.glob("*.onnx"))
+        if found:
+            raise KdkitError(f"'{path}' is a folder; pass the .onnx file that kdkit export wrote, e.g. {found[0]}")
+        raise KdkitError(f"'{path}' is a folder without an exported model; run `kdkit export RUN_DIR` first and "
+                         "pass the .onnx file it writes")
     if not path.is_file():
-        raise KdkitError(f"model file '{path}' not found; check the path (kdkit export writes RUN/export/student.onnx)")
+        raise KdkitError(f"model file '{path}' not found; check the path (kdkit export writes RUN/export/student.onnx, "
+                         "or model.onnx for a train run)")
+    if path.suffix.lower() != ".onnx":
+        raise KdkitError(f"'{path}' is not an exported .onnx model; run `kdkit export {path}` first and pass the "
+                         ".onnx file it writes")
     meta = ckpt.load_meta(path)
     if meta.get("format") != ONNX_FORMAT:
         raise KdkitError(f"'{path}' has no kdkit sidecar '{path.with_suffix('.json').name}' (classes, mean, std); "
@@ -342,11 +352,16 @@ def export_run(source, out=None, *, quantize: str | None = None, opset: int = 17
     require_onnx()
     if quantize not in (None, "int8"):
         raise unknown("quantisation", quantize, ["int8"])
+    low, high = opset_range()
+    if not low <= opset <= high:
+        raise KdkitError(f"--opset {opset} is outside the {low}..{high} that the ONNX exporter supports; "
+                         "the default 17 runs on onnxruntime")
     weights, teacher = resolve_source(source)
     model, meta = load_model(weights)
     out = Path(out) if out else default_out(source, weights)
     if out.suffix != ".onnx":
         raise KdkitError(f"--out must name a .onnx file, got '{out}'; e.g. --out student.onnx")
+    check_out(out, folder=False, example="student.onnx")
     data, meta = _test_data(meta, dataset, data_dir)
     files = {"student fp32": _export_checked(model, out, meta, weights, data, opset)}
     report = {"source": str(weights), "onnx": str(out), "dataset": data.name, "opset": opset,
@@ -366,6 +381,14 @@ def export_run(source, out=None, *, quantize: str | None = None, opset: int = 17
     _write_json(report_path, report)
     _write_json(out.with_suffix(".deploy.json"), report["deploy"])
     return report
+
+
+def opset_range() -> tuple[int, int]:
+    """The ONNX opsets torch.onnx.export (TorchScript exporter) accepts."""
+    from torch.onnx import _constants
+
+    return (getattr(_constants, "ONNX_MIN_OPSET", 7),
+            getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", getattr(_constants, "ONNX_MAX_OPSET", 20)))
 
 
 def _measure(files: dict, teacher: Path | None, data, opset: int, repeats: int) -> dict:

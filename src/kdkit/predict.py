@@ -20,6 +20,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 def predict(onnx_path, inputs, top: int = 3) -> list[dict]:
     """Class, probability and the top-k (name, probability) of every image in a folder (png/jpg) or
     row of a .npy array (N, C, H, W) or (N, H, W), using only the .onnx file and its sidecar."""
+    if top < 1:
+        raise KdkitError(f"--top must be at least 1, got {top}; e.g. --top 3")
     meta = load_sidecar(onnx_path)
     names, x = read_inputs(inputs, meta)  # (N, C, H, W) float32 normalised
     logits = ort_session(onnx_path).run([OUTPUT_NAME], {INPUT_NAME: x})[0]  # (N, K)
@@ -28,7 +30,7 @@ def predict(onnx_path, inputs, top: int = 3) -> list[dict]:
     classes = meta["classes"]
     rows = []
     for name, p in zip(names, probs):
-        order = np.argsort(-p)[:max(1, top)]
+        order = np.argsort(-p)[:top]
         rows.append({"input": name, "class": classes[order[0]], "probability": float(p[order[0]]),
                      "top": [(classes[k], float(p[k])) for k in order]})
     return rows
@@ -43,6 +45,9 @@ def read_inputs(inputs, meta: dict) -> tuple[list[str], np.ndarray]:
         names, x = _read_images(path, meta)
     else:
         raise KdkitError(f"inputs '{path}' are neither a folder of png/jpg images nor a .npy array; pass one of those")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        bad = int(x.size - np.isfinite(x).sum())
+        raise KdkitError(f"'{path}' holds {bad} NaN/inf values; replace them (the model's outputs for them are meaningless)")
     pixels = meta.get("input_dtype", "uint8") == "uint8"  # trained on uint8 images, scaled to [0, 1]
     if pixels and x.dtype == np.uint8:
         x = x.astype(np.float32) / 255.0
@@ -57,7 +62,19 @@ def read_inputs(inputs, meta: dict) -> tuple[list[str], np.ndarray]:
 def _read_npy(path: Path, meta: dict) -> tuple[list[str], np.ndarray]:
     if not path.is_file():
         raise KdkitError(f"array file '{path}' not found; check the path")
-    x = np.load(path, allow_pickle=False)  # never unpickle
+    with path.open("rb") as f:
+        is_npy = f.read(6) == b"\x93NUMPY"
+    try:
+        if not is_npy:  # np.load would take it for a pickle
+            raise ValueError("no .npy header")
+        x = np.load(path, allow_pickle=False)  # never unpickle
+    except Exception as e:  # noqa: BLE001 -- object arrays, pickles, text, cut or garbled headers (TokenError)
+        why = " ".join(str(e).split()).split(". ")[0][:80] or type(e).__name__
+        raise KdkitError(f"'{path}' is not a plain numeric .npy array ({why}); kdkit never unpickles: save the "
+                         "images with np.save as uint8 or float32") from None
+    if not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf":
+        kind = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
+        raise KdkitError(f"'{path}' holds {kind} values, not numbers; save the images with np.save as uint8 or float32")
     c, h, w = meta["input_shape"]
     shape = tuple(x.shape)
     if x.ndim == 3 and c == 1:

@@ -118,7 +118,19 @@ def load_user_model(spec: str, num_classes: int, in_channels: int = 3, image_siz
         hint = f"; {did_you_mean(function_name, public)}" if public else ""
         raise KdkitError(f"module '{module_name}' has no function '{function_name}' (model hook '{spec}'){hint}")
     sizes = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
-    model = function(**accepted_keywords(function, sizes), **kwargs)
+    keywords = accepted_keywords(function, sizes) | kwargs
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # some builtins and C extensions have no signature: just call them
+        signature = None
+    try:
+        if signature is not None:
+            signature.bind(**keywords)
+    except TypeError as error:  # e.g. a required parameter kdkit cannot fill
+        call = ", ".join(f"{k}=..." for k in keywords)
+        raise KdkitError(f"model hook '{spec}' cannot be called as {function_name}({call}): {error}; give its other "
+                         "parameters defaults (kdkit passes num_classes, in_channels and image_size by keyword)") from None
+    model = function(**keywords)
     if not isinstance(model, nn.Module):
         raise KdkitError(f"model hook '{spec}' returned {type(model).__name__}, not a torch.nn.Module; "
                          f"make {function_name} return the model")

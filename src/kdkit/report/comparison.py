@@ -45,6 +45,9 @@ def compare(run_dirs, out="compare.html") -> Path:
     """One table (each run's student; shared teacher/scratch once) and size/speed plots, in `out`."""
     if not run_dirs:
         raise KdkitError("compare needs at least one run directory; e.g. kdkit compare runs/kd runs/dkd")
+    from kdkit.pipeline import check_out
+
+    check_out(out, folder=False, example="compare.html")
     labelled = list(zip(run_labels(run_dirs), [read_summary(Path(d)) for d in run_dirs]))
     rows = compare_rows(labelled)
     header, body = table_rows({"rows": rows})

@@ -162,9 +162,13 @@ class FileTeacher:
 def _read_npy(path: Path):
     try:
         values = np.load(path, allow_pickle=False)
-    except ValueError as e:  # object arrays need pickle, which kdkit never uses
-        raise KdkitError(f"teacher file '{path}' cannot be read without unpickling ({str(e)[:60]}); "
-                         "save a plain float array with np.save") from None
+    except Exception as e:  # noqa: BLE001 -- also EOFError, tokenize.TokenError, ... from a damaged header
+        if isinstance(e, ValueError) and "pickle" in str(e):  # object arrays need pickle, which kdkit never uses
+            raise KdkitError(f"teacher file '{path}' cannot be read without unpickling ({str(e)[:60]}); "
+                             "save a plain float array with np.save") from None
+        why = " ".join(str(e).split())[:60] or type(e).__name__
+        raise KdkitError(f"teacher file '{path}' is damaged or not a .npy file ({why}); "
+                         "save the outputs again with np.save") from None
     values = _check_table(values, path)
     return np.arange(len(values)), values, None
 
@@ -209,7 +213,11 @@ def _read_parquet(path: Path):
         import pyarrow.parquet as pq
     except ImportError:
         raise KdkitError(f"reading teacher file '{path}' needs pyarrow; pip install pyarrow") from None
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError, its IO errors OSErrors
+        raise KdkitError(f"teacher file '{path}' is not a readable parquet file ({type(e).__name__}: {str(e)[:60]}); "
+                         "save it again, e.g. with pandas.DataFrame.to_parquet") from None
     columns = {name: table.column(name).to_numpy() for name in table.column_names}
     keys = columns.pop("index", None)
     if not columns:
