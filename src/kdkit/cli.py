@@ -4,6 +4,7 @@
   kdkit train --dataset D --model ARCH --epochs N --out DIR
   kdkit distill --dataset D --teacher RUN_DIR_OR_WEIGHTS_OR_ARCH --student ARCH --method kd --seeds 0,1,2 --out DIR
   kdkit distill --config FILE.yaml [--set key=value ...]
+  kdkit tune --dataset D --teacher ARCH --student ARCH --method kd --trials 20 [--storage URL] --out DIR
   kdkit evaluate WEIGHTS_OR_RUN_DIR --dataset D
   kdkit datasets | models | methods
 """
@@ -108,11 +109,67 @@ def ensemble(
     specs = teacher_specs(cfg.teacher)
     if len(specs) == 1:
         if members < 2:
-            raise KdkitError(f"an ensemble needs at least 2 members, got --members {members}")
+            raise KdkitError(f"an ensemble needs at least 2 members, got --members {members}; use --members 2 or more, "
+                             "or list the architectures: --teacher cnn,resnet8")
         cfg = dataclasses.replace(cfg, teacher=",".join(specs * members))
     if cfg.out == DistillConfig.out:
         cfg = dataclasses.replace(cfg, out="runs/ensemble")
     _run_distill(cfg)
+
+
+@app.command()
+def tune(
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="set any config key, e.g. --set temperature=2 "
+                                             "(repeatable); a key set here is not searched"),
+    trials: int = typer.Option(20, help="finished trials the study should have, counting every worker's"),
+    storage: Optional[str] = typer.Option(None, help="database URL shared by the workers (default: sqlite:///OUT/study.db)"),
+    study_name: Optional[str] = typer.Option(None, help="study to start or join (default: the --out path)"),
+    metric: Optional[str] = typer.Option(None, help="validation score to maximise: accuracy or balanced_accuracy "
+                                         "(default: balanced_accuracy when imbalance is set)"),
+    timeout: Optional[float] = typer.Option(None, help="start no trial after this many seconds (then evaluate the best so far)"),
+    dataset: Optional[str] = typer.Option(None, help="named dataset or ImageFolder path (`kdkit datasets`)"),
+    data_dir: Optional[str] = typer.Option(None, help="folder holding the dataset files"),
+    imbalance: Optional[str] = typer.Option(None, help="long-tailed train/val splits: exp:100 or step:10 (test stays balanced)"),
+    teacher: Optional[str] = typer.Option(None, help="run dir or .safetensors from `kdkit train`, or an architecture to train once first"),
+    student: Optional[str] = typer.Option(None, help="student architecture (`kdkit models`) or pkg.module:make_net"),
+    method: Optional[str] = typer.Option(None, help="distillation method (`kdkit methods`)"),
+    epochs: Optional[int] = typer.Option(None, help="epochs of each trial"),
+    teacher_epochs: Optional[int] = typer.Option(None, help="teacher epochs when it is trained here (0 = --epochs)"),
+    seeds: Optional[str] = typer.Option(None, help="the one seed of every trial, e.g. 0"),
+    lr: Optional[float] = typer.Option(None, help="learning rate: the search spans lr/3 .. 3 lr"),
+    batch_size: Optional[int] = typer.Option(None, help="batch size"),
+    report: Optional[bool] = typer.Option(None, "--report/--no-report", help="write report.html at the end (default on)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the study, also to a new --trials"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | mps"),
+    out: Optional[str] = typer.Option(None, help="run directory (default runs/tune)"),
+):
+    """Search the method's hyper-parameters with Optuna (pruning on validation), then evaluate the
+    best trial on test. The same command on several machines, with one --storage URL, shares the
+    study (docs/tune.md)."""
+    from kdkit.config import parse_set
+    from kdkit.tune import tune as run_tune
+
+    flags = dict(dataset=dataset, data_dir=data_dir, imbalance=imbalance, teacher=teacher, student=student, method=method,
+                 epochs=epochs, teacher_epochs=teacher_epochs, seeds=_seeds(seeds), lr=lr, batch_size=batch_size,
+                 report=report, device=device, out=out)
+    cfg = resolve(DistillConfig, config, flags, set_)
+    if cfg.out == DistillConfig.out:
+        cfg = dataclasses.replace(cfg, out="runs/tune")
+    fixed = [key.replace("-", "_") for key in parse_set(set_)]
+    summary = run_tune(cfg, trials, storage=storage, study_name=study_name, metric=metric, resume=resume,
+                       timeout=timeout, fixed=fixed)
+    record = summary["tune"]
+    plot = f"; importance: {cfg.out}/param_importance.png" if record["importance"] else ""
+    console.out(f"{record['finished']} of {record['trials_wanted']} trials finished ({record['complete']} complete, "
+                f"{record['pruned']} pruned); all trials: {cfg.out}/tune.json{plot}")
+    if "rows" not in summary:
+        console.out(summary["note"])
+        return
+    best = record["best"]
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+    console.out(f"best trial {best['number']}: validation {record['metric']} {best['value']:.4f} with {params}")
+    _print_summary(summary, cfg.out)
 
 
 # The columns printed at the end of a run; summary.md has them all.
@@ -121,12 +178,18 @@ CLI_COLUMNS = ("row", "acc %", "bal acc %", "macro F1 %", "ECE", "agree %", "par
 
 def _run_distill(cfg: DistillConfig):
     from kdkit.pipeline import run_distill
-    from kdkit.summary import table_rows
 
     summary = run_distill(cfg)
     if summary.get("stopped_early"):
         console.print(f"stopped after max_steps; continue with: kdkit distill --config {cfg.out}/config.yaml --resume")
         return
+    _print_summary(summary, cfg.out)
+
+
+def _print_summary(summary: dict, out: str):
+    """The evidence table of a finished distill (or tune) run, and where its files are."""
+    from kdkit.summary import table_rows
+
     header, body = table_rows(summary)
     keep = [header.index(h) for h in CLI_COLUMNS]
     table = Table(*CLI_COLUMNS, box=box.SIMPLE_HEAD,
@@ -136,7 +199,7 @@ def _run_distill(cfg: DistillConfig):
     console.print(table)
     if summary.get("gap_closed", {}).get("mean") is not None:
         console.print(f"gap closed (accuracy): {100 * summary['gap_closed']['mean']:.0f}%")
-    console.print(f"full table: {cfg.out}/summary.md   data: {cfg.out}/summary.json   config: {cfg.out}/config.yaml")
+    console.print(f"full table: {out}/summary.md   data: {out}/summary.json   config: {out}/config.yaml")
     if summary.get("report"):
         console.print(f"report: {summary['report']}")
 
@@ -184,13 +247,14 @@ def evaluate(
     """Test-set metrics and model facts (size, FLOPs, latency) of saved weights."""
     from kdkit.data import load_dataset
     from kdkit.evaluate import model_facts
-    from kdkit.pipeline import check_teacher, evaluate_model, load_model
-    from kdkit.train import select_device
+    from kdkit.pipeline import check_out, check_teacher, evaluate_model, load_model, parse_device
 
+    dev = parse_device(device)
+    if out:
+        check_out(out, folder=False, example="metrics.json")
     model, meta = load_model(weights)
     data = load_dataset(dataset or meta.get("dataset", "fashion-mnist"), data_dir)
     check_teacher(meta, data)
-    dev = select_device(device)
     teacher_logits = None
     if teacher:
         t_model, t_meta = load_model(teacher)
@@ -331,11 +395,14 @@ def predict(
     top: int = typer.Option(3, help="how many classes to list per input"),
 ):
     """Predict classes with an exported model: onnxruntime and the sidecar only, no PyTorch weights."""
+    from kdkit.pipeline import check_out
     from kdkit.predict import predict as run_predict
     from kdkit.predict import write_predictions
 
     from rich.text import Text
 
+    if out:
+        check_out(out, folder=False, example="predictions.csv")
     rows = run_predict(model, inputs, top=top)
     if out:
         console.out(f"{len(rows)} predictions written: {write_predictions(rows, out)}")
@@ -358,6 +425,8 @@ def report(
     size/speed, the feature-importance graph, config and environment (docs/report.md)."""
     from kdkit.report import write_report
 
+    if samples < 1:
+        raise KdkitError(f"--samples must be at least 1, got {samples}; e.g. --samples 1000 (or --no-importance to skip the analysis)")
     console.out(str(write_report(run_dir, importance=importance, n_samples=samples, device=device)))
 
 
@@ -373,15 +442,41 @@ def compare(
     console.out(str(write_compare(run_dirs, out)))
 
 
+def usage_error(error) -> str:
+    """A command-line usage error (unknown command or option, a flag's missing or mistyped value)
+    as one line naming the problem and where the fix is: the command's --help."""
+    message = " ".join(str(error.format_message()).split())
+    ctx, names = getattr(error, "ctx", None), []
+    while ctx is not None and ctx.parent is not None:  # the subcommand path, without the program name
+        names.insert(0, ctx.info_name)
+        ctx = ctx.parent
+    if getattr(error, "ctx", None) is None:  # some errors carry no context: the command named on the line
+        commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+        names = [a for a in sys.argv[1:] if a in commands][:1]
+    where = "`" + " ".join(["kdkit", *names, "--help"]) + "`"
+    return f"{message} See {where}" if message.endswith("?") else f"{message.rstrip('.')}; see {where}"
+
+
 def main():
     sys.path.insert(0, os.getcwd())  # so --student my_module:make_net finds a module in the working directory
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 prints the results, the others stay quiet
+        console.quiet = True
     try:
-        app()
+        code = app(standalone_mode=False)  # usage errors come back as exceptions: printed below as one line
     except KdkitError as e:
         if _debug["on"]:
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
+        code = 130
+    except Exception as e:
+        if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):  # not a click usage error: a bug
+            raise
+        if type(e).__name__ == "NoArgsIsHelpError":  # plain `kdkit`: the help was printed
+            sys.exit(2)
+        print(f"error: {usage_error(e)}", file=sys.stderr)
+        sys.exit(2)
+    if code == 130:  # Ctrl-C (typer turns KeyboardInterrupt into exit code 130)
         print("interrupted; continue with --resume (checkpoints are kept)", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

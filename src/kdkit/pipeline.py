@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from kdkit import checkpoint as ckpt
+from kdkit import distributed
 from kdkit.config import DistillConfig, TrainConfig, save_yaml
 from kdkit.data import BatchLoader, Dataset, load_dataset
 from kdkit.errors import KdkitError, unknown
@@ -89,11 +90,28 @@ def load_model(path) -> tuple[torch.nn.Module, dict]:
         raise KdkitError(f"'{path}' has no sidecar '{ckpt.sidecar(path).name}' naming its architecture; "
                          "save weights with kdkit, or build the model in Python and pass it to kdkit.distill()")
     model = create_model(meta["arch"], num_classes=meta["num_classes"], in_channels=meta["in_channels"], image_size=meta["image_size"])
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as e:
-        raise KdkitError(f"weights '{path}' do not fit architecture '{meta['arch']}' ({str(e).splitlines()[0][:120]}); check the sidecar") from None
+    mismatch = state_dict_mismatch(model, tensors)
+    if mismatch:
+        raise KdkitError(f"weights '{path}' do not fit architecture '{meta['arch']}' that its sidecar "
+                         f"'{ckpt.sidecar(path).name}' names ({mismatch}); they belong to another model: point at the "
+                         "weights the sidecar describes, or fix 'arch' and the sizes in the sidecar")
+    model.load_state_dict(tensors)
     return model.eval(), meta
+
+
+def state_dict_mismatch(model: torch.nn.Module, tensors: dict) -> str:
+    """'' when `tensors` load into `model`; else what does not fit: missing, unexpected, other shapes."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [k for k in tensors if k not in expected]
+    shapes = [k for k in expected if k in tensors and tuple(tensors[k].shape) != tuple(expected[k].shape)]
+    parts = [f"{len(missing)} tensors missing, e.g. '{missing[0]}'"] if missing else []
+    parts += [f"{len(unexpected)} unexpected, e.g. '{unexpected[0]}'"] if unexpected else []
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} of another shape, e.g. '{k}' is {tuple(tensors[k].shape)} in the file, "
+                     f"{tuple(expected[k].shape)} in the model")
+    return "; ".join(parts)
 
 
 def check_teacher(meta: dict, data: Dataset):
@@ -138,15 +156,14 @@ def test_metrics(logits, labels, data: Dataset, teacher_logits=None, posthoc_tau
 
 def _fit_or_skip(method, data, cfg, run_dir: Path, meta: dict, desc: str):
     """fit(), unless --resume finds this phase already finished (no work is ever redone or lost)."""
-    done = run_dir / "last.safetensors"
-    if cfg.resume and done.is_file():
-        info = json.loads((run_dir / "fit.json").read_text()) if (run_dir / "fit.json").is_file() else {}
-        return info
-    has_state = (run_dir / "checkpoints" / "state.safetensors").is_file()
+    done = run_dir / "fit.json"  # written last: the weights before it are complete
+    if cfg.resume and done.is_file() and (run_dir / "last.safetensors").is_file():
+        return json.loads(done.read_text())
+    has_state = any((run_dir / "checkpoints").glob("state-*.safetensors"))
     result = fit(method, data, dataclasses.replace(cfg, resume=cfg.resume and has_state), run_dir, meta=meta, desc=desc)
     info = {k: v for k, v in dataclasses.asdict(result).items() if k != "run_dir"}
     if not result.stopped_early:
-        (run_dir / "fit.json").write_text(json.dumps(info, indent=1))
+        ckpt.write_json(done, info)
     return info
 
 
@@ -174,12 +191,48 @@ def environment() -> dict:
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
+def check_out(out, folder: bool = True, example: str = "") -> Path:
+    """Fail before any work when `out` cannot be written: a run directory (folder=True) that is a
+    file, a file that is a folder, or either inside a file."""
+    path = Path(out)
+    if folder and path.is_file():
+        raise KdkitError(f"--out '{out}' is a file, not a run directory; choose a folder (new or existing)")
+    if not folder and path.is_dir():
+        raise KdkitError(f"--out '{out}' is a folder; name a file, e.g. --out {path / example}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise KdkitError(f"--out '{out}' is inside '{parent}', which is a file; choose another path")
+            break
+    return path
+
+
+def parse_device(name: str) -> torch.device:
+    """select_device, with a one-line error for a string that names no device (e.g. 'gpu')."""
+    try:
+        return select_device(name)
+    except RuntimeError:
+        raise KdkitError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps, e.g. --device cpu") from None
+
+
+def check_classes(data: Dataset):
+    """A classifier needs two classes; one would train, then fail when its metrics are computed."""
+    if data.num_classes < 2:
+        raise KdkitError(f"dataset '{data.name}' has {data.num_classes} class ({', '.join(map(str, data.classes))}); "
+                         "a classifier needs at least 2: add a train/<class>/ and test/<class>/ folder per class")
+
+
 def run_train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
     """`kdkit train`: one model with cross-entropy; writes weights and a summary of test metrics."""
+    distributed.setup()  # torchrun: join the process group (a no-op for one process)
+    check_out(cfg.out)
+    parse_device(cfg.device)
     data = prepare_data(cfg, data, cfg.seed)
+    check_classes(data)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, out / "config.yaml")
+    if distributed.is_main():
+        save_yaml(cfg, out / "config.yaml")
     model = build_model(cfg.model, data, cfg.seed)
     method = cross_entropy(model, cfg, data)
     info = _fit_or_skip(method, data, cfg, out, model_meta(cfg.model, data), desc=f"train {cfg.model}")
@@ -189,7 +242,7 @@ def run_train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
     metrics = test_both(model, out, data, device, posthoc_tau=cfg.posthoc_tau)
     summary = {"model": cfg.model, "dataset": data.name, "metrics": metrics, "fit": info,
                "facts": model_facts(model, data.input_shape), "environment": environment()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    ckpt.write_json(out / "summary.json", summary)
     return summary
 
 
@@ -332,6 +385,9 @@ def _preflight(cfg: DistillConfig, data: Dataset):
         raise KdkitError("no teacher given; --teacher names weights, an architecture, saved outputs or sklearn:NAME")
     for spec in specs:
         kind = _kind(spec)
+        if kind == "torch" and not is_weights(spec) and ":" not in spec and ("/" in spec or "\\" in spec):
+            raise KdkitError(f"teacher '{spec}' not found: no such run directory or weights file; check the path, "
+                             "or name an architecture (`kdkit models`)")
         if kind == "torch" and not is_weights(spec):
             build_model(spec, data, 0)
         elif kind == "sklearn":
@@ -357,14 +413,25 @@ class _Stopped(Exception):
     """max_steps reached inside a phase; --resume continues."""
 
 
+def prepare_distill(cfg: DistillConfig, data: Dataset | None = None) -> tuple[DistillConfig, Dataset]:
+    """The data and every check that needs no training (a typo never costs a teacher); the config
+    with the method's defaults filled in."""
+    check_out(cfg.out)
+    parse_device(cfg.device)
+    data = prepare_data(cfg, data, cfg.seeds[0])
+    check_classes(data)
+    _preflight(cfg, data)
+    return with_method_defaults(cfg), data
+
+
 def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
     """`kdkit distill`: teacher, then per seed the scratch student and the distilled student; summary."""
-    data = prepare_data(cfg, data, cfg.seeds[0])
-    _preflight(cfg, data)
-    cfg = with_method_defaults(cfg)
+    distributed.setup()  # torchrun: join the process group (a no-op for one process)
+    cfg, data = prepare_distill(cfg, data)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, out / "config.yaml")
+    if distributed.is_main():
+        save_yaml(cfg, out / "config.yaml")
     device = select_device(cfg.device)
     t0 = time.perf_counter()
     try:
@@ -410,7 +477,7 @@ def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
     summary["environment"] = environment()
     summary["wall_seconds"] = time.perf_counter() - t0
     write_summary(summary, out)
-    if cfg.report:
+    if cfg.report and distributed.is_main():
         summary["report"] = _write_report(out, data, device)
     return summary
 

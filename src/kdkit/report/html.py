@@ -37,7 +37,9 @@ class Run:
     """A distill run directory; its data and models are loaded on first use (and may fail alone)."""
 
     def __init__(self, run_dir, data=None, device="cpu"):
-        self.dir, self.device, self._data = Path(run_dir), torch.device(device), data
+        from kdkit.pipeline import parse_device
+
+        self.dir, self.device, self._data = Path(run_dir), parse_device(str(device)), data
         self.summary = read_summary(self.dir)
         self.seed = self.summary["seeds"][0]
 
@@ -307,6 +309,23 @@ def _second_views(result: dict, first: str) -> str:
     return text
 
 
+def tuning_section(run_dir: Path) -> str:
+    """The search behind a `kdkit tune` run (RUN/tune.json): the best trial and parameter importance."""
+    def build():
+        record = json.loads((run_dir / "tune.json").read_text())
+        best = record["best"]
+        text = (f"Study {record['study']}: {record['finished']} trials finished ({record['complete']} complete, "
+                f"{record['pruned']} pruned); the student is trial {best['number']}, the best by validation "
+                f"{record['metric']} ({best['value']:.4f}), and the only one evaluated on test.")
+        params = [[k, f"{v:.4g}" if isinstance(v, float) else v] for k, v in best["params"].items()]
+        body = f"<p>{escape(text)}</p>" + table(["hyper-parameter", "best value"], params, "tune-table")
+        if not record["importance"]:
+            return body + note(f"parameter importance: {record['importance_method']}")
+        return body + image(plots.param_importance(record["importance"]), f"parameter importance ({record['importance_method']})")
+
+    return section("tuning", "Hyper-parameter search", guarded(build, "search results") + note("every trial: tune.json"))
+
+
 def config_section(run_dir: Path) -> str:
     path = run_dir / "config.yaml"
     body = (f"<details><summary>config.yaml (every key, as the run used it)</summary><pre>{escape(path.read_text())}</pre></details>"
@@ -342,7 +361,8 @@ def write_report(run_dir, importance: bool = True, data=None, n_samples: int = 1
     run = Run(run_dir, data, device)
     summary = run.summary
     title = f"{summary['method']}: {summary['teacher'].get('arch', '?')} -> {summary['student_arch']} on {summary['dataset']}"
-    sections = [summary_section(summary), curves_section(run), classes_section(run), calibration_section(run),
+    tuning = [tuning_section(run.dir)] if (run.dir / "tune.json").is_file() else []  # a `kdkit tune` run
+    sections = [summary_section(summary), *tuning, curves_section(run), classes_section(run), calibration_section(run),
                 size_section(summary["rows"]), importance_section(run, importance, n_samples),
                 deployment_section(run.dir), config_section(run.dir), environment_section(summary)]
     out = run.dir / "report.html"

@@ -175,3 +175,14 @@ def importance_heatmap(result: dict, key: str = "ablation_accuracy_drop") -> byt
     ax.set_xlabel("dimension (channel or unit) within the layer")
     fig.colorbar(image, ax=ax, label=key.replace("_", " ") + unit)
     return png(fig)
+
+
+def param_importance(importances: dict[str, float]) -> bytes:
+    """Horizontal bars of each searched hyper-parameter's importance (`kdkit tune`, optuna's fANOVA)."""
+    rows = sorted(importances.items(), key=lambda kv: kv[1])  # most important at the top
+    fig, ax = plt.subplots(figsize=(5.6, max(2.0, 0.35 * len(rows) + 1)))
+    ax.barh(range(len(rows)), [v for _, v in rows], color=ROLE_COLOURS["student"])
+    ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=9)
+    ax.set_xlabel("importance for the validation score (sums to 1)")
+    ax.grid(axis="x", alpha=0.3)
+    return png(fig)
