@@ -93,3 +93,19 @@ def test_run_files_and_logged_parts(tmp_path, digits, tiny):
     logged = [json.loads(line) for line in (out / "student/seed0/metrics.jsonl").read_text().splitlines()]
     keys = set().union(*logged)
     assert {"train/loss", "train/ce", "train/kd", "train/accuracy", "val/accuracy", "lr"} <= keys
+
+
+def test_max_norm_bounds_every_unit_and_empty_val_keeps_the_last(tmp_path, digits, tiny):
+    """max_norm: every row of every Linear weight ends with L2 norm <= the bound (checked against
+    a direct norm); with val_fraction 0 there is no validation split and best = last."""
+    from kdkit.data import load_dataset
+
+    data = load_dataset("digits", val_fraction=0.0)
+    cfg = apply_overrides(TrainConfig(), tiny | {"model": "mlp-64-64", "max_norm": 0.5, "lr": 0.5, "val_fraction": 0.0})
+    run_train(cfg, data)
+    weights = _weights(tmp_path / "run/last.safetensors")
+    rows = [w for k, w in weights.items() if k.endswith("weight") and w.ndim == 2]
+    assert len(rows) == 3 and max(float(w.norm(dim=1).max()) for w in rows) <= 0.5 + 1e-6
+    assert max(float(w.norm(dim=1).max()) for w in rows) > 0.49  # the bound was reached, so it acted
+    best = _weights(tmp_path / "run/best.safetensors")
+    assert all(torch.equal(best[k], weights[k]) for k in weights)

@@ -49,6 +49,7 @@ class TrainConfig:
     cb_beta: float = 0.9999  # effective-number beta of the class-balanced weights (Cui et al. 2019)
     posthoc_tau: float = 0.0  # > 0: test metrics on logits - posthoc_tau * log(train prior) (post-hoc logit adjustment)
     grad_clip: float = 0.0  # max global gradient norm; 0 = off
+    max_norm: float = 0.0  # > 0: after each step, each unit's incoming weights (rows of the Linear weights) are rescaled to L2 norm <= max_norm
     nan_policy: str = "stop"  # NaN/inf loss or gradient: stop (naming the step and the last good checkpoint) or skip the step and count it
     amp: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with native bf16, else off), bf16, off
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps

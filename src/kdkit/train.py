@@ -171,6 +171,9 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
     optimizer = make_optimizer(method.parameters(), cfg)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     model = distributed.wrap(method, device)  # DDP under torchrun; the method itself otherwise
+    if getattr(cfg, "max_norm", 0):  # rows of the student's Linear weights: one hidden unit's incoming weights
+        optimizer.register_step_post_hook(_max_norm_hook([m.weight for m in method.student.modules()
+                                                          if isinstance(m, torch.nn.Linear)], cfg.max_norm))
     dtype = autocast_dtype(cfg.amp, device)
     state = State(run_dir, method, optimizer, dataclasses.asdict(cfg))
     state.steps_per_epoch = len(train)
@@ -236,6 +239,16 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
     return _result(state, run_dir, t0, images * distributed.world_size(), peak, stopped)
 
 
+def _max_norm_hook(weights, bound: float):
+    """After every optimizer step, rescale each unit's incoming weight vector to L2 norm <= bound
+    (the max-norm constraint of Hinton et al. 2012 / Srivastava et al. 2014, used with dropout)."""
+    def hook(optimizer, args, kwargs):
+        with torch.no_grad():
+            for w in weights:
+                w.copy_(torch.renorm(w, p=2, dim=0, maxnorm=bound))
+    return hook
+
+
 class _out_of_memory:
     """Out of device memory anywhere in the loop -> one line with a batch size to try."""
 
@@ -264,7 +277,7 @@ def _end_epoch(state, method, val, device, logger, run_dir: Path, meta: dict, ba
     logger.log(state.step, state.epoch, {"val/accuracy": val_acc, "val/balanced_accuracy": val_balanced})
     state.history.append({"epoch": state.epoch, "val_accuracy": val_acc, "val_balanced_accuracy": val_balanced})
     score = val_balanced if balanced else val_acc
-    if score > state.best_val_accuracy:
+    if score > state.best_val_accuracy or not len(val.labels):  # no validation split: best = last
         state.best_val_accuracy, state.best_epoch = score, state.epoch
         _save_student(run_dir / "best.safetensors", method, meta, epoch=state.epoch, val_accuracy=val_acc,
                       val_balanced_accuracy=val_balanced, selected_by="balanced_accuracy" if balanced else "accuracy")
@@ -477,6 +490,8 @@ class State:
 def _val_accuracy(model, loader, device) -> tuple[float, float]:
     """(accuracy, balanced accuracy: the mean recall over the classes present). Under torchrun each
     process scores its slice of every batch and the per-class counts are summed."""
+    if not len(loader.labels):  # val_fraction 0: nothing to score (the last epoch's weights are kept)
+        return 0.0, 0.0
     logits, labels = predict_logits(model, ((distributed.shard(x), distributed.shard(y)) for x, y, _ in loader), device)
     k = logits.shape[1]
     hits = torch.bincount(labels[logits.argmax(1) == labels], minlength=k)  # (K,) correct per class
