@@ -5,6 +5,7 @@ import errno
 import json
 import os
 import pickle
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -229,4 +230,25 @@ def test_crd_resume_is_exact(tmp_path, digits, tiny):
     run_distill(apply_overrides(part, {"resume": True, "max_steps": 0}), digits)
     a = ckpt.load_weights(Path(tiny["out"]) / "student/seed0/last.safetensors")[0]
     b = ckpt.load_weights(tmp_path / "part/student/seed0/last.safetensors")[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_killed_while_writing_the_first_checkpoint_starts_over(tmp_path, digits, tiny):
+    """Tensors on disk but no sidecar yet (SIGKILL between the two writes) and nothing earlier:
+    there is no checkpoint, so --resume runs the phase from the start (as an uninterrupted run)."""
+    from kdkit.config import DistillConfig
+    from kdkit.pipeline import run_distill
+
+    cfg = apply_overrides(DistillConfig(), tiny | {"teacher": "cnn-x0.25", "student": "cnn-tiny", "baseline": False,
+                                                   "report": False})
+    run_distill(cfg, digits)
+    part = apply_overrides(cfg, {"out": str(tmp_path / "part")})
+    run_distill(part, digits)
+    student = tmp_path / "part/student/seed0"
+    shutil.rmtree(student)  # as if killed at the student's first checkpoint
+    (student / "checkpoints").mkdir(parents=True)
+    (student / "checkpoints/state-000001.safetensors").write_bytes(b"half a checkpoint")
+    run_distill(apply_overrides(part, {"resume": True}), digits)
+    a = ckpt.load_weights(Path(tiny["out"]) / "student/seed0/last.safetensors")[0]
+    b = ckpt.load_weights(student / "last.safetensors")[0]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -101,6 +101,7 @@ class DistillConfig(TrainConfig):
     kd_weight: float = 1.0  # bkd: weight of the class-balanced KD term
     rebalance_tau: float = 0.0  # kd: > 0 re-balances the teacher's soft targets (logits - tau * log prior) for long tails
     bootstrap: bool = False  # several teachers trained here: each on its own bootstrap resample of train (bagging)
+    transfer_exclude: list[int] = field(default_factory=list)  # class indices left out of the distilled student's train and val splits (the transfer set); teacher, scratch and test keep every class (Hinton et al. 2015: MNIST without 3s)
     seeds: list[int] = field(default_factory=lambda: [0])  # scratch and student repeat per seed
     baseline: bool = True  # also train the scratch student (same architecture and budget, no teacher)
     report: bool = True  # write report.html (plots, importance of the distillation vector) at the end of the run

@@ -17,7 +17,7 @@ import torch
 from kdkit import checkpoint as ckpt
 from kdkit import distributed
 from kdkit.config import DistillConfig, TrainConfig, save_yaml
-from kdkit.data import BatchLoader, Dataset, load_dataset
+from kdkit.data import BatchLoader, Dataset, Split, load_dataset
 from kdkit.errors import KdkitError, unknown
 from kdkit.evaluate import agreement, classification_metrics, model_facts, predict_logits
 from kdkit.methods import CrossEntropy, create_method
@@ -44,6 +44,22 @@ def prepare_data(cfg, data: Dataset | None, seed: int) -> Dataset:
         if cfg.progress:
             print(describe_counts(data.train.labels, list(data.classes)))
     return data
+
+
+def transfer_set(data: Dataset, exclude) -> Dataset:
+    """The distilled student's data: `data` without the classes in `exclude` in train and val (the
+    transfer set of Hinton et al. 2015, section 3: MNIST without 3s); test, classes and the
+    normalisation statistics stay those of the whole dataset."""
+    if not exclude:
+        return data
+    drop = torch.tensor(sorted(set(exclude)))
+
+    def keep(split: Split) -> Split:
+        mask = ~torch.isin(split.labels, drop)  # (N,)
+        return dataclasses.replace(split, images=split.images[mask], labels=split.labels[mask],
+                                   index=None if split.index is None else split.index[mask])
+
+    return dataclasses.replace(data, train=keep(data.train), val=keep(data.val))
 
 
 def class_counts(data: Dataset) -> list[int]:
@@ -159,7 +175,8 @@ def _fit_or_skip(method, data, cfg, run_dir: Path, meta: dict, desc: str):
     done = run_dir / "fit.json"  # written last: the weights before it are complete
     if cfg.resume and done.is_file() and (run_dir / "last.safetensors").is_file():
         return json.loads(done.read_text())
-    has_state = any((run_dir / "checkpoints").glob("state-*.safetensors"))
+    # (a checkpoint without its sidecar was cut off while being written: it never existed)
+    has_state = any(ckpt.sidecar(p).is_file() for p in (run_dir / "checkpoints").glob("state-*.safetensors"))
     result = fit(method, data, dataclasses.replace(cfg, resume=cfg.resume and has_state), run_dir, meta=meta, desc=desc)
     info = {k: v for k, v in dataclasses.asdict(result).items() if k != "run_dir"}
     if not result.stopped_early:
@@ -404,9 +421,25 @@ def _preflight(cfg: DistillConfig, data: Dataset):
     if hybrid and feature:
         raise KdkitError(f"method {feature[0]} matches features of one torch teacher, but --teacher names "
                          f"{len(specs)} teacher(s) of other kinds; use kd, dkd or dist with several teachers")
+    _check_transfer_exclude(cfg, data, hybrid)
     if cfg.combine == "weights" and len(cfg.teacher_weights) != len(specs):
         raise KdkitError(f"combine=weights needs one weight per teacher: {len(specs)} teachers, "
                          f"{len(cfg.teacher_weights)} weights; e.g. --set teacher_weights=0.5,0.5")
+
+
+def _check_transfer_exclude(cfg: DistillConfig, data: Dataset, hybrid: bool):
+    exclude = set(cfg.transfer_exclude)
+    if not exclude:
+        return
+    bad = sorted(k for k in exclude if not 0 <= k < data.num_classes)
+    if bad:
+        raise KdkitError(f"transfer_exclude names class {bad[0]}, but dataset '{data.name}' has classes "
+                         f"0..{data.num_classes - 1}; give class indices, e.g. --set transfer_exclude=3")
+    if len(exclude) >= data.num_classes:
+        raise KdkitError("transfer_exclude leaves no class to distill on; exclude fewer classes")
+    if hybrid:  # saved outputs and estimators are keyed by position in the full train split
+        raise KdkitError("transfer_exclude needs one torch teacher (weights or an architecture), not "
+                         f"--teacher {cfg.teacher}")
 
 
 class _Stopped(Exception):
@@ -443,21 +476,23 @@ def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
         rows = members | {"teacher": [teacher_row], "scratch": []} | {name: [] for name in generations}
         fits = {name: [teacher_info.get("member_info", {}).get(name, {}).get("fit", {})] for name in members}
         fits |= {"teacher": [teacher_info.get("fit", {})], "scratch": []} | {name: [] for name in generations}
+        transfer = transfer_set(data, cfg.transfer_exclude)  # the distilled students' train/val
         for seed in cfg.seeds:
             seed_cfg = dataclasses.replace(cfg, seed=seed)
             phases = (["scratch"] if cfg.baseline else []) + generations
             current_teacher = teacher
             for phase in phases:
                 student = build_model(cfg.student, data, seed)
+                fit_data = data if phase == "scratch" else transfer
                 if phase == "scratch":
                     method = cross_entropy(student, cfg, data)
                 else:
-                    kwargs = method_kwargs(cfg, data)
+                    kwargs = method_kwargs(cfg, fit_data)
                     if "dml" in cfg.method.split("+"):
                         kwargs["peer"] = build_model(cfg.peer or cfg.student, data, seed + 1000)
                     method = create_method(cfg.method, student, current_teacher, **kwargs)
                 run_dir = out / phase / f"seed{seed}"
-                info = _fit_or_skip(method, data, seed_cfg, run_dir, model_meta(cfg.student, data), desc=f"{phase} seed {seed}")
+                info = _fit_or_skip(method, fit_data, seed_cfg, run_dir, model_meta(cfg.student, data), desc=f"{phase} seed {seed}")
                 if info.get("stopped_early"):
                     raise _Stopped()
                 metrics = test_both(student, run_dir, data, device, teacher_logits, cfg.posthoc_tau)

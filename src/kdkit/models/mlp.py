@@ -1,8 +1,11 @@
 """Multi-layer perceptron on the flattened image.
 
 Layout: flatten -> input dropout -> [Linear -> ReLU -> Dropout] per hidden width -> Linear.
-`mlp-1200-1200` with dropout=0.5 and input_dropout=0.2 is the MNIST teacher of Hinton et al. 2015,
-"Distilling the Knowledge in a Neural Network"; `mlp-800-800` is its student.
+The MNIST nets of Hinton, Vinyals, Dean 2015, "Distilling the Knowledge in a Neural Network",
+section 3, are registered by name: `hinton-teacher` (1200-1200, dropout 0.2 on the input and 0.5 on
+the hidden units, as in Hinton et al. 2012) and `hinton-student` (800-800, no dropout; the same net
+as `mlp-800-800`). The teacher's max-norm constraint and 2-pixel jitter are training settings
+(`max_norm`, `augment: crop`), not part of the architecture.
 """
 import torch
 import torch.nn as nn
@@ -36,3 +39,13 @@ def mlp(num_classes: int, in_channels: int = 3, image_size: int = 32, widths=(25
         dropout: float = 0.0, input_dropout: float = 0.0) -> MLP:
     """MLP on the flattened image: hidden Linear-ReLU-Dropout blocks of the given widths (default 256)."""
     return MLP(in_channels * image_size * image_size, num_classes, widths, dropout, input_dropout)
+
+
+def hinton_teacher(num_classes: int, in_channels: int = 3, image_size: int = 32) -> MLP:
+    """Hinton et al. 2015 MNIST teacher: MLP 1200-1200, dropout 0.2 on the input, 0.5 on hidden units."""
+    return mlp(num_classes, in_channels, image_size, widths=(1200, 1200), dropout=0.5, input_dropout=0.2)
+
+
+def hinton_student(num_classes: int, in_channels: int = 3, image_size: int = 32) -> MLP:
+    """Hinton et al. 2015 MNIST student: MLP 800-800, no dropout (the same net as mlp-800-800)."""
+    return mlp(num_classes, in_channels, image_size, widths=(800, 800))

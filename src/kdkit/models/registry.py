@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from kdkit.errors import KdkitError, did_you_mean, unknown
 from kdkit.models.cnn import cnn, cnn_tiny, cnn_x0_5, cnn_x0_25
-from kdkit.models.mlp import mlp
+from kdkit.models.mlp import hinton_student, hinton_teacher, mlp
 from kdkit.models.mobilenetv2 import mobilenetv2
 from kdkit.models.resnet import (resnet8, resnet8x4, resnet14, resnet20, resnet32, resnet32x4, resnet44,
                                  resnet56, resnet110)
@@ -24,6 +24,8 @@ from kdkit.models.wrn import wrn, wrn_16_1, wrn_16_2, wrn_40_1, wrn_40_2
 
 MODELS = {
     "mlp": mlp,
+    "hinton-teacher": hinton_teacher,
+    "hinton-student": hinton_student,
     "cnn": cnn,
     "cnn-x0.5": cnn_x0_5,
     "cnn-x0.25": cnn_x0_25,
