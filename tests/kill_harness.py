@@ -36,6 +36,10 @@ SCENARIOS = {
     "distill-crd-longtail": ["distill", "--teacher", "cnn-x0.25", "--student", "cnn-tiny", "--method", "crd",
                              "--epochs", "2", "--imbalance", "exp:10", "--no-report", "--set", "nce_k=64",
                              "--set", "sampler=class_balanced", "--set", "baseline=false", *COMMON],
+    # a study of 3 trials (teacher trained once, trials, the best evaluated on test): a killed trial
+    # is continued from its checkpoint, the sampler is reseeded per trial
+    "tune": ["tune", "--teacher", "cnn-x0.25", "--student", "cnn-tiny", "--epochs", "2", "--trials", "3",
+             "--no-report", *COMMON],
 }
 
 
@@ -80,13 +84,16 @@ def where(out: Path) -> str:
 
 
 def weights(run_dir: Path) -> dict[str, Path]:
-    return {str(p.relative_to(run_dir)): p for p in run_dir.glob("**/*.safetensors") if "checkpoints" not in p.parts}
+    """Every weights file but checkpoints (and a study's per-trial copies: a killed trial continues
+    under another trial number, so those folders are named differently; tune.json is compared)."""
+    return {str(p.relative_to(run_dir)): p for p in run_dir.glob("**/*.safetensors")
+            if "checkpoints" not in p.parts and "trials" not in p.relative_to(run_dir).parts[:1]}
 
 
 def metrics(run_dir: Path):
     summary = json.loads((run_dir / "summary.json").read_text())
     if "rows" in summary:  # distill: every row's test metrics (timings and latencies excluded)
-        return {name: row["metrics"] for name, row in summary["rows"].items()}
+        return {name: row["metrics"] for name, row in summary["rows"].items()} | {"tune_best": summary.get("tune", {}).get("best", {}).get("params")}
     return summary["metrics"]
 
 
@@ -102,7 +109,15 @@ def compare(reference: Path, resumed: Path) -> list[str]:
             problems.append(f"{name}: tensors differ")
     if metrics(reference) != metrics(resumed):
         problems.append("summary.json metrics differ")
+    if (reference / "tune.json").is_file() and finished_trials(reference) != finished_trials(resumed):
+        problems.append("tune.json: the finished trials differ")
     return problems
+
+
+def finished_trials(run_dir: Path) -> list:
+    """A study's finished trials in order: parameters, state, value, per-epoch scores."""
+    record = json.loads((run_dir / "tune.json").read_text())
+    return [(t["params"], t["state"], t["value"], t["intermediate"]) for t in record["trials"] if t["state"] in ("COMPLETE", "PRUNED")]
 
 
 def kill_point(name: str, reference: Path, start: float, stop: float, end: float, workdir: Path,

@@ -171,6 +171,7 @@ class Context:
     space: dict
     metric: str
     out: Path
+    sampler_seed: int | None = None  # kdkit's own sampler: reseeded per trial (see run_worker)
 
     @property
     def seed(self) -> int:
@@ -182,10 +183,11 @@ class _Surplus(Exception):
 
 
 def counts(study) -> tuple[int, int]:
-    """(finished, still running) trials; failed and surplus trials count as neither."""
+    """(finished, still running) trials; failed and surplus trials count as neither, and a queued
+    (WAITING) trial is a free place: the next trial started takes its parameters."""
     trials = study.get_trials(deepcopy=False)
     done = sum(t.state in DONE for t in trials)
-    running = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) and not t.user_attrs.get("surplus") for t in trials)
+    running = sum(t.state == TrialState.RUNNING and not t.user_attrs.get("surplus") for t in trials)
     return done, running
 
 
@@ -203,13 +205,15 @@ def objective(trial, study, ctx: Context) -> float:
     from kdkit.pipeline import model_meta
     from kdkit.train import fit
 
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
     if is_surplus(study, trial, study.user_attrs["kdkit_trials"]):
         trial.set_user_attr("surplus", True)
         raise _Surplus()
     params = {name: suggest(trial, name, dist) for name, dist in ctx.space.items()}
-    run_dir = ctx.out / "trials" / f"{trial.number:04d}"
+    continues = trial.user_attrs.get("continues")  # the run dir of a killed trial with these parameters
+    run_dir = Path(continues) if continues else ctx.out / "trials" / f"{trial.number:04d}"
     trial.set_user_attr("run_dir", str(run_dir.resolve()))
-    trial.set_user_attr("host", socket.gethostname())
     cfg = dataclasses.replace(ctx.cfg, **params, seed=ctx.seed, seeds=[ctx.seed], out=str(run_dir), resume=False)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, run_dir / "config.yaml")
@@ -220,6 +224,12 @@ def objective(trial, study, ctx: Context) -> float:
         trial.report(scores[epoch], epoch)
         if epoch < cfg.epochs and trial.should_prune():  # (after the last epoch there is nothing left to save)
             raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+    if continues and (history := checkpointed_history(run_dir)) is not None:
+        cfg = dataclasses.replace(cfg, resume=True)  # the killed fit goes on from its checkpoint, bit for bit
+        for row in history:  # the epochs it had finished count for this trial (and its pruning) too
+            scores[row["epoch"]] = row[f"val_{ctx.metric}"]
+            trial.report(scores[row["epoch"]], row["epoch"])
 
     t0 = time.perf_counter()
     try:
@@ -237,6 +247,42 @@ def objective(trial, study, ctx: Context) -> float:
     ckpt.write_json(run_dir / "fit.json", info)
     trial.set_user_attr("best_epoch", result.best_epoch)
     return scores[result.best_epoch]  # the score of the weights that would be evaluated (best.safetensors)
+
+
+def checkpointed_history(run_dir: Path) -> list | None:
+    """The per-epoch validation rows of a killed trial's newest intact checkpoint (None: none)."""
+    for state in sorted((run_dir / "checkpoints").glob("state-*.safetensors"), reverse=True):
+        meta = ckpt.load_meta(state)
+        if meta.get("sha256"):
+            return meta["history"]
+    return None
+
+
+def recover_killed(study):
+    """Trials this machine's workers were running when they were killed (their process is gone):
+    failed now, not after the heartbeat's grace period, and their parameters queued again with
+    their run directory, so the next trial continues the killed fit from its checkpoint. With
+    kdkit's sampler (reseeded per trial) a study killed anywhere ends as it would have uninterrupted."""
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = t.user_attrs.get("pid")
+        if t.user_attrs.get("host") != host or pid is None or _alive(pid) or t.user_attrs.get("surplus"):
+            continue
+        study.tell(t.number, state=TrialState.FAIL)
+        if "run_dir" in t.user_attrs:
+            study.enqueue_trial(t.params, user_attrs={"continues": t.user_attrs["run_dir"]}, skip_if_exists=False)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():  # an earlier process had the number this one has now
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def build_method(cfg: DistillConfig, ctx: Context):
@@ -270,11 +316,16 @@ def run_worker(study, ctx: Context, deadline: float | None = None):
     """Run trials until the study has --trials finished ones (counting every worker's), then wait
     for the others' running trials. A place whose worker died (no heartbeat for GRACE_SECONDS) is
     failed and run again here. No trial starts after `deadline` (time.monotonic())."""
+    recover_killed(study)
     while True:
         done, running = counts(study)
         if done >= study.user_attrs["kdkit_trials"] or (deadline and time.monotonic() > deadline):
             return
         if done + running < study.user_attrs["kdkit_trials"]:
+            if ctx.sampler_seed is not None:  # trial k's draws depend on (seed, k) only, not on restarts
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    study.sampler = optuna.samplers.TPESampler(constant_liar=True, seed=ctx.sampler_seed * 100_003 + done)
             study.optimize(lambda trial: objective(trial, study, ctx), n_trials=1, catch=(_Surplus,),
                            callbacks=[say_trial], gc_after_trial=True)
         else:
@@ -451,6 +502,7 @@ def tune(cfg: DistillConfig, trials: int, storage: str | None = None, study_name
     study_name = study_name or os.path.normpath(cfg.out)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     ctx = prepare(cfg, metric, fixed)
+    ctx.sampler_seed = ctx.seed if sampler is None else None
     out.mkdir(parents=True, exist_ok=True)
     with file_lock(out / "tune.lock"):  # on one machine, workers that start together create the tables in turn
         rdb = open_storage(storage)
