@@ -114,8 +114,6 @@ def test_unknown_names_and_bad_values(tmp_path, args, pattern):
 
 def test_class_count_mismatch(tmp_path):
     out = tmp_path / "t3"
-    import numpy as np
-
     from kdkit.checkpoint import save_weights
     from kdkit.models import create_model
 

@@ -1,6 +1,4 @@
 """Tests for kdkit.evaluate: every metric against scikit-learn or a hand-computed value."""
-import math
-
 import numpy as np
 import pytest
 import torch

@@ -361,7 +361,6 @@ class _Sums:
     def flush(self, state) -> dict:
         """Means since the last flush, over steps and (summed, then divided) over processes."""
         self.check(state)
-        world = distributed.world_size()
         names = list(self.parts)
         values = [torch.as_tensor(self.parts[k], dtype=torch.float64, device=self.device) for k in names]
         counts = torch.tensor([float(self.correct), float(self.count), float(self.steps)], dtype=torch.float64, device=self.device)
