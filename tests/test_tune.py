@@ -281,3 +281,13 @@ def test_cli_error_is_one_line(tmp_path):
     r = subprocess.run(KDKIT + ["tune", *TINY, "--trials", "0", "--out", str(tmp_path / "x")], capture_output=True, text=True,
                        timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 2 and r.stderr.strip() == "error: --trials must be at least 1, got 0; e.g. --trials 20", r.stderr
+
+
+def test_config_as_positional_argument(tmp_path):
+    """`kdkit tune CONFIG --trials N`, as the issue writes it: the file is read like --config."""
+    from kdkit.cli import app
+    from typer.testing import CliRunner
+
+    (tmp_path / "c.yaml").write_text("dataset: nope-dataset\n")
+    result = CliRunner().invoke(app, ["tune", str(tmp_path / "c.yaml"), "--trials", "1", "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0 and "unknown dataset 'nope-dataset'" in str(result.exception)

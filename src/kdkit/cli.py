@@ -119,6 +119,7 @@ def ensemble(
 
 @app.command()
 def tune(
+    config_file: Optional[Path] = typer.Argument(None, help="YAML config (as `kdkit tune CONFIG`; same as --config)"),
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = typer.Option(None, "--set", help="set any config key, e.g. --set temperature=2 "
                                              "(repeatable); a key set here is not searched"),
@@ -153,7 +154,9 @@ def tune(
     flags = dict(dataset=dataset, data_dir=data_dir, imbalance=imbalance, teacher=teacher, student=student, method=method,
                  epochs=epochs, teacher_epochs=teacher_epochs, seeds=_seeds(seeds), lr=lr, batch_size=batch_size,
                  report=report, device=device, out=out)
-    cfg = resolve(DistillConfig, config, flags, set_)
+    if config_file and config and config_file != config:
+        raise KdkitError(f"two config files given ({config_file} and --config {config}); give one")
+    cfg = resolve(DistillConfig, config_file or config, flags, set_)
     if cfg.out == DistillConfig.out:
         cfg = dataclasses.replace(cfg, out="runs/tune")
     fixed = [key.replace("-", "_") for key in parse_set(set_)]
