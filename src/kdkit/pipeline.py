@@ -24,7 +24,7 @@ from kdkit.methods import CrossEntropy, create_method
 from kdkit.models import check_input, create_model
 from kdkit.summary import summarise, write_summary
 from kdkit.teachers import HybridTeacher
-from kdkit.train import fit, select_device
+from kdkit.train import complete_checkpoints, fit, select_device
 
 
 def model_meta(arch: str, data: Dataset) -> dict:
@@ -175,8 +175,7 @@ def _fit_or_skip(method, data, cfg, run_dir: Path, meta: dict, desc: str):
     done = run_dir / "fit.json"  # written last: the weights before it are complete
     if cfg.resume and done.is_file() and (run_dir / "last.safetensors").is_file():
         return json.loads(done.read_text())
-    # (a checkpoint without its sidecar was cut off while being written: it never existed)
-    has_state = any(ckpt.sidecar(p).is_file() for p in (run_dir / "checkpoints").glob("state-*.safetensors"))
+    has_state = bool(complete_checkpoints(run_dir))
     result = fit(method, data, dataclasses.replace(cfg, resume=cfg.resume and has_state), run_dir, meta=meta, desc=desc)
     info = {k: v for k, v in dataclasses.asdict(result).items() if k != "run_dir"}
     if not result.stopped_early:

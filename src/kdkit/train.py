@@ -381,6 +381,13 @@ POSITION_KEYS = ("dataset", "model", "student", "teacher", "method", "batch_size
                  "imbalance", "sampler")
 
 
+def complete_checkpoints(run_dir) -> list[Path]:
+    """A run directory's checkpoints that have their sidecar, newest first: the ones --resume can
+    use (tensors without a sidecar were cut off while being written and never counted)."""
+    found = sorted((Path(run_dir) / "checkpoints").glob("state-*.safetensors"), reverse=True)
+    return [p for p in found if ckpt.sidecar(p).is_file()]
+
+
 class State:
     """Training position and everything needed to resume it exactly.
 

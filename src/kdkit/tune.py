@@ -251,7 +251,9 @@ def objective(trial, study, ctx: Context) -> float:
 
 def checkpointed_history(run_dir: Path) -> list | None:
     """The per-epoch validation rows of a killed trial's newest intact checkpoint (None: none)."""
-    for state in sorted((run_dir / "checkpoints").glob("state-*.safetensors"), reverse=True):
+    from kdkit.train import complete_checkpoints
+
+    for state in complete_checkpoints(run_dir):
         meta = ckpt.load_meta(state)
         if meta.get("sha256"):
             return meta["history"]
