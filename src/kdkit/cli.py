@@ -71,6 +71,9 @@ def distill(
     batch_size: Optional[int] = typer.Option(None, help="batch size"),
     baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline", help="train the scratch student too"),
     report: Optional[bool] = typer.Option(None, "--report/--no-report", help="write report.html at the end (default on)"),
+    teacher_cache: Optional[bool] = typer.Option(None, "--teacher-cache/--no-teacher-cache",
+                                                 help="offline KD: store the teacher's outputs once (per recorded view), distill from them"),
+    compile_mode: Optional[str] = typer.Option(None, "--compile", help="torch.compile mode: off | default | reduce-overhead | max-autotune"),
     resume: Optional[bool] = typer.Option(None, "--resume", help="continue a killed run in --out"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | mps"),
     out: Optional[str] = typer.Option(None, help="run directory"),
@@ -78,7 +81,8 @@ def distill(
     """Distill a teacher into a student; also train the scratch baseline; write the evidence table."""
     flags = dict(dataset=dataset, data_dir=data_dir, imbalance=imbalance, teacher=teacher, student=student, method=method, epochs=epochs,
                  teacher_epochs=teacher_epochs, seeds=_seeds(seeds), temperature=temperature, alpha=alpha, lr=lr,
-                 batch_size=batch_size, baseline=baseline, report=report, resume=resume, device=device, out=out)
+                 batch_size=batch_size, baseline=baseline, report=report, teacher_cache=teacher_cache, compile=compile_mode,
+                 resume=resume, device=device, out=out)
     cfg = resolve(DistillConfig, config, flags, set_)
     _run_distill(cfg)
 

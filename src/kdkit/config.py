@@ -53,6 +53,7 @@ class TrainConfig:
     nan_policy: str = "stop"  # NaN/inf loss or gradient: stop (naming the step and the last good checkpoint) or skip the step and count it
     amp: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with native bf16, else off), bf16, off
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
+    compile: str = "off"  # torch.compile the student and teacher: off, default, reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs
     # run
     seed: int = 0  # initialisation, shuffling, augmentation and the validation split
     out: str = "runs/train"  # run directory
@@ -101,6 +102,10 @@ class DistillConfig(TrainConfig):
     kd_weight: float = 1.0  # bkd: weight of the class-balanced KD term
     rebalance_tau: float = 0.0  # kd: > 0 re-balances the teacher's soft targets (logits - tau * log prior) for long tails
     bootstrap: bool = False  # several teachers trained here: each on its own bootstrap resample of train (bagging)
+    teacher_cache: bool = False  # offline KD: label the training set once per recorded view, then distill from the stored outputs (logit methods)
+    cache_views: int = 8  # teacher_cache with augmentation: recorded views per sample (K); epoch e replays view e % K
+    cache_dtype: str = "float16"  # teacher_cache: float16 or float32 logits
+    cache_topk: int = 0  # teacher_cache: > 0 stores only the k largest probabilities per sample (+ the rest's mass); 0 = every logit
     transfer_exclude: list[int] = field(default_factory=list)  # class indices left out of the distilled student's train and val splits (the transfer set); teacher, scratch and test keep every class (Hinton et al. 2015: MNIST without 3s)
     seeds: list[int] = field(default_factory=lambda: [0])  # scratch and student repeat per seed
     baseline: bool = True  # also train the scratch student (same architecture and budget, no teacher)
@@ -231,6 +236,8 @@ CHOICES = {
     "sampler": ("none", "class_balanced", "sqrt"),
     "teacher_sampler": ("none", "class_balanced", "sqrt"),
     "nan_policy": ("stop", "skip"),
+    "compile": ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+    "cache_dtype": ("float16", "float32"),
 }
 
 
@@ -261,6 +268,9 @@ def validate(cfg):
         parse_imbalance(cfg.imbalance)
     if getattr(cfg, "generations", 1) < 1:
         raise KdkitError(f"config key 'generations' must be >= 1, got {cfg.generations}; 1 = plain distillation")
+    if getattr(cfg, "cache_views", 1) < 1 or getattr(cfg, "cache_topk", 0) < 0:
+        raise KdkitError(f"cache_views must be >= 1 and cache_topk >= 0, got {cfg.cache_views} and {cfg.cache_topk}; "
+                         "e.g. --set cache_views=8 --set cache_topk=0")
     if hasattr(cfg, "seeds") and not cfg.seeds:
         raise KdkitError("config key 'seeds' is empty; give at least one seed, e.g. --seeds 0,1,2")
     return cfg

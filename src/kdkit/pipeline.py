@@ -24,7 +24,7 @@ from kdkit.methods import CrossEntropy, create_method
 from kdkit.models import check_input, create_model
 from kdkit.summary import summarise, write_summary
 from kdkit.teachers import HybridTeacher
-from kdkit.train import complete_checkpoints, fit, select_device
+from kdkit.train import autocast_dtype, complete_checkpoints, fit, select_device
 
 
 def model_meta(arch: str, data: Dataset) -> dict:
@@ -286,6 +286,27 @@ def _teacher(cfg: DistillConfig, data: Dataset, out: Path):
     return teacher, info
 
 
+def teacher_source(teacher, cfg: DistillConfig, data: Dataset, out: Path, device) -> tuple:
+    """What a distilled student learns from: the teacher itself (online KD), or with teacher_cache
+    its stored outputs on recorded views (kdkit.teachers.cache), built once per teacher, data and
+    settings under out/teacher_cache and reused by every later run that matches."""
+    if not cfg.teacher_cache:
+        return teacher, {}
+    from kdkit.teachers.cache import TeacherCache
+
+    t0 = time.perf_counter()
+    cache = TeacherCache.build(teacher, data.train, out / "teacher_cache", augment=data.augment if cfg.augment == "auto" else cfg.augment,
+                               views=cfg.cache_views, seed=cfg.seed, mean=data.mean, std=data.std, device=device,
+                               dtype=cfg.cache_dtype, topk=cfg.cache_topk, autocast=autocast_dtype(cfg.amp, device),
+                               log=console_log)
+    return cache, {"teacher_cache": str(cache.path), "teacher_cache_seconds": time.perf_counter() - t0}
+
+
+def console_log(message: str):
+    if distributed.is_main():
+        print(message)
+
+
 def teacher_specs(teacher: str) -> list[str]:
     return [spec.strip() for spec in str(teacher).split(",") if spec.strip()]
 
@@ -421,6 +442,12 @@ def _preflight(cfg: DistillConfig, data: Dataset):
         raise KdkitError(f"method {feature[0]} matches features of one torch teacher, but --teacher names "
                          f"{len(specs)} teacher(s) of other kinds; use kd, dkd or dist with several teachers")
     _check_transfer_exclude(cfg, data, hybrid)
+    if cfg.teacher_cache:
+        feature = [p for p in parts if issubclass(METHODS[p], FeatureMethod) or not METHODS[p].needs_teacher]
+        if hybrid or feature:
+            what = f"method {feature[0]} needs more than the teacher's logits" if feature else f"--teacher {cfg.teacher} is not one torch model"
+            raise KdkitError(f"--teacher-cache stores one torch teacher's logits, but {what}; "
+                             "use it with kd, dkd, dist, bkd or lakd and one teacher, or drop --teacher-cache")
     if cfg.combine == "weights" and len(cfg.teacher_weights) != len(specs):
         raise KdkitError(f"combine=weights needs one weight per teacher: {len(specs)} teachers, "
                          f"{len(cfg.teacher_weights)} weights; e.g. --set teacher_weights=0.5,0.5")
@@ -489,9 +516,12 @@ def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
                     kwargs = method_kwargs(cfg, fit_data)
                     if "dml" in cfg.method.split("+"):
                         kwargs["peer"] = build_model(cfg.peer or cfg.student, data, seed + 1000)
-                    method = create_method(cfg.method, student, current_teacher, **kwargs)
+                    source, cache_info = teacher_source(current_teacher, seed_cfg, fit_data, out, device)
+                    method = create_method(cfg.method, student, source, **kwargs)
                 run_dir = out / phase / f"seed{seed}"
                 info = _fit_or_skip(method, fit_data, seed_cfg, run_dir, model_meta(cfg.student, data), desc=f"{phase} seed {seed}")
+                if phase != "scratch":
+                    info |= cache_info
                 if info.get("stopped_early"):
                     raise _Stopped()
                 metrics = test_both(student, run_dir, data, device, teacher_logits, cfg.posthoc_tau)

@@ -49,7 +49,7 @@ def mean_std(values) -> dict:
 def _row(per_seed: list[dict], fits: list[dict], facts: dict) -> dict:
     metrics = {k: mean_std([m.get(k) for m in per_seed]) for k in SCALARS if any(k in m for m in per_seed)}
     fit = {k: mean_std([f.get("peak_memory", {}).get(k) if k == "peak_memory_mb" else f.get(k) for f in fits])
-           for k in ("peak_memory_mb", "seconds", "images_per_second")}
+           for k in ("peak_memory_mb", "seconds", "images_per_second", "train_images_per_second")}
     return {"metrics": metrics, "fit": fit, "facts": facts, "per_seed": per_seed}
 
 

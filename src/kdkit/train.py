@@ -39,6 +39,7 @@ class FitResult:
     peak_memory: dict
     stopped_early: bool = False  # max_steps reached; --resume continues
     skipped_steps: int = 0  # steps skipped for NaN/inf under nan_policy=skip
+    train_images_per_second: float = float("nan")  # steady-state training steps only (see _Throughput)
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -91,16 +92,17 @@ def lr_at(step: int, steps_per_epoch: int, cfg) -> float:
     return cfg.lr
 
 
-def make_optimizer(params, cfg) -> torch.optim.Optimizer:
-    """Weight decay on weights (ndim > 1) only; biases and norm parameters are not decayed."""
+def make_optimizer(params, cfg, fused: bool = False) -> torch.optim.Optimizer:
+    """Weight decay on weights (ndim > 1) only; biases and norm parameters are not decayed.
+    `fused`: one fused kernel for the whole update (CUDA)."""
     params = [p for p in params if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
     ]
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+        return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused or None)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, fused=fused or None)
 
 
 class Logger:
@@ -163,12 +165,13 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
     method.to(device)
     if device.type == "cuda":
         method.to(memory_format=torch.channels_last)
+    compiled = compile_models(method, getattr(cfg, "compile", "off"))
     augment = data.augment if cfg.augment == "auto" else cfg.augment
     train = BatchLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, augment=augment,
                         mean=data.mean, std=data.std, device=device, drop_last=len(data.train.labels) > cfg.batch_size,
-                        sampler=getattr(cfg, "sampler", "none"))
+                        sampler=getattr(cfg, "sampler", "none"), views=getattr(method.teacher, "views", None))
     val = BatchLoader(data.val, 512, shuffle=False, mean=data.mean, std=data.std, device=device)
-    optimizer = make_optimizer(method.parameters(), cfg)
+    optimizer = make_optimizer(method.parameters(), cfg, fused=device.type == "cuda")
     params = [p for group in optimizer.param_groups for p in group["params"]]
     model = distributed.wrap(method, device)  # DDP under torchrun; the method itself otherwise
     if getattr(cfg, "max_norm", 0):  # rows of the student's Linear weights: one hidden unit's incoming weights
@@ -188,10 +191,13 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
     steps_per_epoch = len(train)
     total_steps = cfg.epochs * steps_per_epoch
     t0, images = time.perf_counter(), 0
+    meter = _Throughput(device, warmup=min(20, max(1, total_steps // 10)))
     with PeakMemory(device) as peak, _progress(cfg.progress and distributed.is_main()) as bar, logger, _out_of_memory(state, cfg, device):
         task = bar.add_task(desc, total=total_steps, completed=state.step, info="")
         while state.epoch < cfg.epochs:
             train.set_epoch(state.epoch)
+            if hasattr(method.teacher, "set_epoch"):  # a teacher-output cache: the slot of this epoch's views
+                method.teacher.set_epoch(state.epoch)
             method.train()
             sums = state.sums = _Sums(device, state.restored_sums)  # (a mid-epoch resume continues the log window)
             state.restored_sums = None
@@ -200,6 +206,8 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(state.step, steps_per_epoch, cfg)
                 method.epoch = state.step / steps_per_epoch
+                if "reduce-overhead" in compiled:  # CUDA graphs: this step's outputs may overwrite the last's
+                    torch.compiler.cudagraph_mark_step_begin()
                 out = _step(model, optimizer, params, x, y, idx, dtype, cfg.grad_clip, skip_bad)
                 if out is None:  # nan_policy=skip: a NaN/inf step changed nothing
                     state.skipped += 1
@@ -207,6 +215,7 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
                     sums.add(out, y, state.step)
                 state.step += 1
                 images += len(y)
+                meter.step(len(y))
                 bar.update(task, advance=1)
                 if state.step % cfg.log_every == 0:
                     scalars = sums.flush(state)
@@ -223,9 +232,11 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
                 state.save()  # stopped mid-epoch: --resume continues from here
                 break
             state.sums = None  # the next epoch starts a new log window
+            meter.pause()
             _end_epoch(state, method, val, device, logger, run_dir, meta, balanced=bool(getattr(cfg, "imbalance", None)))
             if on_epoch is not None:
                 on_epoch(state.epoch, state.history[-1])
+            meter.resume()
             if stop_at and state.step >= stop_at and state.epoch < cfg.epochs:
                 break
     distributed.barrier()  # every process sees the files rank 0 wrote
@@ -236,7 +247,55 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
         _save_student(run_dir / "last.safetensors", method, meta, epoch=state.epoch, val_accuracy=state.history[-1]["val_accuracy"],
                       skipped_steps=state.skipped)
         distributed.barrier()
-    return _result(state, run_dir, t0, images * distributed.world_size(), peak, stopped)
+    meter.pause()
+    return _result(state, run_dir, t0, images * distributed.world_size(), peak, stopped, meter.rate() * distributed.world_size())
+
+
+def compile_models(method, mode: str) -> str:
+    """torch.compile the student and a torch teacher in place (state-dict names unchanged), each only
+    when the method taps none of its layers (the taps' hooks would be re-traced every step). Returns
+    the mode ("" when off). With "reduce-overhead" (CUDA graphs) fit marks each step's beginning."""
+    if mode in ("off", "", None):
+        return ""
+    if not method.student_layers:
+        method.student.compile(mode=mode)
+    if isinstance(method.teacher, torch.nn.Module) and not method.teacher_layers:
+        method.teacher.compile(mode=mode)
+    return mode
+
+
+class _Throughput:
+    """Training images/s of the steady state: from step `warmup` of this invocation on (compilation,
+    allocator warm-up and the first batches excluded), training steps only (validation and
+    checkpoints excluded). Synchronises the device only at its start and at each pause."""
+
+    def __init__(self, device, warmup: int):
+        self.device, self.warmup, self.steps = device, warmup, 0
+        self.images, self.seconds, self.started = 0, 0.0, None
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def step(self, images: int):
+        self.steps += 1
+        if self.started is not None:
+            self.images += images
+        elif self.steps == self.warmup:
+            self.started = self._now()
+
+    def pause(self):
+        if self.started is not None:
+            self.seconds += self._now() - self.started
+            self.started = None
+
+    def resume(self):
+        if self.steps >= self.warmup:
+            self.started = self._now()
+
+    def rate(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
 
 
 def _max_norm_hook(weights, bound: float):
@@ -376,9 +435,9 @@ class _Sums:
 # Any other change is either refused (the position would mean another thing: POSITION_KEYS) or
 # allowed with a warning that the result now differs from an uninterrupted run (lr after a NaN stop).
 RUN_KEYS = {"resume", "max_steps", "progress", "out", "report", "log_every", "checkpoint_every", "device",
-            "data_dir", "download", "seeds", "baseline", "generations", "deterministic", "nan_policy"}
+            "data_dir", "download", "seeds", "baseline", "generations", "deterministic", "nan_policy", "compile"}
 POSITION_KEYS = ("dataset", "model", "student", "teacher", "method", "batch_size", "seed", "val_fraction",
-                 "imbalance", "sampler")
+                 "imbalance", "sampler", "teacher_cache", "cache_views")
 
 
 def complete_checkpoints(run_dir) -> list[Path]:
@@ -515,11 +574,11 @@ def _save_student(path, method, meta, **extra):
     ckpt.save_weights(path, method.student.state_dict(), dict(meta, **extra))
 
 
-def _result(state, run_dir, t0, images, peak, stopped=False) -> FitResult:
+def _result(state, run_dir, t0, images, peak, stopped=False, train_rate=float("nan")) -> FitResult:
     seconds = time.perf_counter() - t0
     last = state.history[-1]["val_accuracy"] if state.history else float("nan")
     return FitResult(run_dir, state.best_epoch, state.best_val_accuracy, last, seconds,
-                     images / max(seconds, 1e-9), peak.result, stopped, state.skipped)
+                     images / max(seconds, 1e-9), peak.result, stopped, state.skipped, train_rate)
 
 
 def _progress(enabled: bool) -> Progress:

@@ -7,7 +7,9 @@ whole batch is transformed by a few tensor ops (no Python loop over samples).
     "none"       images returned unchanged
 
 Random draws come from a CPU `torch.Generator`, so the same generator state gives the same
-augmentation on every device. Works on uint8 or float images; padding is value 0.
+augmentation on every device. Works on uint8 or float images; padding is value 0. An augmentation
+is a row of parameters (`draw`: shift dy, dx, flip) and its application (`apply`), so a view can
+be recorded and replayed exactly (the teacher-output cache labels recorded views).
 """
 import torch
 import torch.nn.functional as F
@@ -39,25 +41,41 @@ def random_crop(images: torch.Tensor, generator: torch.Generator, pad: int) -> t
 
 
 def flip(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Images whose mask entry is True mirrored left-right; the others unchanged."""
+    """Images whose mask entry is True (or 1) mirrored left-right; the others unchanged."""
     mask = mask.to(images.device, torch.bool).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
     return torch.where(mask, images.flip(3), images)
 
 
 def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """`flip` with probability 1/2 per sample."""
-    mask = torch.rand(len(images), generator=generator) < 0.5  # (B,)
-    return flip(images, mask)
+    return flip(images, torch.rand(len(images), generator=generator) < 0.5)
 
 
-def augment_batch(images: torch.Tensor, generator: torch.Generator, augment: str) -> torch.Tensor:
-    """Apply the named augmentation (see AUGMENTS) to a (B, C, H, W) batch."""
+def draw(count: int, generator: torch.Generator, augment: str) -> torch.Tensor:
+    """(count, 3) int8 augmentation parameters, one row per image: shift dy, shift dx, flip (0/1).
+    Drawn from the CPU `generator` (shifts first, then flips), so a recorded row replays exactly."""
     if augment not in AUGMENTS:
         raise unknown("augment", augment, AUGMENTS)
+    params = torch.zeros(count, 3, dtype=torch.int8)  # (B, 3): dy, dx, flip
+    if augment in PADDING:
+        pad = PADDING[augment]
+        params[:, :2] = torch.randint(-pad, pad + 1, (count, 2), generator=generator).to(torch.int8)
+    if augment in ("flip", "crop_flip"):
+        params[:, 2] = (torch.rand(count, generator=generator) < 0.5).to(torch.int8)
+    return params
+
+
+def apply(images: torch.Tensor, params: torch.Tensor, augment: str) -> torch.Tensor:
+    """The augmentation `params` (from `draw`, on any device) describe, applied to a (B, C, H, W) batch."""
     if augment == "none":
         return images
     if augment in PADDING:
-        images = random_crop(images, generator, PADDING[augment])
+        images = crop(images, params[:, :2], PADDING[augment])
     if augment in ("flip", "crop_flip"):
-        images = random_flip(images, generator)
+        images = flip(images, params[:, 2])
     return images
+
+
+def augment_batch(images: torch.Tensor, generator: torch.Generator, augment: str) -> torch.Tensor:
+    """Apply the named augmentation (see AUGMENTS) to a (B, C, H, W) batch, drawn from `generator`."""
+    return apply(images, draw(len(images), generator, augment), augment)

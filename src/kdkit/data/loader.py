@@ -9,7 +9,12 @@
 
 Reproducibility: the order of an epoch comes from a generator seeded with (seed, epoch), and
 the augmentation of batch b from one seeded with (seed, epoch, b). So an epoch can be recreated
-exactly, and `iter_from(k)` resumes at batch k without computing batches 0..k-1.
+exactly, and `iter_from(k)` resumes at batch k without computing batches 0..k-1. With `views`
+(recorded augmentation rows, K slots), epoch e instead replays slot e % K: each sample is seen
+exactly as it was when the teacher-output cache labelled it.
+
+Speed: the data sits on the device when it fits; an epoch's order and augmentation rows are made
+on the CPU once and copied in one pinned, non-blocking transfer, so no batch waits for the host.
 
 Samplers (for long-tailed training splits; `shuffle=True` only). An epoch is always len(split)
 draws, so the batches per epoch, schedules and resuming are the same whichever is chosen:
@@ -26,7 +31,7 @@ import math
 import numpy as np
 import torch
 
-from kdkit.data.augment import AUGMENTS, augment_batch
+from kdkit.data.augment import AUGMENTS, apply, draw
 from kdkit.data.dataset import Split
 from kdkit.errors import KdkitError, unknown
 
@@ -48,7 +53,7 @@ class BatchLoader:
 
     def __init__(self, split: Split, batch_size: int, *, shuffle: bool, seed: int = 0,
                  augment: str = "none", mean=None, std=None, device="cpu", drop_last: bool = False,
-                 sampler: str = "none"):
+                 sampler: str = "none", views: torch.Tensor | None = None):
         if batch_size < 1:
             raise KdkitError(f"batch_size must be at least 1, got {batch_size}")
         if augment not in AUGMENTS:
@@ -61,10 +66,14 @@ class BatchLoader:
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.augment, self.drop_last, self.epoch = augment, drop_last, 0
         self.sampler = sampler
+        # (K, N, 3) int8 recorded augmentation rows (the teacher-output cache's views): epoch e
+        # replays slot e % K, so a sample is seen exactly as the teacher labelled it
+        self.views = views
         # (N,) float64 draw weight of each sample (CPU, for torch.multinomial); None = permutation
         self.draw_weights = None if sampler == "none" else _draw_weights(split.labels, sampler)
         self.device = torch.device(device)
         self.images = _place(split.images, self.device)  # (N, C, H, W), on device when it fits
+        self.views = None if views is None else views.to(self.images.device)
         self.labels = split.labels.to(self.images.device)  # (N,)
         channels = split.images.shape[1]
         self.scale = 1 / 255 if split.images.dtype == torch.uint8 else 1.0
@@ -91,9 +100,15 @@ class BatchLoader:
         return self._batches(start_batch)
 
     def _batches(self, start_batch: int):
-        order = self._order()  # (N,) sample indices for this epoch
-        for b in range(start_batch, len(self)):
-            yield self._batch(order[b * self.batch_size:(b + 1) * self.batch_size], b)
+        first = start_batch * self.batch_size
+        order = self._order()[first:]  # (N',) sample indices of the batches still to come
+        params = self._params(order, start_batch)  # (N', 3) int8 augmentation rows, or None
+        # One host -> device copy per epoch (pinned, non-blocking): no per-batch synchronisation.
+        order = _to_device(order, self.images.device)
+        params = None if params is None else _to_device(params, self.images.device)
+        for b in range(len(self) - start_batch):
+            rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            yield self._batch(order[rows], None if params is None else params[rows])
 
     def _order(self) -> torch.Tensor:
         if not self.shuffle:
@@ -104,14 +119,34 @@ class BatchLoader:
                                      generator=generator)
         return torch.randperm(len(self.labels), generator=generator)
 
-    def _batch(self, idx: torch.Tensor, b: int):
-        idx = idx.to(self.images.device)
+    def _params(self, order: torch.Tensor, start_batch: int) -> torch.Tensor | None:
+        """Augmentation rows for `order`: replayed from `views` (slot epoch % K) when recorded views
+        are given, else batch b's drawn from a generator seeded with (seed, epoch, b)."""
+        if self.augment == "none":
+            return None
+        if self.views is not None:
+            slot = self.views[self.epoch % len(self.views)]  # (N, 3) this epoch's recorded views
+            return slot.index_select(0, order.to(slot.device))
+        sizes = [len(order[b * self.batch_size:(b + 1) * self.batch_size]) for b in range(len(self) - start_batch)]
+        return torch.cat([draw(n, seeded_generator(self.seed, self.epoch, start_batch + b), self.augment)
+                          for b, n in enumerate(sizes)] or [torch.zeros(0, 3, dtype=torch.int8)])
+
+    def _batch(self, idx: torch.Tensor, params: torch.Tensor | None):
         x = self.images.index_select(0, idx)  # (B, C, H, W), still uint8: cheaper to augment
-        if self.augment != "none":
-            x = augment_batch(x, seeded_generator(self.seed, self.epoch, b), self.augment)
-        x = x.to(self.device, non_blocking=True).float()
-        x = x.mul_(self.scale).sub_(self.mean).div_(self.std)  # (B, C, H, W) float32 normalised
-        return x, self.labels.index_select(0, idx).to(self.device), idx.to(self.device)
+        if params is not None:
+            x = apply(x, params, self.augment)
+        if x.device != self.device:  # images kept on CPU (too large for the device): pinned copy
+            x = x.pin_memory() if self.device.type == "cuda" else x
+            x = x.to(self.device, non_blocking=True)
+        x = x.float().mul_(self.scale).sub_(self.mean).div_(self.std)  # (B, C, H, W) float32 normalised
+        idx = idx.to(self.device, non_blocking=True)
+        return x, self.labels.index_select(0, idx.to(self.labels.device)).to(self.device, non_blocking=True), idx
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def _draw_weights(labels: torch.Tensor, sampler: str) -> torch.Tensor:

@@ -1,0 +1,195 @@
+"""Teacher-output cache (offline KD): the teacher labels every training sample once per recorded
+view; distillation then reads those outputs instead of running the teacher at every step.
+
+    cache = TeacherCache.build(teacher, data.train, "runs/x/teacher_cache", augment="crop_flip",
+                               views=8, seed=0, mean=data.mean, std=data.std, device="cuda")
+    method = create_method("kd", student, cache, ...)   # the cache stands in for the teacher
+    fit(method, data, cfg, run_dir)                      # fit replays the recorded views
+
+Consistent teaching (FKD, Shen & Xing 2022; Beyer et al. 2022): with augmentation, the student
+must see exactly the view the teacher labelled. So the cache records K views per sample (slots):
+an augmentation row (shift dy, dx, flip) for each (slot, sample), drawn from a generator seeded
+with (seed, slot). Training epoch e replays slot e % K: BatchLoader applies the recorded rows (in
+a fresh order every epoch) and the cache returns the outputs of that slot. K trades teacher work
+(K passes over the training set, in inference mode and large batches) against view diversity
+(K = epochs sees as many distinct views as online KD). Without augmentation K is 1.
+
+Files (a folder; reused when everything it was built from is unchanged, see `key`):
+  views.npy               (K, N, 3) int8     the recorded augmentation rows
+  logits.npy              (K, N, C) float16 or float32, the teacher's logits        (topk = 0)
+  topk_logp.npy           (K, N, k) float16  the k largest log-probabilities ...     (topk > 0)
+  topk_index.npy          (K, N, k) int16    ... and their classes
+  residual.npy            (K, N)    float32  probability mass of the other C - k classes, which
+                                             are read back as sharing it equally
+  meta.json               what it was built from; written last, so a folder without it is a
+                          cache cut off while building and is rebuilt
+All are read memory-mapped; one slot at a time is moved to the training device. Rows are keyed
+by position in the training split, the `idx` BatchLoader yields.
+
+Only the teacher's logits are cached: methods that match teacher features (FitNets, AT, CRD, ...)
+run the teacher online.
+"""
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdkit import checkpoint as ckpt
+from kdkit import distributed
+from kdkit.data.augment import draw
+from kdkit.data.dataset import Split
+from kdkit.data.loader import BatchLoader, seeded_generator
+from kdkit.errors import KdkitError
+
+_VIEWS = 0x7663  # mixed into the views' generator seed, so they differ from the training draws
+FORMAT = 1
+
+
+def digest(*arrays) -> str:
+    """SHA-256 over tensors/arrays (their bytes, dtype and shape)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = torch.as_tensor(a).detach().cpu().contiguous()
+        h.update(f"{a.dtype}{tuple(a.shape)}".encode())
+        h.update(a.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def model_digest(model: nn.Module) -> str:
+    """The teacher's identity: its class and every tensor of its state dict."""
+    h = hashlib.sha256(type(model).__qualname__.encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(digest(tensor).encode())
+    return h.hexdigest()
+
+
+def key(teacher: nn.Module, split: Split, **settings) -> dict:
+    """Everything a cache's contents depend on; a cache is reused only when all of it matches."""
+    return {"format": FORMAT, "teacher": model_digest(teacher),
+            "data": digest(split.images, split.labels), **settings}
+
+
+class TeacherCache:
+    """Cached teacher outputs standing in for the teacher (see module docstring).
+
+    Called as teacher(x, index) by a method (needs_index): returns (B, C) float32 logits of the
+    current slot for train-split positions `index`; x is not looked at."""
+
+    needs_index = True
+
+    def __init__(self, path):
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        if not meta_path.is_file():
+            raise KdkitError(f"no complete teacher cache in '{self.path}' (meta.json missing); rebuild it with --teacher-cache")
+        self.meta = json.loads(meta_path.read_text())
+        self.views = torch.from_numpy(np.load(self.path / "views.npy"))  # (K, N, 3) int8, small
+        self.topk = self.meta["topk"]
+        names = ("topk_logp", "topk_index", "residual") if self.topk else ("logits",)
+        self.arrays = {n: np.load(self.path / f"{n}.npy", mmap_mode="r") for n in names}
+        self.num_classes = self.meta["num_classes"]
+        self.slot, self.loaded = 0, None  # loaded: (slot, device, {name: tensor}) of the slot in use
+
+    def __len__(self) -> int:
+        return self.views.shape[1]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch e reads slot e % K (the loader replays the same slot's views)."""
+        self.slot = int(epoch) % len(self.views)
+
+    def _slot(self, device) -> dict:
+        if self.loaded is None or self.loaded[:2] != (self.slot, device):
+            tensors = {n: torch.from_numpy(np.array(a[self.slot])).to(device) for n, a in self.arrays.items()}
+            self.loaded = (self.slot, device, tensors)
+        return self.loaded[2]
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        slot = self._slot(index.device)
+        if not self.topk:
+            return slot["logits"].index_select(0, index).float()  # (B, C)
+        logp = slot["topk_logp"].index_select(0, index).float()  # (B, k)
+        classes = slot["topk_index"].index_select(0, index).long()  # (B, k)
+        rest = slot["residual"].index_select(0, index)  # (B,)
+        others = torch.log(rest.clamp_min(1e-12) / max(1, self.num_classes - self.topk))  # (B,)
+        out = others[:, None].expand(-1, self.num_classes).clone()  # (B, C) log-probabilities
+        return out.scatter_(1, classes, logp)
+
+    def eval(self):  # a stand-in teacher: nothing to switch
+        return self
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, teacher: nn.Module, split: Split, path, *, augment: str, views: int, seed: int, mean, std,
+              device="cpu", dtype: str = "float16", topk: int = 0, autocast=None, batch_size: int = 1024,
+              log=print) -> "TeacherCache":
+        """The cache for (teacher, split, settings) in `path`/<key>: reused when complete, else
+        built (K teacher passes over the split). `autocast`: dtype of the teacher's forward."""
+        if dtype not in ("float16", "float32"):
+            raise KdkitError(f"cache_dtype must be float16 or float32, got '{dtype}'")
+        slots = views if augment != "none" else 1
+        if slots < 1:
+            raise KdkitError(f"cache_views must be >= 1, got {views}; e.g. --set cache_views=8")
+        device = torch.device(device)
+        teacher.eval().to(device)
+        num_classes = teacher(torch.zeros(1, *split.images.shape[1:], device=device)).shape[-1]
+        if topk >= num_classes or topk < 0:
+            raise KdkitError(f"cache_topk must be in 0..{num_classes - 1} for {num_classes} classes, got {topk}; 0 stores every logit")
+        settings = dict(augment=augment, views=slots, seed=seed, dtype=dtype, topk=topk, num_classes=num_classes,
+                        mean=np.atleast_1d(mean if mean is not None else 0.0).tolist(),
+                        std=np.atleast_1d(std if std is not None else 1.0).tolist())
+        meta = key(teacher, split, **settings)
+        folder = Path(path) / hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+        if (folder / "meta.json").is_file():
+            log(f"teacher cache: reusing {folder} ({slots} view(s) x {len(split)} samples)")
+        elif distributed.is_main():  # under torchrun one process writes, the others wait and read
+            log(f"teacher cache: labelling {slots} view(s) x {len(split)} samples -> {folder}")
+            _write(folder, meta, teacher, split, slots, device, dtype, topk, num_classes, autocast, batch_size)
+        distributed.barrier()
+        return cls(folder)
+
+def _write(folder: Path, meta: dict, teacher, split: Split, slots: int, device, dtype: str, topk: int,
+           num_classes: int, autocast, batch_size: int):
+    augment, seed = meta["augment"], meta["seed"]
+    shutil.rmtree(folder, ignore_errors=True)  # a build cut off before meta.json
+    folder.mkdir(parents=True)
+    rows = torch.stack([draw(len(split), seeded_generator(seed, _VIEWS, k), augment) for k in range(slots)])  # (K, N, 3)
+    np.save(folder / "views.npy", rows.numpy())
+    n = len(split)
+    if topk:
+        arrays = {"topk_logp": ((slots, n, topk), np.float16),
+                  "topk_index": ((slots, n, topk), np.int16 if num_classes < 2**15 else np.int32),
+                  "residual": ((slots, n), np.float32)}
+    else:
+        arrays = {"logits": ((slots, n, num_classes), np.dtype(dtype))}
+    files = {name: np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=d, shape=s)
+             for name, (s, d) in arrays.items()}
+    loader = BatchLoader(split, batch_size, shuffle=False, augment=augment, mean=meta["mean"], std=meta["std"], device=device, views=rows)
+    if device.type == "cuda":
+        teacher.to(memory_format=torch.channels_last)
+    for slot in range(slots):
+        loader.set_epoch(slot)
+        outputs = torch.empty(n, num_classes, device=device)  # (N, C) this slot, kept on device
+        for x, _, idx in loader:
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                outputs[idx] = teacher(x).float()
+        if topk:
+            logp = torch.log_softmax(outputs, dim=1)  # (N, C)
+            top, classes = logp.topk(topk, dim=1)  # (N, k) each
+            files["topk_logp"][slot] = top.cpu().numpy().astype(np.float16)
+            files["topk_index"][slot] = classes.cpu().numpy()
+            files["residual"][slot] = (1 - top.exp().sum(1)).clamp_min(0).cpu().numpy()
+        else:
+            files["logits"][slot] = outputs.cpu().numpy().astype(dtype)
+    for array in files.values():
+        array.flush()
+    for name in files:
+        with open(folder / f"{name}.npy", "rb+") as f:
+            os.fsync(f.fileno())
+    ckpt.write_json(folder / "meta.json", dict(meta, samples=n))  # last: marks the cache complete

@@ -1,0 +1,179 @@
+"""Teacher-output cache (offline KD), augmentation replay, the vectorised augmentation against a
+per-sample reference, and the fast-path pieces of fit (compile, steady-state throughput) on CPU."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdkit.config import DistillConfig, apply_overrides
+from kdkit.data import BatchLoader, from_arrays
+from kdkit.data.augment import PADDING, apply, augment_batch, draw
+from kdkit.data.loader import seeded_generator
+from kdkit.errors import KdkitError
+from kdkit.losses import kd_loss
+from kdkit.methods import create_method
+from kdkit.pipeline import run_distill
+from kdkit.teachers.cache import TeacherCache
+
+
+def _data(n=96, classes=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g).numpy()
+    y = (torch.arange(n) % classes).numpy()
+    return from_arrays(x, y, x[:32], y[:32], val_fraction=0.25, augment="crop_flip")
+
+
+def _teacher(classes=4, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 16), nn.ReLU(), nn.Linear(16, classes)).eval()
+
+
+def _reference_augment(images: torch.Tensor, params: torch.Tensor, augment: str) -> torch.Tensor:
+    """One image at a time, by padding and slicing (the textbook random crop + flip)."""
+    out = []
+    for image, (dy, dx, f) in zip(images, params.tolist()):
+        if augment in PADDING:
+            p = PADDING[augment]
+            padded = F.pad(image, (p, p, p, p))
+            h, w = image.shape[1:]
+            image = padded[:, p + dy:p + dy + h, p + dx:p + dx + w]
+        if augment in ("flip", "crop_flip") and f:
+            image = image.flip(2)
+        out.append(image)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("augment", ["crop", "crop_flip", "flip"])
+def test_vectorised_augmentation_matches_a_per_sample_reference(augment):
+    images = torch.randint(0, 256, (64, 3, 9, 7), dtype=torch.uint8)
+    params = draw(64, seeded_generator(1, 2), augment)
+    assert torch.equal(apply(images, params, augment), _reference_augment(images, params, augment))
+    # draw + apply is what augment_batch does with the same generator state
+    assert torch.equal(augment_batch(images, seeded_generator(1, 2), augment), apply(images, params, augment))
+    assert params[:, :2].abs().max() <= PADDING.get(augment, 0)
+
+
+def test_recorded_views_replay_identical_tensors():
+    data = _data()
+    views = torch.stack([draw(len(data.train), seeded_generator(5, k), "crop_flip") for k in range(3)])  # (K, N, 3)
+    make = lambda seed: BatchLoader(data.train, 16, shuffle=True, seed=seed, augment="crop_flip", views=views)  # noqa: E731
+    first, other = make(0), make(7)
+    first.set_epoch(1)
+    other.set_epoch(4)  # another order (another seed and epoch) but the same slot: 4 % 3 == 1
+    seen = {}
+    for x, _, idx in first:
+        seen.update({int(i): row for i, row in zip(idx, x)})
+    for x, _, idx in other:
+        for i, row in zip(idx, x):
+            assert torch.equal(seen[int(i)], row)  # each sample is the same view in both
+    # and that view is the recorded one applied to the raw image
+    raw = data.train.images[:5]
+    expected = apply(raw, views[1, :5], "crop_flip").float() * (1 / 255)  # as the loader scales
+    assert torch.equal(seen[0], expected[0]) and torch.equal(seen[4], expected[4])
+
+
+def _build(tmp_path, teacher, data, **kw):
+    settings = dict(augment="crop_flip", views=3, seed=0, mean=data.mean, std=data.std, dtype="float32", log=lambda m: None)
+    return TeacherCache.build(teacher, data.train, tmp_path / "cache", **(settings | kw))
+
+
+def test_cached_kd_loss_equals_online_kd_loss_bitwise(tmp_path):
+    data, teacher = _data(), _teacher()
+    cache = _build(tmp_path, teacher, data, batch_size=len(data.train))
+    student = _teacher(seed=1)
+    online = create_method("kd", student, teacher, temperature=4.0, alpha=0.9)
+    offline = create_method("kd", student, cache, temperature=4.0, alpha=0.9)
+    loader = BatchLoader(data.train, len(data.train), shuffle=False, augment="crop_flip", mean=data.mean, std=data.std,
+                         views=cache.views)
+    for epoch in range(4):  # slots 0, 1, 2, 0
+        loader.set_epoch(epoch)
+        cache.set_epoch(epoch)
+        offline.epoch = online.epoch = epoch
+        (x, y, idx), = list(loader)
+        a, b = online(x, y, idx), offline(x, y, idx)
+        assert torch.equal(a["loss"], b["loss"]) and torch.equal(a["kd"], b["kd"])
+
+
+def test_cache_in_a_shuffled_epoch_serves_each_samples_own_view(tmp_path):
+    data, teacher = _data(), _teacher()
+    cache = _build(tmp_path, teacher, data, dtype="float16")
+    loader = BatchLoader(data.train, 16, shuffle=True, seed=3, augment="crop_flip", mean=data.mean, std=data.std,
+                         views=cache.views)
+    loader.set_epoch(5)
+    cache.set_epoch(5)
+    for x, _, idx in loader:
+        with torch.no_grad():
+            torch.testing.assert_close(cache(x, idx), teacher(x), rtol=2e-3, atol=2e-3)  # float16 storage
+
+
+def test_topk_cache_keeps_the_top_classes_and_the_rest_mass(tmp_path):
+    data, teacher = _data(classes=4), _teacher(classes=4)
+    cache = _build(tmp_path, teacher, data, topk=2, augment="none")
+    (x, _, idx), = BatchLoader(data.train, len(data.train), shuffle=False, mean=data.mean, std=data.std)
+    with torch.no_grad():
+        exact = torch.log_softmax(teacher(x), 1).numpy().astype(np.float64)  # (N, 4)
+    got = cache(x, idx).numpy()
+    for row, ref in zip(got, exact):
+        top = np.argsort(-ref)[:2]
+        np.testing.assert_allclose(row[top], ref[top], atol=2e-3)  # float16 log-probabilities
+        rest = [c for c in range(4) if c not in top]
+        share = (1 - np.exp(ref[top]).sum()) / 2
+        np.testing.assert_allclose(np.exp(row[rest]), [share, share], rtol=1e-4, atol=1e-6)
+    assert np.allclose(np.exp(got).sum(1), 1, atol=5e-3)
+
+
+def test_cache_is_reused_only_when_nothing_changed(tmp_path):
+    data, teacher = _data(), _teacher()
+    first = _build(tmp_path, teacher, data)
+    calls = []
+    teacher.register_forward_hook(lambda *a: calls.append(1))
+    again = _build(tmp_path, teacher, data)
+    assert again.path == first.path and len(calls) == 1  # only the shape probe ran
+    with torch.no_grad():
+        teacher[1].weight.add_(0.01)  # another teacher -> another cache
+    assert _build(tmp_path, teacher, data).path != first.path
+    assert _build(tmp_path, _teacher(), data, views=2).path != first.path
+    (first.path / "meta.json").unlink()  # a build cut off before it finished
+    rebuilt = _build(tmp_path, _teacher(), data)
+    assert rebuilt.path == first.path and (rebuilt.path / "meta.json").is_file()
+    with pytest.raises(KdkitError, match="cache_topk must be in 0..3"):
+        _build(tmp_path, teacher, data, topk=4)
+
+
+def test_cached_kd_through_the_pipeline(tmp_path, digits):
+    base = {"dataset": "digits", "teacher": "mlp-64", "student": "mlp-32", "epochs": 3, "teacher_epochs": 3, "lr": 0.1,
+            "batch_size": 64, "progress": False, "out": str(tmp_path / "run"), "amp": "off", "report": False,
+            "augment": "flip", "teacher_cache": True, "cache_views": 2, "baseline": False}
+    summary = run_distill(apply_overrides(DistillConfig(), base), digits)
+    fit = json.loads((tmp_path / "run/student/seed0/fit.json").read_text())
+    assert summary["rows"]["student"]["metrics"]["accuracy"]["mean"] > 0.75  # online KD: 0.85, teacher 0.89
+    caches = list((tmp_path / "run/teacher_cache").iterdir())
+    assert len(caches) == 1 and json.loads((caches[0] / "meta.json").read_text())["views"] == 2
+    assert fit["train_images_per_second"] > 0
+    # a second student of the same run reuses the cache (same teacher, data, views, seed)
+    base |= {"out": str(tmp_path / "run"), "student": "mlp-16"}
+    run_distill(apply_overrides(DistillConfig(), base), digits)
+    assert len(list((tmp_path / "run/teacher_cache").iterdir())) == 1
+
+
+def test_teacher_cache_refuses_feature_methods_before_training(tmp_path, digits):
+    cfg = apply_overrides(DistillConfig(), {"dataset": "digits", "teacher": "cnn-tiny", "method": "fitnet",
+                                            "teacher_cache": True, "out": str(tmp_path / "run"), "progress": False})
+    with pytest.raises(KdkitError, match="method fitnet needs more than the teacher's logits"):
+        run_distill(cfg, digits)
+    assert not (tmp_path / "run/teacher").exists()
+
+
+def test_compile_runs_on_cpu(tmp_path):
+    from kdkit.train import fit
+
+    data = _data()
+    cfg = apply_overrides(DistillConfig(), {"epochs": 1, "batch_size": 16, "progress": False, "amp": "off",
+                                            "compile": "default", "out": str(tmp_path)})
+    method = create_method("kd", _teacher(seed=1), _teacher(), temperature=4.0, alpha=0.9)
+    result = fit(method, data, cfg, tmp_path)
+    assert hasattr(method.student, "_compiled_call_impl") and method.student._compiled_call_impl is not None
+    assert result.best_val_accuracy >= 0 and result.train_images_per_second > 0
