@@ -1,0 +1,15 @@
+#!/bin/bash
+# One device call for issue 5 (GPU throughput side by side + CIFAR-10 time to accuracy), as run through
+# the workplace's device tool: `bash benchmarks/device/h200_issue5.sh` from the repo root, with .carry/
+# holding cifar10-jpeg.tar.gz and the torchdistill 1.1.5 wheel; results under $OUT (default /tmp/out).
+set -u
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .carry/torchdistill-*.whl \
+  && export PYTHONPATH=$PYTHONPATH:/tmp/site
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
+timeout ${T_THROUGHPUT:-240} python3 benchmarks/throughput.py --device cuda --compile reduce-overhead \
+  --json "$OUT/throughput.json" > "$OUT/throughput.log" 2>&1; echo "throughput exit $?"; tail -n 20 "$OUT/throughput.log"
+timeout ${T_TTA:-300} python3 benchmarks/time_to_accuracy.py --data-dir .carry --device cuda --compile reduce-overhead \
+  --out /tmp/tta --json "$OUT/time_to_accuracy.json" > "$OUT/tta.log" 2>&1; echo "tta exit $?"; tail -n 25 "$OUT/tta.log"

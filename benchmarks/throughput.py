@@ -1,0 +1,167 @@
+"""Distillation throughput side by side, in one process, on the same data and pair: images/s and
+peak memory of
+  student_only       a hand-written PyTorch loop training the student alone (the ceiling of any KD step)
+  plain_kd           a hand-written PyTorch online-KD loop (teacher forward + student step)
+  torchdistill_*     torchdistill 1.1.5's KD box, teacher left in train mode as its samples leave it,
+                     and with the teacher in eval (only where torchdistill is installed)
+  kdkit_student      kdkit's own loop (fit) training the student alone (method ce)
+  kdkit_online       kdkit's loop, method kd, teacher run at every step
+  kdkit_cached       kdkit's loop, method kd from the teacher-output cache (built before; its build
+                     time is reported apart)
+The hand-written loops are benchmarks/throughput_peers.py. kdkit rows report fit()'s steady-state
+training rate (FitResult.train_images_per_second: the first `warmup` steps, validation and
+checkpoints excluded); the peers time `steps` steps after `warmup` untimed ones: the same counts.
+
+    .venv/bin/python benchmarks/throughput.py --quick           # CPU: 2 cores, batch 64, eager
+    python benchmarks/throughput.py --device cuda --compile reduce-overhead   # GPU: batch 256
+
+Data: CIFAR-shaped synthetic uint8 images (N = batch * (warmup + steps)), 100 classes, crop + flip
+augmentation on the device in every loop. Results: benchmarks/results/throughput[_quick].json.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]
+
+from throughput_peers import plain_kd, student_only, torchdistill_kd  # noqa: E402
+
+from kdkit.config import DistillConfig, apply_overrides  # noqa: E402
+from kdkit.data import from_arrays  # noqa: E402
+from kdkit.methods import create_method  # noqa: E402
+from kdkit.models.registry import create_model  # noqa: E402
+from kdkit.teachers.cache import TeacherCache  # noqa: E402
+from kdkit.train import autocast_dtype, fit, select_device  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="CPU sizes: batch 64, 3 + 27 steps, no compile")
+    p.add_argument("--teacher", default="resnet32x4")
+    p.add_argument("--student", default="resnet8x4")
+    p.add_argument("--classes", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=None, help="default 256 (--quick: 64)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps (default 20; --quick: 3)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default 180; --quick: 27)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", default="auto", help="kdkit's amp setting; the plain loops follow what it resolves to")
+    p.add_argument("--compile", default="off", help="torch.compile mode for every loop that supports it")
+    p.add_argument("--only", default="", help="comma-separated rows to run (default all)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    args.batch_size = args.batch_size or (64 if args.quick else 256)
+    args.warmup = args.warmup or (3 if args.quick else 20)
+    args.steps = args.steps or (27 if args.quick else 180)
+    return args
+
+
+def kdkit_row(method_name, teacher, student, data, args, device, cache=None):
+    """kdkit's own fit() for one epoch of warmup + steps batches; its steady-state rate."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        cfg = apply_overrides(DistillConfig(), dict(
+            epochs=1, batch_size=args.batch_size, lr=0.05, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+            amp=args.amp, compile=args.compile, progress=False, log_every=50, device=str(device), val_fraction=0.0,
+            out=run_dir, augment="crop_flip"))
+        if method_name == "ce":
+            method = create_method("ce", student)
+        else:
+            method = create_method("kd", student, cache if cache is not None else teacher, temperature=4.0, alpha=0.9)
+        result = fit(method, data, cfg, run_dir)
+    # fit's warm-up is min(20, total_steps // 10) steps: the same count as the peers' when steps = 9 * warmup
+    return {"images_per_s": result.train_images_per_second, "peak_memory_mb": result.peak_memory.get("peak_memory_mb"),
+            "memory_kind": result.peak_memory.get("peak_memory_kind"), "seconds_whole_fit": result.seconds}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = select_device(args.device)
+    dtype = autocast_dtype(args.amp, device)
+    amp = dtype is not None
+    channels_last = device.type == "cuda"
+    torch.manual_seed(0)
+    n = args.batch_size * (args.warmup + args.steps)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)  # (N, 3, 32, 32)
+    labels = torch.randint(0, args.classes, (n,))
+    data = from_arrays(images.numpy(), labels.numpy(), images[:256].numpy(), labels[:256].numpy(),
+                       classes=[str(k) for k in range(args.classes)], val_fraction=0.0, augment="crop_flip")
+    compile_mode = None if args.compile == "off" else args.compile
+
+    def models():
+        torch.manual_seed(0)
+        return create_model(args.teacher, args.classes).eval(), create_model(args.student, args.classes)
+
+    on_device = images.to(device)
+    peers = dict(batch_size=args.batch_size, steps=args.steps, warmup=args.warmup, device=device)
+    rows = {
+        "student_only": lambda: student_only(models()[1], on_device, labels.to(device), amp=amp, channels_last=channels_last,
+                                             compile_mode=compile_mode, **peers),
+        "plain_kd": lambda: plain_kd(*models(), on_device, labels.to(device), amp=amp, channels_last=channels_last,
+                                     compile_mode=compile_mode, **peers),
+        "torchdistill_teacher_train": lambda: torchdistill_kd(*models(), images, labels, teacher_train_mode=True, **peers),
+        "torchdistill_teacher_eval": lambda: torchdistill_kd(*models(), images, labels, teacher_train_mode=False, **peers),
+        "kdkit_student": lambda: kdkit_row("ce", None, models()[1], data, args, device),
+        "kdkit_online": lambda: kdkit_row("kd", *models(), data, args, device),
+        "kdkit_cached": lambda: cached_row(args, data, device, dtype, models),
+    }
+    only = [r for r in args.only.split(",") if r]
+    results = {}
+    for name, run in rows.items():
+        if only and name not in only:
+            continue
+        try:
+            results[name] = run()
+        except ImportError as error:  # torchdistill not installed here
+            results[name] = {"skipped": str(error)}
+        except Exception as error:  # noqa: BLE001 -- one failing row must not lose the others
+            results[name] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
+        print(f"{name:28s} {results[name]}", flush=True)
+    rate = {k: v.get("images_per_s") for k, v in results.items()}
+
+    def ratio(a, b):
+        return rate[a] / rate[b] if rate.get(a) and rate.get(b) else None
+
+    report = {
+        "command": "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+                    "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "python": platform.python_version()},
+        "settings": {"teacher": args.teacher, "student": args.student, "classes": args.classes, "batch_size": args.batch_size,
+                     "warmup": args.warmup, "steps": args.steps, "amp": str(dtype), "compile": args.compile,
+                     "channels_last": channels_last, "device": str(device)},
+        "rows": results,
+        "ratios": {"kdkit_online / torchdistill_teacher_train": ratio("kdkit_online", "torchdistill_teacher_train"),
+                   "kdkit_online / torchdistill_teacher_eval": ratio("kdkit_online", "torchdistill_teacher_eval"),
+                   "kdkit_online / plain_kd": ratio("kdkit_online", "plain_kd"),
+                   "kdkit_cached / student_only": ratio("kdkit_cached", "student_only"),
+                   "kdkit_cached / kdkit_online": ratio("kdkit_cached", "kdkit_online"),
+                   "kdkit_student / student_only": ratio("kdkit_student", "student_only")},
+    }
+    path = Path(args.json or ROOT / f"benchmarks/results/throughput{'_quick' if args.quick else ''}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report["ratios"], indent=1))
+    print(f"wrote {path}")
+    return report
+
+
+def cached_row(args, data, device, dtype, models):
+    teacher, student = models()
+    with tempfile.TemporaryDirectory() as folder:
+        t0 = time.perf_counter()
+        cache = TeacherCache.build(teacher, data.train, folder, augment="crop_flip", views=1, seed=0, mean=data.mean,
+                                   std=data.std, device=device, autocast=dtype, log=lambda m: None)
+        build = time.perf_counter() - t0
+        row = kdkit_row("kd", None, student, data, args, device, cache=cache)
+    return row | {"cache_build_seconds_one_view": build}
+
+
+if __name__ == "__main__":
+    main()

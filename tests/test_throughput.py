@@ -1,0 +1,25 @@
+"""benchmarks/throughput.py in its CPU quick mode: every row runs side by side and the file is written."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+
+def test_quick_mode_runs_every_row_and_writes_ratios(tmp_path):
+    import throughput
+
+    out = tmp_path / "t.json"
+    throughput.main(["--quick", "--teacher", "mlp-64", "--student", "mlp-32", "--classes", "10", "--batch-size", "16",
+                     "--warmup", "1", "--steps", "9", "--json", str(out)])
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    for name in ("student_only", "plain_kd", "kdkit_student", "kdkit_online", "kdkit_cached"):
+        assert rows[name]["images_per_s"] > 0, (name, rows[name])
+    assert rows["kdkit_cached"]["cache_build_seconds_one_view"] > 0
+    for name in ("torchdistill_teacher_train", "torchdistill_teacher_eval"):  # measured only where it is installed
+        assert "images_per_s" in rows[name] or "skipped" in rows[name]
+    assert report["ratios"]["kdkit_online / plain_kd"] == pytest.approx(
+        rows["kdkit_online"]["images_per_s"] / rows["plain_kd"]["images_per_s"])
