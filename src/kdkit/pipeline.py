@@ -520,8 +520,9 @@ def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
                     method = create_method(cfg.method, student, source, **kwargs)
                 run_dir = out / phase / f"seed{seed}"
                 info = _fit_or_skip(method, fit_data, seed_cfg, run_dir, model_meta(cfg.student, data), desc=f"{phase} seed {seed}")
-                if phase != "scratch":
+                if phase != "scratch" and cache_info:
                     info |= cache_info
+                    ckpt.write_json(run_dir / "fit.json", info)
                 if info.get("stopped_early"):
                     raise _Stopped()
                 metrics = test_both(student, run_dir, data, device, teacher_logits, cfg.posthoc_tau)
