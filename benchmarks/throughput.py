@@ -123,6 +123,8 @@ def main(argv=None):
         except Exception as error:  # noqa: BLE001 -- one failing row must not lose the others
             results[name] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
         print(f"{name:28s} {results[name]}", flush=True)
+        partial = Path(str(args.json or "/tmp/throughput") + ".partial")
+        partial.write_text(json.dumps(results, indent=1))  # rows so far, should a time limit stop the rest
     rate = {k: v.get("images_per_s") for k, v in results.items()}
 
     def ratio(a, b):
