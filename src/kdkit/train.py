@@ -165,6 +165,7 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
     method.to(device)
     if device.type == "cuda":
         method.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = not cfg.deterministic  # fixed batch shapes: the fastest kernels
     compiled = compile_models(method, getattr(cfg, "compile", "off"))
     augment = data.augment if cfg.augment == "auto" else cfg.augment
     train = BatchLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, augment=augment,

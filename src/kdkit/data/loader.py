@@ -135,16 +135,18 @@ class BatchLoader:
         x = self.images.index_select(0, idx)  # (B, C, H, W), still uint8: cheaper to augment
         if params is not None:
             x = apply(x, params, self.augment)
-        if x.device != self.device:  # images kept on CPU (too large for the device): pinned copy
+        if x.device.type == "cpu" and self.device.type != "cpu":  # images kept on CPU (too large for the device): pinned copy
             x = x.pin_memory() if self.device.type == "cuda" else x
             x = x.to(self.device, non_blocking=True)
         x = x.float().mul_(self.scale).sub_(self.mean).div_(self.std)  # (B, C, H, W) float32 normalised
+        if x.is_cuda and x.dim() == 4:  # the layout the models are kept in on CUDA
+            x = x.contiguous(memory_format=torch.channels_last)
         idx = idx.to(self.device, non_blocking=True)
         return x, self.labels.index_select(0, idx.to(self.labels.device)).to(self.device, non_blocking=True), idx
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    if device.type == "cuda":
+    if tensor.device.type == "cpu" and device.type == "cuda":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
 
