@@ -164,7 +164,9 @@ def test_teacher_cache_refuses_feature_methods_before_training(tmp_path, digits)
                                             "teacher_cache": True, "out": str(tmp_path / "run"), "progress": False})
     with pytest.raises(KdkitError, match="method fitnet needs more than the teacher's logits"):
         run_distill(cfg, digits)
-    assert not (tmp_path / "run/teacher").exists()
+    with pytest.raises(KdkitError, match="--teacher sklearn:logistic,cnn-tiny is not one torch model"):
+        run_distill(apply_overrides(cfg, {"method": "kd", "teacher": "sklearn:logistic,cnn-tiny"}), digits)
+    assert not (tmp_path / "run/teacher").exists() and not (tmp_path / "run/teacher2").exists()
 
 
 def test_compile_runs_on_cpu(tmp_path):
@@ -172,8 +174,17 @@ def test_compile_runs_on_cpu(tmp_path):
 
     data = _data()
     cfg = apply_overrides(DistillConfig(), {"epochs": 1, "batch_size": 16, "progress": False, "amp": "off",
-                                            "compile": "default", "out": str(tmp_path)})
+                                            "compile": "reduce-overhead", "out": str(tmp_path)})  # CUDA graphs: skipped on CPU
     method = create_method("kd", _teacher(seed=1), _teacher(), temperature=4.0, alpha=0.9)
     result = fit(method, data, cfg, tmp_path)
     assert hasattr(method.student, "_compiled_call_impl") and method.student._compiled_call_impl is not None
     assert result.best_val_accuracy >= 0 and result.train_images_per_second > 0
+
+
+def test_bad_cache_and_compile_settings_are_one_line_errors(tmp_path):
+    with pytest.raises(KdkitError, match="cache_views must be >= 1"):
+        apply_overrides(DistillConfig(), {"cache_views": 0})
+    with pytest.raises(KdkitError, match="config key 'compile' must be one of off, default, reduce-overhead"):
+        apply_overrides(DistillConfig(), {"compile": "fast"})
+    with pytest.raises(KdkitError, match="no complete teacher cache in .* rebuild it with --teacher-cache"):
+        TeacherCache(tmp_path)

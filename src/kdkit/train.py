@@ -371,28 +371,31 @@ def _step(method, optimizer, params, x, y, idx, dtype, grad_clip: float, skip_ba
 
 
 class _Sums:
-    """Running sums kept on the device: no host synchronisation between log points."""
+    """Running sums kept on the device: no host synchronisation between log points. Each step adds
+    one stacked vector (every logged part, then the correct count) and keeps a (2,) flag of whether
+    its loss and gradients were finite: a handful of operations per step, whatever the parts."""
 
     def __init__(self, device, saved: tuple | None = None):
         self.device = device
-        self.parts, self.correct, self.count, self.steps = {}, 0, 0, 0
-        if saved:  # (tensors, meta) of a checkpoint taken between two log points
+        self.names, self.total, self.count, self.steps = None, None, 0, 0  # total: (parts + 1,) float32
+        self.flags, self.flag_steps = [], []  # per step: (2,) bool finite loss, finite gradients; its number
+        if saved and saved[1]["parts"]:  # (tensors, meta) of a checkpoint taken between two log points
             tensors, meta = saved
-            self.parts = {k: tensors[f"sums.{k}"].to(device) for k in meta["parts"]}
-            self.correct = tensors["sums.correct"].to(device) if "sums.correct" in tensors else 0
+            self.names = list(meta["parts"])
+            correct = tensors.get("sums.correct", torch.zeros(()))
+            self.total = torch.stack([tensors[f"sums.{k}"].float() for k in self.names] + [correct.float()]).to(device)
             self.count, self.steps = meta["count"], meta["steps"]
-        self.first_bad = torch.tensor(-1, device=device)  # first step with a NaN/inf loss ...
-        self.first_bad_grad = torch.tensor(-1, device=device)  # ... or (with a finite loss) gradient
+        elif saved:
+            self.count, self.steps = saved[1]["count"], saved[1]["steps"]
 
     def add(self, out: dict, y, step: int):
-        for k, v in out.items():
-            if k != "logits":
-                self.parts[k] = self.parts.get(k, 0) + v.detach().float()
-        bad = ~torch.isfinite(out["loss"].detach())
-        self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
-        bad_grad = ~torch.isfinite(out["grad_norm"].detach()) & ~bad
-        self.first_bad_grad = torch.where(bad_grad & (self.first_bad_grad < 0), step, self.first_bad_grad)
-        self.correct = self.correct + (out["logits"].detach().argmax(1) == y).sum()
+        if self.names is None:
+            self.names = [k for k in out if k != "logits"]
+        correct = (out["logits"].detach().argmax(1) == y).sum()
+        values = torch.stack([out[k].detach().float() for k in self.names] + [correct.float()])  # (parts + 1,)
+        self.total = values if self.total is None else self.total + values
+        self.flags.append(torch.isfinite(torch.stack([values[self.names.index("loss")], values[self.names.index("grad_norm")]])))
+        self.flag_steps.append(step)
         self.count += len(y)
         self.steps += 1
 
@@ -400,8 +403,14 @@ class _Sums:
         """Stop on a NaN/inf loss or gradient, naming the step and the last good checkpoint (which
         stays untouched: this runs before every save). Every process stops at the same step."""
         never = 2**62
-        first = torch.stack([self.first_bad, self.first_bad_grad])
-        first = distributed.min_(torch.where(first < 0, never, first)).tolist()
+        if self.flags:
+            ok = torch.stack(self.flags)  # (S, 2)
+            steps = torch.tensor(self.flag_steps, device=ok.device)  # (S,)
+            first = torch.stack([torch.where(~ok[:, 0], steps, never).min(),  # first NaN/inf loss ...
+                                 torch.where(ok[:, 0] & ~ok[:, 1], steps, never).min()])  # ... or gradient
+        else:
+            first = torch.tensor([never, never], device=self.device)
+        first = distributed.min_(first).tolist()
         steps = [(s if s < never else -1, what) for s, what in zip(first, ("loss", "gradients"))]
         bad, what = min(((s, w) for s, w in steps if s >= 0), default=(-1, ""))
         if bad >= 0:
@@ -411,24 +420,25 @@ class _Sums:
                 "Fix: lower --set lr=..., add --set grad_clip=1.0, check the data for NaN/inf values, "
                 "or --set nan_policy=skip to skip such steps"
             )
+        self.flags, self.flag_steps = [], []  # all finite: nothing left to look at
 
     def state(self) -> tuple[dict, dict]:
-        tensors = {f"sums.{k}": v for k, v in self.parts.items()}
-        if torch.is_tensor(self.correct):
-            tensors["sums.correct"] = self.correct
-        return tensors, {"parts": list(self.parts), "count": self.count, "steps": self.steps}
+        tensors = {} if self.total is None else {f"sums.{k}": v for k, v in zip(self.names, self.total[:-1])}
+        if self.total is not None:
+            tensors["sums.correct"] = self.total[-1]
+        return tensors, {"parts": list(self.names) if self.total is not None else [], "count": self.count, "steps": self.steps}
 
     def flush(self, state) -> dict:
         """Means since the last flush, over steps and (summed, then divided) over processes."""
         self.check(state)
-        names = list(self.parts)
-        values = [torch.as_tensor(self.parts[k], dtype=torch.float64, device=self.device) for k in names]
-        counts = torch.tensor([float(self.correct), float(self.count), float(self.steps)], dtype=torch.float64, device=self.device)
-        totals = distributed.sum_(torch.stack(values + [counts[0], counts[1], counts[2]])).tolist()
+        names = list(self.names or [])
+        sums = self.total.double() if self.total is not None else torch.zeros(1, dtype=torch.float64, device=self.device)
+        counts = torch.tensor([float(self.count), float(self.steps)], dtype=torch.float64, device=self.device)
+        totals = distributed.sum_(torch.cat([sums.to(self.device), counts])).tolist()
         steps = max(1.0, totals[-1])
         scalars = {k: v / steps for k, v in zip(names, totals)}  # (each process's steps: means of means)
         scalars["accuracy"] = totals[-3] / max(1.0, totals[-2])
-        self.parts, self.correct, self.count, self.steps = {}, 0, 0, 0
+        self.total, self.count, self.steps = None, 0, 0
         return scalars
 
 
