@@ -510,6 +510,7 @@ def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
             for phase in phases:
                 student = build_model(cfg.student, data, seed)
                 fit_data = data if phase == "scratch" else transfer
+                cache_info = {}  # teacher_cache: where the cache is and how long it took
                 if phase == "scratch":
                     method = cross_entropy(student, cfg, data)
                 else:
@@ -520,7 +521,7 @@ def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
                     method = create_method(cfg.method, student, source, **kwargs)
                 run_dir = out / phase / f"seed{seed}"
                 info = _fit_or_skip(method, fit_data, seed_cfg, run_dir, model_meta(cfg.student, data), desc=f"{phase} seed {seed}")
-                if phase != "scratch" and cache_info:
+                if cache_info:
                     info |= cache_info
                     ckpt.write_json(run_dir / "fit.json", info)
                 if info.get("stopped_early"):

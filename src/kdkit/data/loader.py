@@ -66,13 +66,12 @@ class BatchLoader:
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.augment, self.drop_last, self.epoch = augment, drop_last, 0
         self.sampler = sampler
-        # (K, N, 3) int8 recorded augmentation rows (the teacher-output cache's views): epoch e
-        # replays slot e % K, so a sample is seen exactly as the teacher labelled it
-        self.views = views
         # (N,) float64 draw weight of each sample (CPU, for torch.multinomial); None = permutation
         self.draw_weights = None if sampler == "none" else _draw_weights(split.labels, sampler)
         self.device = torch.device(device)
         self.images = _place(split.images, self.device)  # (N, C, H, W), on device when it fits
+        # (K, N, 3) int8 recorded augmentation rows (the teacher-output cache's views): epoch e
+        # replays slot e % K, so a sample is seen exactly as the teacher labelled it
         self.views = None if views is None else views.to(self.images.device)
         self.labels = split.labels.to(self.images.device)  # (N,)
         channels = split.images.shape[1]
