@@ -267,8 +267,8 @@ def compile_models(method, mode: str) -> str:
 
 class _Throughput:
     """Training images/s of the steady state: from step `warmup` of this invocation on (compilation,
-    allocator warm-up and the first batches excluded), training steps only (validation and
-    checkpoints excluded). Synchronises the device only at its start and at each pause."""
+    allocator warm-up and the first batches excluded), training steps only (the end-of-epoch
+    validation and checkpoint excluded; a mid-epoch checkpoint_every save is counted). Synchronises the device only at its start and at each pause."""
 
     def __init__(self, device, warmup: int):
         self.device, self.warmup, self.steps = device, warmup, 0
