@@ -291,3 +291,11 @@ def test_config_as_positional_argument(tmp_path):
     (tmp_path / "c.yaml").write_text("dataset: nope-dataset\n")
     result = CliRunner().invoke(app, ["tune", str(tmp_path / "c.yaml"), "--trials", "1", "--out", str(tmp_path / "o")])
     assert result.exit_code != 0 and "unknown dataset 'nope-dataset'" in str(result.exception)
+
+
+def test_trials_distil_from_one_teacher_cache(tmp_path, teacher):
+    cfg = tiny_cfg(tmp_path / "c", teacher=teacher, teacher_cache=True, cache_views=2, augment="flip")
+    tune(cfg, trials=2, fixed=["weight_decay"])
+    check_exactly(json.loads((tmp_path / "c" / "tune.json").read_text()), 2)
+    caches = list((tmp_path / "c" / "teacher_cache").iterdir())
+    assert len(caches) == 1 and (caches[0] / "meta.json").is_file()  # labelled once, read by every trial

@@ -172,6 +172,7 @@ class Context:
     metric: str
     out: Path
     sampler_seed: int | None = None  # kdkit's own sampler: reseeded per trial (see run_worker)
+    source: object = None  # what trials distil from: the teacher, or its output cache (teacher_cache)
 
     @property
     def seed(self) -> int:
@@ -295,7 +296,7 @@ def build_method(cfg: DistillConfig, ctx: Context):
     kwargs = method_kwargs(cfg, ctx.data)
     if "dml" in cfg.method.split("+"):
         kwargs["peer"] = build_model(cfg.peer or cfg.student, ctx.data, cfg.seed + 1000)
-    return create_method(cfg.method, student, ctx.teacher, **kwargs)
+    return create_method(cfg.method, student, ctx.source or ctx.teacher, **kwargs)
 
 
 def say_trial(study, trial):
@@ -455,7 +456,8 @@ def prepare(cfg: DistillConfig, metric: str, fixed) -> Context:
 def prepare_teacher(ctx: Context):
     """The teacher, trained once per run directory: the first worker trains it under the lock, the
     others wait, then load it. A run directory holds one tune run's settings (config.yaml)."""
-    from kdkit.pipeline import _teacher
+    from kdkit.pipeline import _teacher, teacher_source
+    from kdkit.train import select_device
 
     out, cfg = ctx.out, ctx.cfg
     out.mkdir(parents=True, exist_ok=True)
@@ -472,6 +474,8 @@ def prepare_teacher(ctx: Context):
         ctx.teacher, ctx.teacher_info = _teacher(dataclasses.replace(cfg, resume=True), ctx.data, out)  # finished: loaded
         if ctx.teacher_info.get("source") == "trained":
             print(f"teacher: {'loaded' if reused else 'trained'} in {out / 'teacher'} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        # teacher_cache: labelled once here, under the lock; every trial of every worker reads it
+        ctx.source, _ = teacher_source(ctx.teacher, dataclasses.replace(cfg, seed=ctx.seed), ctx.data, out, select_device(cfg.device))
 
 
 def check_arguments(cfg: DistillConfig, trials: int, metric: str, timeout: float | None):
