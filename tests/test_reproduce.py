@@ -163,7 +163,7 @@ def test_quick_mode_runs_every_row_and_writes_the_results(tmp_path):
         assert seed["epochs"] == 2 and seed["train_seconds"] > 0
     # raising class 3's bias can only turn wrong 3s right: never more errors on 3s
     assert result["rows"]["kd_no3_bias"]["per_seed"][0]["errors_on_3"] <= result["rows"]["kd_no3"]["per_seed"][0]["errors_on_3"]
-    config = (tmp_path / "runs/t2-s2/kd_no3/seed0/config.yaml").read_text()
+    config = (tmp_path / "runs/t2-s2/kd_no3-lrkd0.03/seed0/config.yaml").read_text()  # the distillation lr names the row
     assert "transfer_exclude:\n- 3" in config
 
 
