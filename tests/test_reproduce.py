@@ -154,7 +154,7 @@ def test_quick_mode_runs_every_row_and_writes_the_results(tmp_path):
     out = tmp_path / "results.json"
     data_dir = ["--data-dir", str(MNIST)] if (MNIST / "mnist").is_dir() else []
     assert hinton.main(["--quick", "--jobs", "1", "--runs-dir", str(tmp_path / "runs"), "--json", str(out), *data_dir]) == 0
-    result = json.loads(out.read_text())["budgets"]["t2-s2"]
+    result = json.loads(out.read_text())["budgets"]["t2-s2-tlr0.02"]
     assert result["missing"] == []
     assert set(result["rows"]) == {"teacher", "scratch", "kd_soft", "kd_soft_hard", "kd_no3", "kd_no3_bias"}
     for row in result["rows"].values():
@@ -163,7 +163,7 @@ def test_quick_mode_runs_every_row_and_writes_the_results(tmp_path):
         assert seed["epochs"] == 2 and seed["train_seconds"] > 0
     # raising class 3's bias can only turn wrong 3s right: never more errors on 3s
     assert result["rows"]["kd_no3_bias"]["per_seed"][0]["errors_on_3"] <= result["rows"]["kd_no3"]["per_seed"][0]["errors_on_3"]
-    config = (tmp_path / "runs/t2-s2/kd_no3-lrkd0.03/seed0/config.yaml").read_text()  # the distillation lr names the row
+    config = (tmp_path / "runs/t2-s2/kd_no3-lrkd0.03-tlr0.02/seed0/config.yaml").read_text()  # the lrs name the row
     assert "transfer_exclude:\n- 3" in config
 
 

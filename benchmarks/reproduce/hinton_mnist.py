@@ -17,10 +17,11 @@ Rows (test errors out of the 10,000 MNIST test images; paper: 67, 146, 74, 206 /
                  kd_no3_bias is the same weights with class 3's output bias raised by 3.5
 Every row: all 60,000 training images (val_fraction 0: the last epoch's weights), batch 100, SGD
 with nesterov momentum 0.9, linear warmup over 30% of the epochs then cosine to 0 (kdkit has no
-one-cycle schedule; this is its nearest), fp32, no weight decay. Peak lr 0.1 for the teacher and
-scratch, 0.03 for the distilled rows: at T 20, T^2 * KL behaves like a regression on the logits
-(unbounded gradients, unlike cross-entropy); lr 0.1 diverged to NaN in a short run, and 0.05 in one
-of four full runs (kd_soft_hard seed 1 at epoch 16; those rows stay under *-lrkd0.05/).
+one-cycle schedule; this is its nearest), fp32, no weight decay. Peak lr 0.02 for the teacher (0.1
+under-trained it: 249 test errors), 0.1 for scratch, 0.03 for the distilled rows: at T 20,
+T^2 * KL behaves like a regression on the logits (unbounded gradients, unlike cross-entropy); lr 0.1
+diverged to NaN in a short run, and 0.05 in one of four full runs (kd_soft_hard seed 1 at epoch
+16; those rows stay under *-lrkd0.05-tlr0.1/).
 
 Resumable: a (row, seed) whose summary.json exists is read, not rerun, and every kdkit process gets
 --resume, so a killed run continues from its last checkpoint. Run directories carry the budget
@@ -59,7 +60,9 @@ def parse_args(argv=None):
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs-teacher", type=int, default=None, help="default 80 (--quick: 2)")
     p.add_argument("--epochs-student", type=int, default=None, help="default 50 (--quick: 2)")
-    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the teacher and scratch rows")
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the scratch rows")
+    p.add_argument("--lr-teacher", type=float, default=0.02, help="peak learning rate of the teacher (0.1 under-trained it: "
+                                                                   "benchmarks/results/hinton_teacher_lr_probe.json)")
     p.add_argument("--lr-kd", type=float, default=0.03, help="peak learning rate of the distilled rows (T^2 * KL at "
                                                               "T 20 is close to logit regression: 0.1 diverged in a short run, 0.05 in one of four "
                                                               "full runs)")
@@ -129,10 +132,17 @@ def write_idx(folder: Path, x_train, y_train, x_test, y_test):
 # --- rows --------------------------------------------------------------------------------------
 
 
+def budget_key(args) -> str:
+    """The results entry: epochs, and the teacher's lr when it is not the first attempt's 0.1."""
+    key = f"t{args.epochs_teacher}-s{args.epochs_student}"
+    return key if args.lr_teacher == 0.1 else f"{key}-tlr{args.lr_teacher:g}"
+
+
 def run_dir(args, row: str, seed: int) -> Path:
     if row == "teacher":
-        return args.runs_dir / f"teacher-e{args.epochs_teacher}-seed{args.seeds[0]}"
-    name = f"{row}-lrkd{args.lr_kd:g}" if row in DISTILLED else row  # another distillation lr, another row
+        return args.runs_dir / f"teacher-e{args.epochs_teacher}-lr{args.lr_teacher:g}-seed{args.seeds[0]}"
+    # another distillation lr or teacher, another row
+    name = f"{row}-lrkd{args.lr_kd:g}-tlr{args.lr_teacher:g}" if row in DISTILLED else row
     return args.runs_dir / f"t{args.epochs_teacher}-s{args.epochs_student}" / name / f"seed{seed}"
 
 
@@ -157,7 +167,8 @@ def command(args, row: str, seed: int, dataset: str, data_dir) -> list[str]:
         model, extra = ("hinton-teacher", ["augment=crop", f"max_norm={args.max_norm:g}"]) if row == "teacher" \
             else ("hinton-student", ["augment=none"])
         epochs = args.epochs_teacher if row == "teacher" else args.epochs_student
-        return kdkit + ["train", "--model", model, "--seed", str(seed)] + common(args, epochs, args.lr, dataset, data_dir) \
+        lr = args.lr_teacher if row == "teacher" else args.lr
+        return kdkit + ["train", "--model", model, "--seed", str(seed)] + common(args, epochs, lr, dataset, data_dir) \
             + [x for s in extra for x in ("--set", s)] + out
     alpha, lr = alpha_and_lr(args.hard_weight, args.lr_kd) if row == "kd_soft_hard" else (1.0, args.lr_kd)
     extra = ["augment=none"] + ([f"transfer_exclude={args.exclude}"] if row == "kd_no3" else [])
@@ -258,7 +269,7 @@ def collect(args, dataset: str, data_dir) -> dict:
 def settings(args) -> dict:
     alpha, lr = alpha_and_lr(args.hard_weight, args.lr_kd)
     return {"epochs_teacher": args.epochs_teacher, "epochs_student": args.epochs_student, "batch_size": 100,
-            "optimizer": "sgd, nesterov momentum 0.9, no weight decay", "lr": args.lr, "lr_kd": args.lr_kd,
+            "optimizer": "sgd, nesterov momentum 0.9, no weight decay", "lr": args.lr, "lr_teacher": args.lr_teacher, "lr_kd": args.lr_kd,
             "schedule": f"linear warmup over {args.warmup:.0%} of the epochs, then cosine to 0 (no one-cycle in kdkit)",
             "teacher": f"hinton-teacher, dropout 0.2/0.5, max_norm {args.max_norm:g}, augment crop (<= 2 px, zero fill)",
             "temperature": args.temperature, "kd_soft_hard": f"alpha {alpha:.6f}, lr {lr:g} (= soft + {args.hard_weight:g} hard)",
@@ -303,7 +314,7 @@ def main(argv=None) -> int:
     everything |= {"benchmark": "Hinton, Vinyals, Dean 2015, section 3: MNIST through kdkit's CLI",
                    "paper": PAPER, "reference_plain_pytorch": REFERENCE}
     result["command"] = "python benchmarks/reproduce/hinton_mnist.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    everything.setdefault("budgets", {})[f"t{args.epochs_teacher}-s{args.epochs_student}"] = result
+    everything.setdefault("budgets", {})[budget_key(args)] = result
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(everything, indent=1))
     print(markdown(result, args.exclude))
