@@ -96,9 +96,6 @@ class TeacherCache:
         self.num_classes = self.meta["num_classes"]
         self.slot, self.loaded = 0, None  # loaded: (slot, device, {name: tensor}) of the slot in use
 
-    def __len__(self) -> int:
-        return self.views.shape[1]
-
     def set_epoch(self, epoch: int) -> None:
         """Epoch e reads slot e % K (the loader replays the same slot's views)."""
         self.slot = int(epoch) % len(self.views)
@@ -120,9 +117,6 @@ class TeacherCache:
         others = torch.log(rest.clamp_min(1e-12) / max(1, self.num_classes - self.topk))  # (B,)
         out = others[:, None].expand(-1, self.num_classes).clone()  # (B, C) log-probabilities
         return out.scatter_(1, classes, logp)
-
-    def eval(self):  # a stand-in teacher: nothing to switch
-        return self
 
     @classmethod
     @torch.no_grad()
