@@ -11,6 +11,8 @@ peak memory of
 The hand-written loops are benchmarks/throughput_peers.py. kdkit rows report fit()'s steady-state
 training rate (FitResult.train_images_per_second: the first `warmup` steps, validation and
 checkpoints excluded); the peers time `steps` steps after `warmup` untimed ones: the same counts.
+With `--repeats R` every row runs R times, in R interleaved rounds (so drift on a shared machine
+reaches every row alike); a row reports the median of its R rates and all R of them.
 
     .venv/bin/python benchmarks/throughput.py --quick           # CPU: 2 cores, batch 64, eager
     python benchmarks/throughput.py --device cuda --compile reduce-overhead   # GPU: batch 256
@@ -54,6 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto", help="kdkit's amp setting; the plain loops follow what it resolves to")
     p.add_argument("--compile", default="off", help="torch.compile mode for every loop that supports it")
+    p.add_argument("--repeats", type=int, default=1, help="rounds over all rows; rates are the rounds' median")
     p.add_argument("--only", default="", help="comma-separated rows to run (default all)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -112,19 +115,22 @@ def main(argv=None):
         "kdkit_cached": lambda: cached_row(args, data, device, dtype, models),
     }
     only = [r for r in args.only.split(",") if r]
-    results = {}
-    for name, run in rows.items():
-        if only and name not in only:
-            continue
-        try:
-            results[name] = run()
-        except ImportError as error:  # torchdistill not installed here
-            results[name] = {"skipped": str(error)}
-        except Exception as error:  # noqa: BLE001 -- one failing row must not lose the others
-            results[name] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
-        print(f"{name:28s} {results[name]}", flush=True)
-        partial = Path(str(args.json or "/tmp/throughput") + ".partial")
-        partial.write_text(json.dumps(results, indent=1))  # rows so far, should a time limit stop the rest
+    rounds: dict[str, list[dict]] = {}
+    for _ in range(args.repeats):
+        for name, run in rows.items():
+            if only and name not in only:
+                continue
+            try:
+                row = run()
+            except ImportError as error:  # torchdistill not installed here
+                row = {"skipped": str(error)}
+            except Exception as error:  # noqa: BLE001 -- one failing row must not lose the others
+                row = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
+            rounds.setdefault(name, []).append(row)
+            print(f"{name:28s} {row}", flush=True)
+            partial = Path(str(args.json or "/tmp/throughput") + ".partial")
+            partial.write_text(json.dumps(rounds, indent=1))  # rows so far, should a time limit stop the rest
+    results = {name: median_row(runs) for name, runs in rounds.items()}
     rate = {k: v.get("images_per_s") for k, v in results.items()}
 
     def ratio(a, b):
@@ -136,7 +142,7 @@ def main(argv=None):
                     "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                     "python": platform.python_version()},
         "settings": {"teacher": args.teacher, "student": args.student, "classes": args.classes, "batch_size": args.batch_size,
-                     "warmup": args.warmup, "steps": args.steps, "amp": str(dtype), "compile": args.compile,
+                     "warmup": args.warmup, "steps": args.steps, "repeats": args.repeats, "amp": str(dtype), "compile": args.compile,
                      "channels_last": channels_last, "device": str(device)},
         "rows": results,
         "ratios": {"kdkit_online / torchdistill_teacher_train": ratio("kdkit_online", "torchdistill_teacher_train"),
@@ -152,6 +158,16 @@ def main(argv=None):
     print(json.dumps(report["ratios"], indent=1))
     print(f"wrote {path}")
     return report
+
+
+def median_row(runs: list[dict]) -> dict:
+    """The run with the median rate (the lower middle one for an even count), plus every run's rate."""
+    rated = sorted((r for r in runs if r.get("images_per_s")), key=lambda r: r["images_per_s"])
+    if not rated:
+        return runs[-1]
+    if len(runs) == 1:
+        return rated[0]
+    return rated[(len(rated) - 1) // 2] | {"images_per_s_runs": [r.get("images_per_s") for r in runs]}
 
 
 def cached_row(args, data, device, dtype, models):

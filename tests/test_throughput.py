@@ -23,3 +23,15 @@ def test_quick_mode_runs_every_row_and_writes_ratios(tmp_path):
         assert "images_per_s" in rows[name] or "skipped" in rows[name]
     assert report["ratios"]["kdkit_online / plain_kd"] == pytest.approx(
         rows["kdkit_online"]["images_per_s"] / rows["plain_kd"]["images_per_s"])
+
+
+def test_repeats_report_the_median_run_and_every_rate():
+    import throughput
+
+    runs = [{"images_per_s": 30.0, "seconds": 1}, {"images_per_s": 10.0, "seconds": 3}, {"images_per_s": 20.0, "seconds": 2}]
+    row = throughput.median_row(runs)
+    assert row["images_per_s"] == 20.0 and row["seconds"] == 2  # the median run's own fields
+    assert row["images_per_s_runs"] == [30.0, 10.0, 20.0]  # in round order
+    assert throughput.median_row(runs[:2])["images_per_s"] == 10.0  # even count: the lower middle
+    assert throughput.median_row([{"skipped": "no torchdistill"}] * 2) == {"skipped": "no torchdistill"}
+    assert throughput.median_row([{"images_per_s": 5.0}]) == {"images_per_s": 5.0}
