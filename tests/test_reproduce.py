@@ -149,6 +149,20 @@ def test_soft_plus_hard_maps_onto_alpha_and_lr():
     assert lr == pytest.approx(0.055)
 
 
+def test_best_shift_counts_errors_by_hand():
+    import torch
+
+    best_shift = _script("hinton_mnist").best_shift
+    # three samples of class 1 whose logit trails class 0's by 0.25, 0.55 and 2.0; one of class 0 leading by 0.5
+    logits = torch.tensor([[0.25, 0.0], [0.55, 0.0], [2.0, 0.0], [0.5, 0.0]])
+    labels = torch.tensor([1, 1, 1, 0])
+    # errors per shift of class 1's logit: 0 -> 3; 0.3 -> 2 (the 0.25 one right); 0.6 -> 1 + 1 (the class-0
+    # sample turns wrong past 0.5); 2.1 -> 0 + 1
+    assert best_shift(logits, labels, 1, [0.0, 0.3, 0.6, 2.1]) == 2.1
+    assert best_shift(logits, labels, 1, [0.0, 0.3, 0.6]) == 0.3  # a tie at 2 errors: the smaller shift
+    assert best_shift(logits, labels, 1, [0.0]) == 0.0
+
+
 def test_quick_mode_runs_every_row_and_writes_the_results(tmp_path):
     hinton = _script("hinton_mnist")
     out = tmp_path / "results.json"
@@ -156,13 +170,18 @@ def test_quick_mode_runs_every_row_and_writes_the_results(tmp_path):
     assert hinton.main(["--quick", "--jobs", "1", "--runs-dir", str(tmp_path / "runs"), "--json", str(out), *data_dir]) == 0
     result = json.loads(out.read_text())["budgets"]["t2-s2-tlr0.02"]
     assert result["missing"] == []
-    assert set(result["rows"]) == {"teacher", "scratch", "kd_soft", "kd_soft_hard", "kd_no3", "kd_no3_bias"}
+    assert set(result["rows"]) == {"teacher", "scratch", "kd_soft", "kd_soft_hard", "kd_no3", "kd_no3_bias",
+                                   "kd_no3_bias_train", "kd_no3_bias_test"}
     for row in result["rows"].values():
         seed = row["per_seed"][0]
         assert 0 <= seed["errors_on_3"] <= seed["errors"] <= result["test_size"]
         assert seed["epochs"] == 2 and seed["train_seconds"] > 0
     # raising class 3's bias can only turn wrong 3s right: never more errors on 3s
     assert result["rows"]["kd_no3_bias"]["per_seed"][0]["errors_on_3"] <= result["rows"]["kd_no3"]["per_seed"][0]["errors_on_3"]
+    # the shift chosen on test is the best on test: no fixed or train-chosen shift beats it there
+    best = result["rows"]["kd_no3_bias_test"]["per_seed"][0]
+    assert best["errors"] <= min(result["rows"][r]["per_seed"][0]["errors"] for r in ("kd_no3", "kd_no3_bias", "kd_no3_bias_train"))
+    assert result["rows"]["kd_no3_bias"]["per_seed"][0]["bias_shift"] == 3.5
     config = (tmp_path / "runs/t2-s2/kd_no3-lrkd0.03-tlr0.02/seed0/config.yaml").read_text()  # the lrs name the row
     assert "transfer_exclude:\n- 3" in config
 
