@@ -271,9 +271,13 @@ def row_seed(args, row: str, seed: int, data) -> dict | None:
     shift = {"kd_no3_bias": args.bias_shift, "kd_no3_bias_train": None, "kd_no3_bias_test": None}.get(row, 0.0)
     if shift is None:
         shift = chosen_shift(last, data, args.exclude, row.rsplit("_", 1)[1])
+    # fit.json times the invocation that finished the row (after a --resume, that part only); its
+    # images/s (validation and checkpoints included) gives the time of an epoch whatever the resumes
+    images = len(data.train) - (int((data.train.labels == args.exclude).sum()) if source == "kd_no3" else 0)
+    per_epoch = images / fit["images_per_second"]
     return {"seed": seed, **count_errors(last, data, args.exclude, shift), **({"bias_shift": shift} if source != row else {}),
-            "epochs": epochs, "train_seconds": fit["seconds"], "seconds_per_epoch": fit["seconds"] / epochs,
-            "process_wall_seconds": wall, "device": environment.get("cuda") or f"cpu, {environment.get('cpu_threads')} thread(s)"}
+            "epochs": epochs, "train_seconds": per_epoch * epochs, "seconds_per_epoch": per_epoch,
+            "last_invocation_seconds": fit["seconds"], "process_wall_seconds": wall, "device": environment.get("cuda") or f"cpu, {environment.get('cpu_threads')} thread(s)"}
 
 
 def stats(values: list) -> dict:
@@ -310,7 +314,9 @@ def settings(args) -> dict:
                       f"kd_no3_bias_train / _test: the shift in 0, 0.1, ..., 10 with the fewest errors on the training / "
                       f"test images (bias_shift per seed)",
             "weights": "last epoch (val_fraction 0: all 60,000 training images, no selection)",
-            "train_seconds": "kdkit's fit time of the invocation that finished the row (after a --resume: that part only)"}
+            "train_seconds": "epochs x seconds_per_epoch; seconds_per_epoch = training images / fit.json's images_per_second "
+                             "(wall time of fit, validation and checkpoints included); last_invocation_seconds: fit.json's "
+                             "seconds, the invocation that finished the row (after a --resume: that part only)"}
 
 
 def commands(args, dataset: str, data_dir) -> dict:
