@@ -16,6 +16,7 @@ from kdkit.errors import KdkitError
 from kdkit.losses import kd_loss
 from kdkit.methods import create_method
 from kdkit.pipeline import run_distill
+from kdkit.taps import Taps
 from kdkit.teachers.cache import TeacherCache
 
 
@@ -162,7 +163,7 @@ def test_cached_kd_through_the_pipeline(tmp_path, digits):
 def test_teacher_cache_refuses_feature_methods_before_training(tmp_path, digits):
     cfg = apply_overrides(DistillConfig(), {"dataset": "digits", "teacher": "cnn-tiny", "method": "fitnet",
                                             "teacher_cache": True, "out": str(tmp_path / "run"), "progress": False})
-    with pytest.raises(KdkitError, match="method fitnet needs more than the teacher's logits"):
+    with pytest.raises(KdkitError, match="method fitnet needs more than the teacher's logits and pooled features"):
         run_distill(cfg, digits)
     with pytest.raises(KdkitError, match="--teacher sklearn:logistic,cnn-tiny is not one torch model"):
         run_distill(apply_overrides(cfg, {"method": "kd", "teacher": "sklearn:logistic,cnn-tiny"}), digits)
@@ -188,3 +189,83 @@ def test_bad_cache_and_compile_settings_are_one_line_errors(tmp_path):
         apply_overrides(DistillConfig(), {"compile": "fast"})
     with pytest.raises(KdkitError, match="no complete teacher cache in .* rebuild it with --teacher-cache"):
         TeacherCache(tmp_path)
+
+
+# ---------------------------------------------------------------- pooled teacher features in the cache
+
+def _convnet(classes=4, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, classes)).eval()
+
+
+@pytest.mark.parametrize("method,kw", [("crd", {"nce_k": 8}), ("rkd", {}), ("pkt", {}), ("vector", {}), ("kd+crd", {"nce_k": 8})])
+def test_cached_pooled_feature_losses_equal_online_bitwise(tmp_path, method, kw):
+    """CRD, RKD, PKT and the distillation vector use the teacher's features only pooled: from a cache
+    holding pool(feature) of the same views, every loss term is bitwise the online one."""
+    data, teacher = _data(), _convnet()
+    layers = {"student_layers": ["1", "3"], "teacher_layers": ["1", "3"]}
+    cache = _build(tmp_path, teacher, data, batch_size=len(data.train), layers=["1", "3"])
+    assert cache.shapes == {"1": (6,), "3": (8,)}
+    student = _convnet(seed=1)
+    context = dict(input_shape=(3, 8, 8), num_train=len(data.train), **kw, **layers)
+    torch.manual_seed(5)
+    online = create_method(method, student, teacher, **context)
+    torch.manual_seed(5)
+    offline = create_method(method, student, cache, **context)
+    loader = BatchLoader(data.train, len(data.train), shuffle=False, augment="crop_flip", mean=data.mean, std=data.std,
+                         views=cache.views)
+    for epoch in range(4):  # slots 0, 1, 2, 0
+        loader.set_epoch(epoch)
+        cache.set_epoch(epoch)
+        offline.epoch = online.epoch = epoch
+        (x, y, idx), = list(loader)
+        a, b = online(x, y, idx), offline(x, y, idx)
+        assert a.keys() == b.keys()
+        for name in a:
+            if name != "logits":
+                assert torch.equal(a[name], b[name]), (method, epoch, name)
+
+
+def test_cached_features_are_the_pooled_teacher_features(tmp_path):
+    data, teacher = _data(), _convnet()
+    cache = _build(tmp_path, teacher, data, layers=["3"], dtype="float16")
+    loader = BatchLoader(data.train, 32, shuffle=True, augment="crop_flip", mean=data.mean, std=data.std, views=cache.views)
+    for epoch in (0, 2):
+        loader.set_epoch(epoch)
+        cache.set_epoch(epoch)
+        for x, _, idx in loader:
+            with torch.no_grad(), Taps(teacher, ["3"]) as taps:
+                teacher(x)
+            expected = taps.outputs["3"].mean(dim=(2, 3))  # (B, 8): global average pooling, by hand
+            assert torch.allclose(cache.features(idx, ["3"])["3"], expected, rtol=2e-3, atol=2e-3)  # float16 storage
+
+
+def test_pooled_feature_methods_through_the_pipeline(tmp_path, digits):
+    base = {"dataset": "digits", "teacher": "cnn-tiny", "student": "cnn-tiny", "epochs": 2, "teacher_epochs": 2,
+            "batch_size": 64, "progress": False, "out": str(tmp_path / "run"), "amp": "off", "report": False,
+            "augment": "flip", "teacher_cache": True, "cache_views": 2, "baseline": False, "method": "crd"}
+    summary = run_distill(apply_overrides(DistillConfig(), base), digits)
+    assert summary["rows"]["student"]["metrics"]["accuracy"]["mean"] > 0.3
+    caches = list((tmp_path / "run/teacher_cache").iterdir())
+    meta = json.loads((caches[0] / "meta.json").read_text())
+    assert len(caches) == 1 and meta["layers"] and len(meta["feature_sizes"]) == len(meta["layers"])
+    # vector taps every stage: another set of layers, another cache; kd needs none: a third
+    run_distill(apply_overrides(DistillConfig(), base | {"method": "vector"}), digits)
+    run_distill(apply_overrides(DistillConfig(), base | {"method": "kd"}), digits)
+    metas = [json.loads((c / "meta.json").read_text()) for c in (tmp_path / "run/teacher_cache").iterdir()]
+    counts = sorted(len(m["layers"]) for m in metas)
+    assert len(metas) == 3 and counts[0] == 0 and counts[1] == len(meta["layers"]) == 1 < counts[2]
+
+
+def test_a_cache_without_the_features_a_method_needs_is_a_one_line_error(tmp_path):
+    data, teacher = _data(), _convnet()
+    context = dict(input_shape=(3, 8, 8), num_train=len(data.train), student_layers=["3"], teacher_layers=["3"])
+    bare = _build(tmp_path / "a", teacher, data)
+    with pytest.raises(KdkitError, match="the teacher cache holds no teacher features, and method crd needs them pooled"):
+        create_method("crd", _convnet(seed=1), bare, **context)
+    with pytest.raises(KdkitError, match="method fitnet needs the teacher's feature maps, which a teacher cache does not hold"):
+        create_method("fitnet", _convnet(seed=1), bare, **context)
+    other = _build(tmp_path / "b", teacher, data, layers=["1"])
+    with pytest.raises(KdkitError, match=r"teacher layer '3' is not in the teacher cache, which holds \['1'\]"):
+        create_method("rkd", _convnet(seed=1), other, **context)

@@ -102,7 +102,7 @@ class DistillConfig(TrainConfig):
     kd_weight: float = 1.0  # bkd: weight of the class-balanced KD term
     rebalance_tau: float = 0.0  # kd: > 0 re-balances the teacher's soft targets (logits - tau * log prior) for long tails
     bootstrap: bool = False  # several teachers trained here: each on its own bootstrap resample of train (bagging)
-    teacher_cache: bool = False  # offline KD: label the training set once per recorded view, then distill from the stored outputs (logit methods)
+    teacher_cache: bool = False  # offline KD: label the training set once per recorded view, then distill from the stored outputs (logit methods; crd, rkd, pkt, vector from pooled features)
     cache_views: int = 8  # teacher_cache with augmentation: recorded views per sample (K); epoch e replays view e % K
     cache_dtype: str = "float16"  # teacher_cache: float16 or float32 logits
     cache_topk: int = 0  # teacher_cache: > 0 stores only the k largest probabilities per sample (+ the rest's mass); 0 = every logit

@@ -298,8 +298,19 @@ def teacher_source(teacher, cfg: DistillConfig, data: Dataset, out: Path, device
     cache = TeacherCache.build(teacher, data.train, out / "teacher_cache", augment=data.augment if cfg.augment == "auto" else cfg.augment,
                                views=cfg.cache_views, seed=cfg.seed, mean=data.mean, std=data.std, device=device,
                                dtype=cfg.cache_dtype, topk=cfg.cache_topk, autocast=autocast_dtype(cfg.amp, device),
-                               log=console_log)
+                               layers=cached_layers(cfg, teacher, data.input_shape), log=console_log)
     return cache, {"teacher_cache": str(cache.path), "teacher_cache_seconds": time.perf_counter() - t0}
+
+
+def cached_layers(cfg: DistillConfig, teacher, input_shape) -> list[str]:
+    """The teacher layers whose pooled outputs the cache must hold for cfg.method (crd, rkd, pkt,
+    vector and their compositions), in the teacher's module order; none for logit methods."""
+    from kdkit.methods import METHODS, method_parts
+    from kdkit.methods.features import FeatureMethod
+
+    wanted = {name for part in method_parts(cfg.method) if issubclass(METHODS[part], FeatureMethod)
+              for name in METHODS[part].teacher_layers_of(teacher, cfg.teacher_layers, input_shape)}
+    return [name for name, _ in teacher.named_modules() if name in wanted]
 
 
 def console_log(message: str):
@@ -443,11 +454,13 @@ def _preflight(cfg: DistillConfig, data: Dataset):
                          f"{len(specs)} teacher(s) of other kinds; use kd, dkd or dist with several teachers")
     _check_transfer_exclude(cfg, data, hybrid)
     if cfg.teacher_cache:
-        feature = [p for p in parts if issubclass(METHODS[p], FeatureMethod) or not METHODS[p].needs_teacher]
+        feature = [p for p in parts if (issubclass(METHODS[p], FeatureMethod) and not METHODS[p].pooled_teacher)
+                   or not METHODS[p].needs_teacher]
         if hybrid or feature:
-            what = f"method {feature[0]} needs more than the teacher's logits" if feature else f"--teacher {cfg.teacher} is not one torch model"
-            raise KdkitError(f"--teacher-cache stores one torch teacher's logits, but {what}; "
-                             "use it with kd, dkd, dist, bkd or lakd and one teacher, or drop --teacher-cache")
+            what = f"method {feature[0]} needs more than the teacher's logits and pooled features" if feature \
+                else f"--teacher {cfg.teacher} is not one torch model"
+            raise KdkitError(f"--teacher-cache stores one torch teacher's logits and pooled features, but {what}; "
+                             "use it with kd, dkd, dist, bkd, lakd, crd, rkd, pkt or vector and one teacher, or drop --teacher-cache")
     if cfg.combine == "weights" and len(cfg.teacher_weights) != len(specs):
         raise KdkitError(f"combine=weights needs one weight per teacher: {len(specs)} teachers, "
                          f"{len(cfg.teacher_weights)} weights; e.g. --set teacher_weights=0.5,0.5")

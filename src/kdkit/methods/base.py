@@ -81,6 +81,8 @@ class Method(nn.Module):
             return None
         if not self.teacher_layers:
             return Outputs(self.teacher_logits(x, index))
+        if hasattr(self.teacher, "features"):  # a teacher cache holding pooled features (kdkit.teachers.cache)
+            return Outputs(self.teacher_logits(x, index), self.teacher.features(index, self.teacher_layers))
         with torch.no_grad(), Taps(self.teacher, self.teacher_layers) as taps:
             logits = self.teacher_logits(x, index)
         return Outputs(logits, dict(taps.outputs))

@@ -14,6 +14,7 @@ class CRD(FeatureMethod):
 
     hyperparameters = COMMON + ("crd_dim", "nce_k", "nce_t")
     paper = "contrastive objective with a memory bank of negatives (Tian et al., ICLR 2020)"
+    pooled_teacher = True  # the teacher's features only through pool(): a teacher cache serves them
 
     def __init__(self, student, teacher, input_shape=None, student_layers=(), teacher_layers=(),
                  feature_weight: float = 0.8, ce_weight: float = 1.0, label_smoothing: float = 0.0,

@@ -6,7 +6,8 @@ position). Left empty, each method picks from the models' stage outputs (`featur
 FitNets the middle stage, AT and NST every stage with a spatial map, SP, RKD, PKT and CRD the
 last stage (the penultimate embedding, average-pooled). Shapes come from a probe of one batch when
 the method is built, and size the adapters (kdkit.adapters), which train with the student and are
-never saved with it.
+never saved with it. Methods that use the teacher's features only average-pooled (`pooled_teacher`)
+also learn from a teacher cache holding those vectors (kdkit.teachers.cache), in place of the teacher.
 
 Every method: loss = ce_weight * CE + feature_weight * (its feature term, summed over layer pairs).
 The default feature_weight of each is the one its paper or the reference implementations
@@ -28,18 +29,33 @@ class FeatureMethod(Method):
 
     pick = "last"  # default layers: "middle", "spatial" (every stage with a map), "last" or "all"
     paired = True  # student and teacher layers pair up by position
+    pooled_teacher = False  # uses the teacher's features only through adapters.pool: a cache can serve them
 
     def __init__(self, student, teacher, input_shape, student_layers=(), teacher_layers=(),
                  feature_weight: float = 1.0, ce_weight: float = 1.0, label_smoothing: float = 0.0):
         super().__init__(student, teacher)
-        if not isinstance(teacher, nn.Module) or getattr(teacher, "needs_index", False):
-            raise KdkitError(f"method {type(self).__name__.lower()} matches features, so it needs one torch "
+        name = type(self).__name__.lower()
+        cached = hasattr(teacher, "features")  # a TeacherCache: pooled teacher features, stored
+        if cached and not self.pooled_teacher:
+            raise KdkitError(f"method {name} needs the teacher's feature maps, which a teacher cache does not hold; "
+                             "drop --teacher-cache, or use kd, dkd, dist, crd, rkd, pkt or vector with it")
+        if cached and not teacher.layers:
+            raise KdkitError(f"the teacher cache holds no teacher features, and method {name} needs them pooled; "
+                             "build it with this method's layers (--teacher-cache does)")
+        if not cached and (not isinstance(teacher, nn.Module) or getattr(teacher, "needs_index", False)):
+            raise KdkitError(f"method {name} matches features, so it needs one torch "
                              "teacher; saved outputs and scikit-learn teachers give predictions only (use kd, dkd or dist)")
         if input_shape is None:
-            raise KdkitError(f"method {type(self).__name__.lower()} needs input_shape to size its adapters")
+            raise KdkitError(f"method {name} needs input_shape to size its adapters")
         self.feature_weight, self.ce_weight, self.label_smoothing = feature_weight, ce_weight, label_smoothing
-        s_layers, t_layers = self._layers(student, student_layers, "student"), self._layers(teacher, teacher_layers, "teacher")
-        s_shapes, t_shapes = probe(student, s_layers, input_shape), probe(teacher, t_layers, input_shape)
+        s_layers = self._layers(student, student_layers, "student")
+        s_shapes = probe(student, s_layers, input_shape)
+        if cached:  # built with the layers of `teacher_layers_of`, in the teacher's order; (D,) shapes
+            t_layers, t_shapes = list(teacher_layers) or list(teacher.layers), teacher.shapes
+            teacher.check_layers(t_layers)
+        else:
+            t_layers = self._layers(teacher, teacher_layers, "teacher")
+            t_shapes = probe(teacher, t_layers, input_shape)
         if not (student_layers or teacher_layers):
             s_layers, t_layers = self._pick(s_layers, s_shapes), self._pick(t_layers, t_shapes)
         if self.paired and len(s_layers) != len(t_layers):
@@ -49,22 +65,29 @@ class FeatureMethod(Method):
         self.student_shapes = {n: s_shapes[n] for n in s_layers}
         self.teacher_shapes = {n: t_shapes[n] for n in t_layers}
 
+    @classmethod
+    def teacher_layers_of(cls, teacher, teacher_layers, input_shape) -> list[str]:
+        """The teacher layers this method taps (as __init__ resolves them), for building a cache."""
+        layers = cls._layers(teacher, teacher_layers, "teacher")
+        return layers if teacher_layers else cls._pick(layers, probe(teacher, layers, input_shape))
+
     @staticmethod
     def _layers(model, given, role) -> list[str]:
         layers = list(given) or default_layers(model, role)
         check_names(model, layers)
         return layers
 
-    def _pick(self, layers, shapes) -> list[str]:
-        if self.pick == "middle":
+    @classmethod
+    def _pick(cls, layers, shapes) -> list[str]:
+        if cls.pick == "middle":
             return [layers[(len(layers) - 1) // 2]]
-        if self.pick == "spatial":
+        if cls.pick == "spatial":
             maps = [n for n in layers if len(shapes[n]) == 3]
             if not maps:
-                raise KdkitError(f"method {type(self).__name__.lower()} needs layers that output (C, H, W) maps; "
+                raise KdkitError(f"method {cls.__name__.lower()} needs layers that output (C, H, W) maps; "
                                  f"the stage outputs {layers} are vectors; set student_layers / teacher_layers")
             return maps
-        return layers if self.pick == "all" else layers[-1:]
+        return layers if cls.pick == "all" else layers[-1:]
 
     def pairs(self, s, t):
         """(student feature, teacher feature) for each layer pair of this step."""

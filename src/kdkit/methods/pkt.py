@@ -10,6 +10,7 @@ class PKT(FeatureMethod):
 
     hyperparameters = COMMON
     paper = "distributions of cosine similarity between samples (Passalis & Tefas, ECCV 2018)"
+    pooled_teacher = True  # the teacher's features only through pool(): a teacher cache serves them
 
     def __init__(self, student, teacher, input_shape=None, student_layers=(), teacher_layers=(),
                  feature_weight: float = 30000.0, ce_weight: float = 1.0, label_smoothing: float = 0.0):

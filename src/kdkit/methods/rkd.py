@@ -10,6 +10,7 @@ class RKD(FeatureMethod):
 
     hyperparameters = COMMON + ("rkd_distance", "rkd_angle")
     paper = "distance and angle relations between samples (Park et al., CVPR 2019)"
+    pooled_teacher = True  # the teacher's features only through pool(): a teacher cache serves them
 
     def __init__(self, student, teacher, input_shape=None, student_layers=(), teacher_layers=(),
                  feature_weight: float = 1.0, ce_weight: float = 1.0, label_smoothing: float = 0.0,

@@ -33,6 +33,7 @@ class DistillationVector(FeatureMethod):
     paper = "multi-layer pooled features matched through learned adapters (kdkit; the design's tiny-model KD)"
     pick = "all"
     paired = False
+    pooled_teacher = True  # the teacher's features only through pool(): a teacher cache serves them
 
     def __init__(self, student, teacher, input_shape=None, student_layers=(), teacher_layers=(),
                  feature_weight: float = 1.0, ce_weight: float = 1.0, label_smoothing: float = 0.0,
@@ -42,8 +43,11 @@ class DistillationVector(FeatureMethod):
             raise unknown("vector_loss", vector_loss, MATCHES)
         self.vector_loss = vector_loss
         self.segments = {"student": _segments(self.student_shapes), "teacher": _segments(self.teacher_shapes)}
-        with torch.no_grad():
-            num_classes = teacher.eval()(torch.zeros(2, *input_shape, device=_device(teacher))).shape[-1]
+        if hasattr(teacher, "features"):  # a teacher cache
+            num_classes = teacher.num_classes
+        else:
+            with torch.no_grad():
+                num_classes = teacher.eval()(torch.zeros(2, *input_shape, device=_device(teacher))).shape[-1]
         self.student_adapter = nn.Linear(self.segments["student"][-1][2], vector_dim)
         self.teacher_adapter = nn.Linear(self.segments["teacher"][-1][2], vector_dim)
         self.teacher_head = nn.Linear(vector_dim, num_classes)

@@ -21,13 +21,16 @@ Files (a folder; reused when everything it was built from is unchanged, see `key
   topk_index.npy          (K, N, k) int16    ... and their classes
   residual.npy            (K, N)    float32  probability mass of the other C - k classes, which
                                              are read back as sharing it equally
+  feat{i}.npy             (K, N, D) float16 or float32, the average-pooled output of the i-th of
+                                    `layers` (only when layers are given)
   meta.json               what it was built from; written last, so a folder without it is a
                           cache cut off while building and is rebuilt
 All are read memory-mapped; one slot at a time is moved to the training device. Rows are keyed
 by position in the training split, the `idx` BatchLoader yields.
 
-Only the teacher's logits are cached: methods that match teacher features (FitNets, AT, CRD, ...)
-run the teacher online.
+Features: methods that use the teacher's features only average-pooled to vectors (CRD, RKD, PKT,
+vector; `FeatureMethod.pooled_teacher`) read them from the cache too: build it with the layers they
+tap (`layers`). Methods that match whole feature maps (FitNets, AT, NST, SP) run the teacher online.
 """
 import hashlib
 import json
@@ -41,10 +44,12 @@ from torch import nn
 
 from kdkit import checkpoint as ckpt
 from kdkit import distributed
+from kdkit.adapters import pool
 from kdkit.data.augment import draw
 from kdkit.data.dataset import Split
 from kdkit.data.loader import BatchLoader, seeded_generator
 from kdkit.errors import KdkitError
+from kdkit.taps import Taps
 
 _VIEWS = 0x7663  # mixed into the views' generator seed, so they differ from the training draws
 FORMAT = 1
@@ -94,6 +99,9 @@ class TeacherCache:
         names = ("topk_logp", "topk_index", "residual") if self.topk else ("logits",)
         self.arrays = {n: np.load(self.path / f"{n}.npy", mmap_mode="r") for n in names}
         self.num_classes = self.meta["num_classes"]
+        self.layers = self.meta.get("layers", [])  # teacher layers whose pooled outputs are stored
+        self.shapes = {name: (size,) for name, size in zip(self.layers, self.meta.get("feature_sizes", []))}
+        self.arrays |= {f"feat{i}": np.load(self.path / f"feat{i}.npy", mmap_mode="r") for i in range(len(self.layers))}
         self.slot, self.loaded = 0, None  # loaded: (slot, device, {name: tensor}) of the slot in use
 
     def set_epoch(self, epoch: int) -> None:
@@ -118,13 +126,27 @@ class TeacherCache:
         out = others[:, None].expand(-1, self.num_classes).clone()  # (B, C) log-probabilities
         return out.scatter_(1, classes, logp)
 
+    def check_layers(self, layers) -> None:
+        missing = [name for name in layers if name not in self.layers]
+        if missing:
+            raise KdkitError(f"teacher layer '{missing[0]}' is not in the teacher cache, which holds {self.layers}; "
+                             "build the cache for this method's layers (the pipeline does: --teacher-cache)")
+
+    @torch.no_grad()
+    def features(self, index: torch.Tensor, layers) -> dict[str, torch.Tensor]:
+        """{layer: (B, D) float32} pooled teacher features of the current slot for positions `index`."""
+        self.check_layers(layers)
+        slot = self._slot(index.device)
+        return {name: slot[f"feat{self.layers.index(name)}"].index_select(0, index).float() for name in layers}
+
     @classmethod
     @torch.no_grad()
     def build(cls, teacher: nn.Module, split: Split, path, *, augment: str, views: int, seed: int, mean, std,
               device="cpu", dtype: str = "float16", topk: int = 0, autocast=None, batch_size: int = 1024,
-              log=print) -> "TeacherCache":
+              layers=(), log=print) -> "TeacherCache":
         """The cache for (teacher, split, settings) in `path`/<key>: reused when complete, else
-        built (K teacher passes over the split). `autocast`: dtype of the teacher's forward."""
+        built (K teacher passes over the split). `autocast`: dtype of the teacher's forward.
+        `layers`: teacher layers whose average-pooled outputs are stored too."""
         if dtype not in ("float16", "float32"):
             raise KdkitError(f"cache_dtype must be float16 or float32, got '{dtype}'")
         slots = views if augment != "none" else 1
@@ -132,10 +154,14 @@ class TeacherCache:
             raise KdkitError(f"cache_views must be >= 1, got {views}; e.g. --set cache_views=8")
         device = torch.device(device)
         teacher.eval().to(device)
-        num_classes = teacher(torch.zeros(1, *split.images.shape[1:], device=device)).shape[-1]
+        layers = list(layers)
+        with Taps(teacher, layers) as taps:
+            num_classes = teacher(torch.zeros(1, *split.images.shape[1:], device=device)).shape[-1]
+        feature_sizes = [pool(taps.outputs[name]).shape[-1] for name in layers]
         if topk >= num_classes or topk < 0:
             raise KdkitError(f"cache_topk must be in 0..{num_classes - 1} for {num_classes} classes, got {topk}; 0 stores every logit")
         settings = dict(augment=augment, views=slots, seed=seed, dtype=dtype, topk=topk, num_classes=num_classes,
+                        layers=layers, feature_sizes=feature_sizes,
                         mean=np.atleast_1d(mean if mean is not None else 0.0).tolist(),
                         std=np.atleast_1d(std if std is not None else 1.0).tolist())
         meta = key(teacher, split, **settings)
@@ -162,6 +188,8 @@ def _write(folder: Path, meta: dict, teacher, split: Split, slots: int, device, 
                   "residual": ((slots, n), np.float32)}
     else:
         arrays = {"logits": ((slots, n, num_classes), np.dtype(dtype))}
+    layers = meta["layers"]
+    arrays |= {f"feat{i}": ((slots, n, size), np.dtype(dtype)) for i, size in enumerate(meta["feature_sizes"])}
     files = {name: np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=d, shape=s)
              for name, (s, d) in arrays.items()}
     loader = BatchLoader(split, batch_size, shuffle=False, augment=augment, mean=meta["mean"], std=meta["std"], device=device, views=rows)
@@ -170,9 +198,14 @@ def _write(folder: Path, meta: dict, teacher, split: Split, slots: int, device, 
     for slot in range(slots):
         loader.set_epoch(slot)
         outputs = torch.empty(n, num_classes, device=device)  # (N, C) this slot, kept on device
+        feats = [torch.empty(n, size, device=device) for size in meta["feature_sizes"]]  # (N, D_i) each
         for x, _, idx in loader:
-            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None), Taps(teacher, layers) as taps:
                 outputs[idx] = teacher(x).float()
+            for i, name in enumerate(layers):
+                feats[i][idx] = pool(taps.outputs[name]).float()
+        for i, feat in enumerate(feats):
+            files[f"feat{i}"][slot] = feat.cpu().numpy().astype(dtype)
         if topk:
             logp = torch.log_softmax(outputs, dim=1)  # (N, C)
             top, classes = logp.topk(topk, dim=1)  # (N, k) each
