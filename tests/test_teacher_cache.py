@@ -269,3 +269,20 @@ def test_a_cache_without_the_features_a_method_needs_is_a_one_line_error(tmp_pat
     other = _build(tmp_path / "b", teacher, data, layers=["1"])
     with pytest.raises(KdkitError, match=r"teacher layer '3' is not in the teacher cache, which holds \['1'\]"):
         create_method("rkd", _convnet(seed=1), other, **context)
+
+
+def test_a_teacher_with_a_features_attribute_is_not_taken_for_a_cache():
+    """torchvision's VGG / MobileNet name their trunk `features`: such a teacher runs online."""
+    class VGGLike(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+            self.classifier = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.classifier(self.features(x).mean(dim=(2, 3)))
+
+    online = create_method("crd", _convnet(seed=1), VGGLike(), input_shape=(3, 8, 8), num_train=96, nce_k=8,
+                           student_layers=["3"], teacher_layers=["features.1"])
+    out = online(torch.randn(4, 3, 8, 8), torch.arange(4), torch.arange(4))
+    assert torch.isfinite(out["loss"]) and out["crd"] > 0

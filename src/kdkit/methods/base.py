@@ -16,6 +16,7 @@ from torch import nn
 
 from kdkit.errors import KdkitError
 from kdkit.taps import Taps
+from kdkit.teachers.cache import TeacherCache
 
 
 @dataclass
@@ -81,7 +82,7 @@ class Method(nn.Module):
             return None
         if not self.teacher_layers:
             return Outputs(self.teacher_logits(x, index))
-        if hasattr(self.teacher, "features"):  # a teacher cache holding pooled features (kdkit.teachers.cache)
+        if isinstance(self.teacher, TeacherCache):  # pooled teacher features, stored
             return Outputs(self.teacher_logits(x, index), self.teacher.features(index, self.teacher_layers))
         with torch.no_grad(), Taps(self.teacher, self.teacher_layers) as taps:
             logits = self.teacher_logits(x, index)

@@ -20,6 +20,7 @@ from kdkit.adapters import default_layers, probe
 from kdkit.errors import KdkitError
 from kdkit.methods.base import Method
 from kdkit.taps import check_names
+from kdkit.teachers.cache import TeacherCache
 
 COMMON = ("feature_weight", "ce_weight", "student_layers", "teacher_layers", "label_smoothing")
 
@@ -35,7 +36,7 @@ class FeatureMethod(Method):
                  feature_weight: float = 1.0, ce_weight: float = 1.0, label_smoothing: float = 0.0):
         super().__init__(student, teacher)
         name = type(self).__name__.lower()
-        cached = hasattr(teacher, "features")  # a TeacherCache: pooled teacher features, stored
+        cached = isinstance(teacher, TeacherCache)  # pooled teacher features, stored
         if cached and not self.pooled_teacher:
             raise KdkitError(f"method {name} needs the teacher's feature maps, which a teacher cache does not hold; "
                              "drop --teacher-cache, or use kd, dkd, dist, crd, rkd, pkt or vector with it")

@@ -24,6 +24,7 @@ from kdkit.adapters import pool, pooled_size
 from kdkit.errors import unknown
 from kdkit.losses.feature import linear_cka
 from kdkit.methods.features import COMMON, FeatureMethod
+from kdkit.teachers.cache import TeacherCache
 
 MATCHES = ("mse", "cosine", "cka")
 
@@ -43,7 +44,7 @@ class DistillationVector(FeatureMethod):
             raise unknown("vector_loss", vector_loss, MATCHES)
         self.vector_loss = vector_loss
         self.segments = {"student": _segments(self.student_shapes), "teacher": _segments(self.teacher_shapes)}
-        if hasattr(teacher, "features"):  # a teacher cache
+        if isinstance(teacher, TeacherCache):
             num_classes = teacher.num_classes
         else:
             with torch.no_grad():
