@@ -8,6 +8,8 @@ peak memory of
   kdkit_online       kdkit's loop, method kd, teacher run at every step
   kdkit_cached       kdkit's loop, method kd from the teacher-output cache (built before; its build
                      time is reported apart)
+  kdkit_*_crd        the same two for CRD (the teacher's pooled last-stage features come from the
+                     cache too; negatives capped at the synthetic set's size - 1)
 The hand-written loops are benchmarks/throughput_peers.py. kdkit rows report fit()'s steady-state
 training rate (FitResult.train_images_per_second: the first `warmup` steps, validation and
 checkpoints excluded); the peers time `steps` steps after `warmup` untimed ones: the same counts.
@@ -38,7 +40,7 @@ from throughput_peers import plain_kd, student_only, torchdistill_kd  # noqa: E4
 
 from kdkit.config import DistillConfig, apply_overrides  # noqa: E402
 from kdkit.data import from_arrays  # noqa: E402
-from kdkit.methods import create_method  # noqa: E402
+from kdkit.methods import CRD, create_method  # noqa: E402
 from kdkit.models.registry import create_model  # noqa: E402
 from kdkit.teachers.cache import TeacherCache  # noqa: E402
 from kdkit.train import autocast_dtype, fit, select_device  # noqa: E402
@@ -73,10 +75,13 @@ def kdkit_row(method_name, teacher, student, data, args, device, cache=None):
             epochs=1, batch_size=args.batch_size, lr=0.05, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
             amp=args.amp, compile=args.compile, progress=False, log_every=50, device=str(device), val_fraction=0.0,
             out=run_dir, augment="crop_flip"))
+        source = cache if cache is not None else teacher
         if method_name == "ce":
             method = create_method("ce", student)
+        elif method_name == "crd":
+            method = create_method("crd", student, source, input_shape=tuple(data.input_shape), num_train=len(data.train))
         else:
-            method = create_method("kd", student, cache if cache is not None else teacher, temperature=4.0, alpha=0.9)
+            method = create_method("kd", student, source, temperature=4.0, alpha=0.9)
         result = fit(method, data, cfg, run_dir)
     # fit's warm-up is min(20, total_steps // 10) steps: the same count as the peers' when steps = 9 * warmup
     return {"images_per_s": result.train_images_per_second, "peak_memory_mb": result.peak_memory.get("peak_memory_mb"),
@@ -113,6 +118,8 @@ def main(argv=None):
         "kdkit_student": lambda: kdkit_row("ce", None, models()[1], data, args, device),
         "kdkit_online": lambda: kdkit_row("kd", *models(), data, args, device),
         "kdkit_cached": lambda: cached_row(args, data, device, dtype, models),
+        "kdkit_online_crd": lambda: kdkit_row("crd", *models(), data, args, device),
+        "kdkit_cached_crd": lambda: cached_row(args, data, device, dtype, models, method="crd"),
     }
     only = [r for r in args.only.split(",") if r]
     rounds: dict[str, list[dict]] = {}
@@ -150,7 +157,8 @@ def main(argv=None):
                    "kdkit_online / plain_kd": ratio("kdkit_online", "plain_kd"),
                    "kdkit_cached / student_only": ratio("kdkit_cached", "student_only"),
                    "kdkit_cached / kdkit_online": ratio("kdkit_cached", "kdkit_online"),
-                   "kdkit_student / student_only": ratio("kdkit_student", "student_only")},
+                   "kdkit_student / student_only": ratio("kdkit_student", "student_only"),
+                   "kdkit_cached_crd / kdkit_online_crd": ratio("kdkit_cached_crd", "kdkit_online_crd")},
     }
     path = Path(args.json or ROOT / f"benchmarks/results/throughput{'_quick' if args.quick else ''}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,14 +178,15 @@ def median_row(runs: list[dict]) -> dict:
     return rated[(len(rated) - 1) // 2] | {"images_per_s_runs": [r.get("images_per_s") for r in runs]}
 
 
-def cached_row(args, data, device, dtype, models):
+def cached_row(args, data, device, dtype, models, method="kd"):
     teacher, student = models()
+    layers = CRD.teacher_layers_of(teacher, [], tuple(data.input_shape)) if method == "crd" else []
     with tempfile.TemporaryDirectory() as folder:
         t0 = time.perf_counter()
         cache = TeacherCache.build(teacher, data.train, folder, augment="crop_flip", views=1, seed=0, mean=data.mean,
-                                   std=data.std, device=device, autocast=dtype, log=lambda m: None)
+                                   std=data.std, device=device, autocast=dtype, layers=layers, log=lambda m: None)
         build = time.perf_counter() - t0
-        row = kdkit_row("kd", None, student, data, args, device, cache=cache)
+        row = kdkit_row(method, None, student, data, args, device, cache=cache)
     return row | {"cache_build_seconds_one_view": build}
 
 

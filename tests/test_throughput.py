@@ -16,7 +16,8 @@ def test_quick_mode_runs_every_row_and_writes_ratios(tmp_path):
                      "--warmup", "1", "--steps", "9", "--json", str(out)])
     report = json.loads(out.read_text())
     rows = report["rows"]
-    for name in ("student_only", "plain_kd", "kdkit_student", "kdkit_online", "kdkit_cached"):
+    for name in ("student_only", "plain_kd", "kdkit_student", "kdkit_online", "kdkit_cached", "kdkit_online_crd",
+                 "kdkit_cached_crd"):
         assert rows[name]["images_per_s"] > 0, (name, rows[name])
     assert rows["kdkit_cached"]["cache_build_seconds_one_view"] > 0
     for name in ("torchdistill_teacher_train", "torchdistill_teacher_eval"):  # measured only where it is installed
