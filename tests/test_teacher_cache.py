@@ -81,20 +81,26 @@ def _build(tmp_path, teacher, data, **kw):
     return TeacherCache.build(teacher, data.train, tmp_path / "cache", **(settings | kw))
 
 
+def _side_by_side(online, offline, cache, data, epochs=4):
+    """Each epoch (slots 0, 1, 2, 0 for 3 views), the whole train split as one batch of the slot's
+    recorded views through both methods: yields their outputs."""
+    loader = BatchLoader(data.train, len(data.train), shuffle=False, augment="crop_flip", mean=data.mean, std=data.std,
+                         views=cache.views)
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        cache.set_epoch(epoch)
+        offline.epoch = online.epoch = epoch
+        (x, y, idx), = list(loader)
+        yield online(x, y, idx), offline(x, y, idx)
+
+
 def test_cached_kd_loss_equals_online_kd_loss_bitwise(tmp_path):
     data, teacher = _data(), _teacher()
     cache = _build(tmp_path, teacher, data, batch_size=len(data.train))
     student = _teacher(seed=1)
     online = create_method("kd", student, teacher, temperature=4.0, alpha=0.9)
     offline = create_method("kd", student, cache, temperature=4.0, alpha=0.9)
-    loader = BatchLoader(data.train, len(data.train), shuffle=False, augment="crop_flip", mean=data.mean, std=data.std,
-                         views=cache.views)
-    for epoch in range(4):  # slots 0, 1, 2, 0
-        loader.set_epoch(epoch)
-        cache.set_epoch(epoch)
-        offline.epoch = online.epoch = epoch
-        (x, y, idx), = list(loader)
-        a, b = online(x, y, idx), offline(x, y, idx)
+    for a, b in _side_by_side(online, offline, cache, data):
         assert torch.equal(a["loss"], b["loss"]) and torch.equal(a["kd"], b["kd"])
 
 
@@ -213,14 +219,7 @@ def test_cached_pooled_feature_losses_equal_online_bitwise(tmp_path, method, kw)
     online = create_method(method, student, teacher, **context)
     torch.manual_seed(5)
     offline = create_method(method, student, cache, **context)
-    loader = BatchLoader(data.train, len(data.train), shuffle=False, augment="crop_flip", mean=data.mean, std=data.std,
-                         views=cache.views)
-    for epoch in range(4):  # slots 0, 1, 2, 0
-        loader.set_epoch(epoch)
-        cache.set_epoch(epoch)
-        offline.epoch = online.epoch = epoch
-        (x, y, idx), = list(loader)
-        a, b = online(x, y, idx), offline(x, y, idx)
+    for epoch, (a, b) in enumerate(_side_by_side(online, offline, cache, data)):
         assert a.keys() == b.keys()
         for name in a:
             if name != "logits":
