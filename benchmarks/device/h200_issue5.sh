@@ -9,8 +9,8 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
   && export PYTHONPATH=$PYTHONPATH:/tmp/site
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
-timeout ${T_THROUGHPUT:-130} python3 benchmarks/throughput.py --device cuda --compile reduce-overhead \
-  --only student_only,plain_kd,torchdistill_teacher_train,torchdistill_teacher_eval,kdkit_online,kdkit_cached \
+timeout ${T_THROUGHPUT:-170} python3 benchmarks/throughput.py --device cuda --compile reduce-overhead \
+  --only student_only,plain_kd,torchdistill_teacher_train,torchdistill_teacher_eval,kdkit_online,kdkit_cached,kdkit_online_crd,kdkit_cached_crd \
   --json "$OUT/throughput.json" > "$OUT/throughput.log" 2>&1; echo "throughput exit $?"; tail -n 20 "$OUT/throughput.log"
 timeout ${T_TTA:-290} python3 benchmarks/time_to_accuracy.py --data-dir .carry --device cuda --compile reduce-overhead --lr 0.4 \
   --out /tmp/tta --json "$OUT/time_to_accuracy.json" > "$OUT/tta.log" 2>&1; echo "tta exit $?"; tail -n 25 "$OUT/tta.log"
