@@ -123,6 +123,7 @@ def main(argv=None):
     }
     only = [r for r in args.only.split(",") if r]
     rounds: dict[str, list[dict]] = {}
+    partial = Path(str(args.json or "/tmp/throughput") + ".partial")
     for _ in range(args.repeats):
         for name, run in rows.items():
             if only and name not in only:
@@ -135,7 +136,6 @@ def main(argv=None):
                 row = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
             rounds.setdefault(name, []).append(row)
             print(f"{name:28s} {row}", flush=True)
-            partial = Path(str(args.json or "/tmp/throughput") + ".partial")
             partial.write_text(json.dumps(rounds, indent=1))  # rows so far, should a time limit stop the rest
     results = {name: median_row(runs) for name, runs in rounds.items()}
     rate = {k: v.get("images_per_s") for k, v in results.items()}
@@ -163,6 +163,7 @@ def main(argv=None):
     path = Path(args.json or ROOT / f"benchmarks/results/throughput{'_quick' if args.quick else ''}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1))
+    partial.unlink(missing_ok=True)  # the rows so far are in the report now
     print(json.dumps(report["ratios"], indent=1))
     print(f"wrote {path}")
     return report

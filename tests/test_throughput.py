@@ -15,6 +15,7 @@ def test_quick_mode_runs_every_row_and_writes_ratios(tmp_path):
     throughput.main(["--quick", "--teacher", "mlp-64", "--student", "mlp-32", "--classes", "10", "--batch-size", "16",
                      "--warmup", "1", "--steps", "9", "--json", str(out)])
     report = json.loads(out.read_text())
+    assert not Path(str(out) + ".partial").exists()  # the rows-so-far file goes once the report is written
     rows = report["rows"]
     for name in ("student_only", "plain_kd", "kdkit_student", "kdkit_online", "kdkit_cached", "kdkit_online_crd",
                  "kdkit_cached_crd"):
