@@ -268,9 +268,12 @@ def row_seed(args, row: str, seed: int, data) -> dict | None:
     wall = json.loads((out / "wall.json").read_text())["wall_seconds"] if (out / "wall.json").is_file() else None
     epochs = args.epochs_teacher if source == "teacher" else args.epochs_student
     last = fit_dir(args, source, seed) / "last.safetensors"  # val_fraction 0: the last epoch, no selection
-    shift = {"kd_no3_bias": args.bias_shift, "kd_no3_bias_train": None, "kd_no3_bias_test": None}.get(row, 0.0)
-    if shift is None:
-        shift = chosen_shift(last, data, args.exclude, row.rsplit("_", 1)[1])
+    if row == "kd_no3_bias":
+        shift = args.bias_shift
+    elif row in ("kd_no3_bias_train", "kd_no3_bias_test"):
+        shift = chosen_shift(last, data, args.exclude, on=row.rsplit("_", 1)[1])
+    else:
+        shift = 0.0
     # fit.json times the invocation that finished the row (after a --resume, that part only); its
     # images/s (validation and checkpoints included) gives the time of an epoch whatever the resumes
     images = len(data.train) - (int((data.train.labels == args.exclude).sum()) if source == "kd_no3" else 0)
