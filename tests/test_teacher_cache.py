@@ -285,3 +285,20 @@ def test_a_teacher_with_a_features_attribute_is_not_taken_for_a_cache():
                            student_layers=["3"], teacher_layers=["features.1"])
     out = online(torch.randn(4, 3, 8, 8), torch.arange(4), torch.arange(4))
     assert torch.isfinite(out["loss"]) and out["crd"] > 0
+
+
+@pytest.mark.parametrize("method,sets", [("crd", {}), ("vector", {}), ("kd+crd", {}), ("rkd+vector", {}),
+                                         ("vector", {"student_layers": ["stage2"]}),
+                                         ("crd", {"student_layers": ["stage1", "stage2", "hidden"]}),  # teacher: every stage
+                                         ("pkt", {"student_layers": ["hidden"], "teacher_layers": ["stage1"]})])
+def test_the_cache_holds_exactly_the_layers_the_online_method_taps(method, sets):
+    from kdkit.models.registry import create_model
+    from kdkit.pipeline import cached_layers
+
+    torch.manual_seed(0)
+    teacher, student = create_model("cnn-tiny", 10, 1, 28).eval(), create_model("cnn-tiny", 10, 1, 28)
+    cfg = apply_overrides(DistillConfig(), {"method": method, **sets})
+    online = create_method(method, student, teacher, input_shape=(1, 28, 28), num_train=96,
+                           student_layers=cfg.student_layers, teacher_layers=cfg.teacher_layers)
+    layers = cached_layers(cfg, teacher, (1, 28, 28))
+    assert layers and set(layers) == set(online.teacher_layers)

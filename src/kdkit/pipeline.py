@@ -309,7 +309,7 @@ def cached_layers(cfg: DistillConfig, teacher, input_shape) -> list[str]:
     from kdkit.methods.features import FeatureMethod
 
     wanted = {name for part in method_parts(cfg.method) if issubclass(METHODS[part], FeatureMethod)
-              for name in METHODS[part].teacher_layers_of(teacher, cfg.teacher_layers, input_shape)}
+              for name in METHODS[part].teacher_layers_of(teacher, cfg.teacher_layers, input_shape, cfg.student_layers)}
     return [name for name, _ in teacher.named_modules() if name in wanted]
 
 

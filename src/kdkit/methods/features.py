@@ -67,10 +67,12 @@ class FeatureMethod(Method):
         self.teacher_shapes = {n: t_shapes[n] for n in t_layers}
 
     @classmethod
-    def teacher_layers_of(cls, teacher, teacher_layers, input_shape) -> list[str]:
+    def teacher_layers_of(cls, teacher, teacher_layers, input_shape, student_layers=()) -> list[str]:
         """The teacher layers this method taps (as __init__ resolves them), for building a cache."""
         layers = cls._layers(teacher, teacher_layers, "teacher")
-        return layers if teacher_layers else cls._pick(layers, probe(teacher, layers, input_shape))
+        if student_layers or teacher_layers:  # __init__ picks only when neither side is given
+            return layers
+        return cls._pick(layers, probe(teacher, layers, input_shape))
 
     @staticmethod
     def _layers(model, given, role) -> list[str]:
