@@ -241,13 +241,14 @@ def test_image_folder_of_pngs(tmp_path):
     assert ds.test.labels.tolist() == [0] * 5 + [1] * 5 + [2] * 5
 
 
-def test_image_folder_tar_gz_is_decoded_once_then_cached(tmp_path, isolated_home):
+def test_image_folder_tar_gz_is_decoded_once_then_cached(tmp_path, isolated_home, monkeypatch):
     make_image_folder(tmp_path / "pets", mode="L")
     archive = make_tar(tmp_path / "pets", tmp_path / "pets.tar.gz")
     first = load_dataset(str(archive))
     assert first.input_shape == (1, 8, 8) and first.name == "pets" and first.augment == "crop"
-    cached = list((isolated_home / ".cache" / "kdkit" / "decoded").glob("pets.tar.gz-*.npz"))
-    assert len(cached) == 1
+    cached = list((isolated_home / ".cache" / "kdkit" / "decoded").glob("pets.tar.gz-*"))
+    assert len(cached) == 1 and (cached[0] / "x_train.npy").is_file()
+    monkeypatch.setattr(registry.imagefolder, "read_image_tree", None)  # a second decode would fail
     second = load_dataset(str(archive))
     assert torch.equal(first.train.images, second.train.images)
     assert second.classes == first.classes

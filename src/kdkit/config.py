@@ -30,6 +30,7 @@ class TrainConfig:
     download: bool = True  # download from the official source when the files are not found and online
     imbalance: str | None = None  # long-tailed train and val splits: exp:100 (exponential, factor 100) or step:10; test stays balanced
     sampler: str = "none"  # none, class_balanced (every class equally often) or sqrt (classes drawn ~ sqrt of their counts)
+    workers: int = 0  # threads that gather and augment the next batches when the images stay on the CPU (larger than device memory, memory-mapped from disk, CPU training); same batches as 0
     # model
     model: str = "cnn"  # architecture (`kdkit models`) or my_pkg.my_module:make_net
     # optimisation

@@ -170,8 +170,10 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
     augment = data.augment if cfg.augment == "auto" else cfg.augment
     train = BatchLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, augment=augment,
                         mean=data.mean, std=data.std, device=device, drop_last=len(data.train.labels) > cfg.batch_size,
-                        sampler=getattr(cfg, "sampler", "none"), views=getattr(method.teacher, "views", None))
-    val = BatchLoader(data.val, 512, shuffle=False, mean=data.mean, std=data.std, device=device)
+                        sampler=getattr(cfg, "sampler", "none"), views=getattr(method.teacher, "views", None),
+                        workers=getattr(cfg, "workers", 0))
+    val = BatchLoader(data.val, 512, shuffle=False, mean=data.mean, std=data.std, device=device,
+                      workers=getattr(cfg, "workers", 0))
     optimizer = make_optimizer(method.parameters(), cfg, fused=device.type == "cuda")
     params = [p for group in optimizer.param_groups for p in group["params"]]
     model = distributed.wrap(method, device)  # DDP under torchrun; the method itself otherwise
@@ -446,7 +448,7 @@ class _Sums:
 # Any other change is either refused (the position would mean another thing: POSITION_KEYS) or
 # allowed with a warning that the result now differs from an uninterrupted run (lr after a NaN stop).
 RUN_KEYS = {"resume", "max_steps", "progress", "out", "report", "log_every", "checkpoint_every", "device",
-            "data_dir", "download", "seeds", "baseline", "generations", "deterministic", "nan_policy", "compile"}
+            "data_dir", "download", "seeds", "baseline", "generations", "deterministic", "nan_policy", "compile", "workers"}
 POSITION_KEYS = ("dataset", "model", "student", "teacher", "method", "batch_size", "seed", "val_fraction",
                  "imbalance", "sampler", "teacher_cache", "cache_views")
 

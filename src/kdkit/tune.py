@@ -31,7 +31,8 @@ from kdkit.errors import KdkitError, unknown
 
 METRICS = ("accuracy", "balanced_accuracy")
 # Keys that may differ between the workers of one study (paths, devices, logging) and between reruns.
-BOOKKEEPING = ("out", "resume", "progress", "device", "data_dir", "download", "log_every", "checkpoint_every", "report")
+BOOKKEEPING = ("out", "resume", "progress", "device", "data_dir", "download", "log_every", "checkpoint_every", "report",
+               "workers")
 # Part weights searched on a log scale from a tenth to ten times the method's default.
 PART_WEIGHTS = ("feature_weight", "dkd_beta", "dist_beta", "dist_gamma", "rkd_distance", "rkd_angle")
 ADAPTER_WIDTHS = ("vector_dim", "crd_dim")

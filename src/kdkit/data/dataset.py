@@ -5,13 +5,21 @@ Readers (idx.py, cifar.py, imagefolder.py, arrays.py) return a `RawData` of nump
 validation split from train (never from test), computes per-channel statistics on the final
 train split and wraps everything in torch tensors.
 
+Large sources stay on disk: when the images are a memory-mapped cache file (files.py) larger than
+`memory_limit()` (half the RAM, or $KDKIT_MEMORY_LIMIT bytes), each split is written once, in
+chunks, to its own memory-mapped file beside the cache (keyed by its rows) instead of being copied
+into memory. The loader then gathers batches from it (with background workers: loader.py).
+
 Every split records `index`: where each of its samples sits in the source. Train and validation
 rows point into the source's training array (both are carved from it); test rows point into the
 source's test array, or into its training array when test was carved from train. Saved teacher
 outputs keyed by these positions (see kdkit.teachers) stay valid whatever val_fraction or seed
 a run uses.
 """
+import hashlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -166,11 +174,10 @@ def build_dataset(raw: RawData, name: str, augment: str, val_fraction: float = 0
     _check_images(raw.x_train, f"{raw.origin} (train)")
     y_train = check_labels(raw.y_train, len(raw.x_train), num_classes, f"{raw.origin} (train)")
     x_train, x_test = raw.x_train, raw.x_test
-    source = np.arange(len(y_train))  # (N,) position of each x_train row in the source's train
-    if x_test is None:
-        keep, test = stratified_split(y_train, TEST_FRACTION, TEST_SEED)
-        x_test, y_test, test_source = x_train[test], y_train[test], test
-        x_train, y_train, source = x_train[keep], y_train[keep], keep
+    rows = np.arange(len(y_train))  # (N,) rows of x_train that train and val are carved from
+    if x_test is None:  # test carved from train: its rows point into x_train too
+        rows, test = stratified_split(y_train, TEST_FRACTION, TEST_SEED)
+        x_test, y_test = x_train, y_train
     else:
         _check_images(x_test, f"{raw.origin} (test)")
         y_test = check_labels(raw.y_test, len(x_test), num_classes, f"{raw.origin} (test)")
@@ -178,17 +185,68 @@ def build_dataset(raw: RawData, name: str, augment: str, val_fraction: float = 0
             raise KdkitError(f"{raw.origin}: test images are {x_test.shape[1:]} {x_test.dtype} "
                              f"but train images are {x_train.shape[1:]} {x_train.dtype}; "
                              "make them match")
-        test_source = np.arange(len(y_test))  # (M,) positions in the source's own test array
-    keep, val = stratified_split(y_train, val_fraction, seed)
-    mean, std = channel_stats(x_train, keep)
-    return Dataset(name=name, train=_split(x_train, y_train, keep, source),
-                   val=_split(x_train, y_train, val, source),
-                   test=_split(x_test, y_test, np.arange(len(y_test)), test_source),
-                   classes=list(raw.classes), mean=mean, std=std, augment=augment)
+        test = np.arange(len(y_test))  # (M,) rows of the source's own test array
+    keep, val = stratified_split(y_train[rows], val_fraction, seed)
+    train, val = rows[keep], rows[val]
+    mean, std = channel_stats(x_train, train)
+    return Dataset(name=name, train=_split(x_train, y_train, train), val=_split(x_train, y_train, val),
+                   test=_split(x_test, y_test, test), classes=list(raw.classes), mean=mean, std=std,
+                   augment=augment)
 
 
-def _split(images: np.ndarray, labels: np.ndarray, rows: np.ndarray, source: np.ndarray) -> Split:
-    """The Split of images[rows]; source[rows] are those rows' positions in the source."""
-    return Split(images=torch.from_numpy(np.ascontiguousarray(images[rows])),
-                 labels=torch.from_numpy(labels[rows].astype(np.int64)),
-                 index=torch.from_numpy(source[rows].astype(np.int64)))
+def memory_limit() -> int:
+    """Bytes of images above which a memory-mapped source's splits stay on disk: $KDKIT_MEMORY_LIMIT,
+    else half the physical memory."""
+    if os.environ.get("KDKIT_MEMORY_LIMIT"):
+        try:
+            return int(os.environ["KDKIT_MEMORY_LIMIT"])
+        except ValueError:
+            raise KdkitError(f"KDKIT_MEMORY_LIMIT must be a number of bytes, got "
+                             f"'{os.environ['KDKIT_MEMORY_LIMIT']}'; e.g. 8000000000") from None
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+def _split(images: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> Split:
+    """The Split of images[rows]; `rows` are also its samples' positions in the source."""
+    if isinstance(images, np.memmap) and images.nbytes > memory_limit():
+        selected = _rows_on_disk(images, rows)
+    else:
+        selected = np.ascontiguousarray(images[rows])
+    return Split(images=torch.from_numpy(selected), labels=torch.from_numpy(labels[rows].astype(np.int64)),
+                 index=torch.from_numpy(rows.astype(np.int64)))
+
+
+def _rows_on_disk(images: np.memmap, rows: np.ndarray) -> np.memmap:
+    """images[rows] as a memory-mapped file beside `images` (copy-on-write: never written back),
+    copied in chunks of ~64 MB; the same rows of the same file are copied only once."""
+    if len(rows) == len(images) and np.array_equal(rows, np.arange(len(images))):
+        return images  # the whole source: no copy needed
+    name = hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()[:20]
+    file = Path(images.filename).parent / "splits" / f"{Path(images.filename).stem}-{name}.npy"
+    if not file.is_file():
+        temporary = file.with_name(f"{file.name}.{os.getpid()}.tmp")
+        try:
+            file.parent.mkdir(exist_ok=True)
+            out = mapped_array(temporary, (len(rows), *images.shape[1:]), images.dtype)
+            step = max(1, (64 << 20) // max(1, images[0].nbytes))
+            for start in range(0, len(rows), step):
+                out[start:start + step] = images[rows[start:start + step]]
+            out.flush()
+            del out
+            os.replace(temporary, file)
+        except OSError as error:
+            size = len(rows) * images[0].nbytes
+            raise KdkitError(f"cannot write a {size / 1e9:.1f} GB split to {file.parent} ({error}); free "
+                             "that much disk there, or raise $KDKIT_MEMORY_LIMIT to keep splits in memory") from None
+        finally:
+            temporary.unlink(missing_ok=True)
+    return np.load(file, mmap_mode="c")
+
+
+def mapped_array(file: Path, shape: tuple, dtype) -> np.memmap:
+    """A new .npy file mapped for writing, its blocks reserved up front: a full disk fails here
+    with an OSError, not later with a bus error halfway through filling it."""
+    array = np.lib.format.open_memmap(file, mode="w+", dtype=dtype, shape=tuple(shape))
+    with open(file, "r+b") as handle:
+        os.posix_fallocate(handle.fileno(), 0, os.path.getsize(file))
+    return array

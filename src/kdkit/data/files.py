@@ -1,28 +1,37 @@
 """Files on disk: listing a folder or a tar archive the same way, and the cache of decoded arrays.
 
-Decoding 60,000 JPEGs takes a while, so the result is stored once as an uncompressed .npz under
+Decoding 60,000 JPEGs takes a while, so the result is stored once as a folder of .npy files under
 `cache_root()/decoded/`, keyed by the source path plus the size and mtime of what it holds; a
-changed source gets a new key. Cache files are written to a temporary name and renamed, so an
-interrupted run never leaves a half-written cache behind.
+changed source gets a new key. Decoders write straight into memory-mapped files of that folder
+(`build(alloc)`), so a dataset larger than RAM decodes without ever being held in memory; later
+runs map the images instead of reading them (see dataset.py for splits that stay on disk). The
+folder is written under a temporary name and renamed, so an interrupted run never leaves a
+half-written cache behind.
 """
 import hashlib
 import os
+import shutil
 import tarfile
 import tempfile
-import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
 import numpy as np
 
-from kdkit.data.dataset import RawData, corrupt_file
+from kdkit.data.dataset import RawData, corrupt_file, mapped_array
 from kdkit.errors import KdkitError
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
-CACHE_VERSION = 1  # bump when the decoded layout changes, so old cache files are ignored
+CACHE_VERSION = 2  # bump when the decoded layout changes, so old cache files are ignored
 
 Tree = dict[str, Callable[[], bytes]]  # relative posix path -> function returning the file's bytes
+Alloc = Callable[[str, tuple, np.dtype], np.ndarray]  # (name, shape, dtype) -> an array to fill
+
+
+def in_memory(name: str, shape: tuple, dtype) -> np.ndarray:
+    """The Alloc of decoders that keep their arrays in RAM."""
+    return np.empty(shape, dtype)
 
 
 def cache_root() -> Path:
@@ -87,47 +96,67 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()[:20]
 
 
-def cached(path: Path, build: Callable[[], RawData]) -> RawData:
-    """`build()` once per version of `path`; later calls load the stored arrays instead."""
-    file = cache_root() / "decoded" / f"{path.name}-{fingerprint(path)}.npz"
-    if file.is_file():
+def cached(path: Path, build: Callable[[Alloc], RawData]) -> RawData:
+    """`build(alloc)` once per version of `path`; later calls map the stored arrays instead.
+
+    build fills the arrays alloc gives it (memory-mapped files of the cache folder); a cache that
+    cannot be written (read-only, disk full) only costs speed: build then runs in memory."""
+    folder = cache_root() / "decoded" / f"{path.name}-{fingerprint(path)}"
+    if folder.is_dir():
         try:
-            return _load(file, str(path))
-        except (OSError, ValueError, KeyError, EOFError, NotImplementedError, zipfile.BadZipFile,
-                zlib.error):
-            pass  # damaged cache file: decode again and overwrite it
-    raw = build()
+            return _load(folder, str(path))
+        except Exception:  # numpy's header parser fails in many ways on a damaged file: all mean the same
+            shutil.rmtree(folder, ignore_errors=True)  # damaged cache (a bad header, a cut file): decode again
     try:
-        _save_atomically(file, raw)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        temporary = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name, suffix=".tmp"))
     except OSError:
-        pass  # a read-only cache only costs speed next time
-    return raw
+        return build(in_memory)
+    try:
+        try:
+            raw = build(lambda name, shape, dtype: mapped_array(temporary / f"{name}.npy", shape, dtype))
+            _save(temporary, raw)
+        except OSError:  # no room for the cache: decode in memory
+            return build(in_memory)
+        try:
+            os.chmod(temporary, 0o755)  # mkdtemp creates 0700; a cache is fine to share read-only
+            os.replace(temporary, folder)
+        except OSError:  # another process stored the same source first: use its copy
+            pass
+        return _load(folder, str(path))
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
-def _save_atomically(file: Path, raw: RawData) -> None:
+def _save(folder: Path, raw: RawData) -> None:
+    """Every array of `raw` as NAME.npy in `folder` (those decoded into mapped files are flushed)."""
     arrays = dict(x_train=raw.x_train, y_train=raw.y_train)
     if raw.x_test is not None:
         arrays.update(x_test=raw.x_test, y_test=raw.y_test)
     if raw.classes is not None:
         arrays.update(classes=np.array(raw.classes, dtype=str))
-    file.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=file.parent, prefix=file.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            np.savez(out, **arrays)
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; a cache is fine to share read-only
-        os.replace(temporary, file)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    for name, array in arrays.items():
+        file = folder / f"{name}.npy"
+        if isinstance(array, np.memmap) and Path(array.filename) == file:
+            array.flush()
+        else:
+            np.save(file, array, allow_pickle=False)
+        os.chmod(file, 0o644)
 
 
-def _load(file: Path, origin: str) -> RawData:
-    # an open handle: np.load leaks the file it opened itself when the zip is damaged
-    with open(file, "rb") as handle, np.load(handle, allow_pickle=False) as stored:
-        has_test = "x_test" in stored
-        return RawData(x_train=stored["x_train"], y_train=stored["y_train"],
-                       x_test=stored["x_test"] if has_test else None,
-                       y_test=stored["y_test"] if has_test else None,
-                       classes=[str(c) for c in stored["classes"]] if "classes" in stored else None,
-                       origin=origin)
+def _load(folder: Path, origin: str) -> RawData:
+    """The stored arrays; images are memory-mapped (copy-on-write: nothing is ever written back)."""
+    def array(name, mapped=False):
+        file = folder / f"{name}.npy"
+        return np.load(file, mmap_mode="c" if mapped else None, allow_pickle=False) if file.is_file() else None
+
+    x_train, y_train, x_test, y_test = (array("x_train", True), array("y_train"), array("x_test", True),
+                                        array("y_test"))
+    for x, y in ((x_train, y_train), (x_test, y_test)):
+        if (x is None) != (y is None) or (x is not None and (x.ndim != 4 or y.shape != (len(x),))):
+            raise ValueError(f"{folder}: images and labels do not match")
+    if x_train is None:
+        raise KeyError(f"{folder} lacks x_train.npy")
+    classes = array("classes")
+    return RawData(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+                   classes=None if classes is None else [str(c) for c in classes], origin=origin)

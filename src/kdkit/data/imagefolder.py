@@ -6,6 +6,10 @@ Two layouts are accepted, below any single root folder:
 Class names are the sorted train folder names; label i is classes[i]. All images must share one
 size. Grey images give 1 channel; if any image has colour, every image is read as RGB (alpha and
 palettes are dropped).
+
+Two passes: the image headers first (size and colour mode, no pixels), then each image is decoded
+into its row of arrays made by `alloc` (memory-mapped cache files, see files.py), so the decoded
+dataset is never held in memory twice, or at all.
 """
 import io
 from pathlib import PurePosixPath
@@ -15,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from kdkit.data.dataset import RawData
-from kdkit.data.files import Tree
+from kdkit.data.files import Alloc, Tree, in_memory
 from kdkit.errors import KdkitError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -24,22 +28,38 @@ _GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 _SHOW_PROGRESS_FROM = 2000  # images; small folders decode too fast to need a progress bar
 
 
-def read_image_tree(tree: Tree, origin: str) -> RawData:
-    """Decode every image of an ImageFolder tree into (N, C, H, W) uint8 arrays."""
+def read_image_tree(tree: Tree, origin: str, alloc: Alloc = in_memory) -> RawData:
+    """Decode every image of an ImageFolder tree into (N, C, H, W) uint8 arrays made by `alloc`."""
+    from PIL import Image  # imported here: only ImageFolder sources need pillow
+
     entries = _layout(tree, origin)  # [(split, class, path)], sorted by path
     classes = sorted({name for split, name, _ in entries if split != "test"})
     unknown = sorted({name for split, name, _ in entries if split == "test"} - set(classes))
     if unknown:
         raise KdkitError(f"{origin}: test classes {unknown} have no train folder; "
                          "add train/<class> folders for them or remove them from test/")
-    images = _stack(_decode_all(tree, [path for _, _, path in entries], origin), entries, origin)
+    height, width, channels = _shape(Image, tree, entries, origin)
     index = {name: i for i, name in enumerate(classes)}
-    labels = np.array([index[name] for _, name, _ in entries], dtype=np.int64)
-    if entries[0][0] == "all":
-        return RawData(images, labels, None, None, classes, origin)
     is_test = np.array([split == "test" for split, _, _ in entries])
-    return RawData(images[~is_test], labels[~is_test], images[is_test], labels[is_test],
-                   classes, origin)
+    labels = np.array([index[name] for _, name, _ in entries], dtype=np.int64)
+    x_train = alloc("x_train", (int((~is_test).sum()), channels, height, width), np.uint8)
+    x_test = alloc("x_test", (int(is_test.sum()), channels, height, width), np.uint8) if is_test.any() else None
+    rows = np.cumsum(~is_test) - 1, np.cumsum(is_test) - 1  # each entry's row in x_train / x_test
+    progress = Progress(TextColumn("decoding {task.description}"), BarColumn(),
+                        MofNCompleteColumn(), TimeRemainingColumn(), console=Console(stderr=True),
+                        disable=len(entries) < _SHOW_PROGRESS_FROM)
+    with progress:
+        task = progress.add_task(origin, total=len(entries))
+        for i, (_, _, path) in enumerate(entries):
+            pixels = _decode(Image, tree[path](), f"{origin}/{path}")  # (H, W) or (H, W, 3)
+            target = x_test[rows[1][i]] if is_test[i] else x_train[rows[0][i]]  # (C, H, W)
+            target[:] = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)  # grey fills every channel
+            if i % 500 == 0:
+                progress.update(task, completed=i)
+        progress.update(task, completed=len(entries))
+    if entries[0][0] == "all":
+        return RawData(x_train, labels, None, None, classes, origin)
+    return RawData(x_train, labels[~is_test], x_test, labels[is_test], classes, origin)
 
 
 def _layout(tree: Tree, origin: str) -> list[tuple[str, str, str]]:
@@ -63,47 +83,32 @@ def _layout(tree: Tree, origin: str) -> list[tuple[str, str, str]]:
     return [(ps[-3] if with_splits else "all", ps[-2], path) for path, ps in zip(paths, parts)]
 
 
-def _decode_all(tree: Tree, paths: list[str], origin: str) -> list[np.ndarray]:
-    """Each image as (H, W) grey or (H, W, 3) RGB uint8, with a progress bar for big folders."""
-    from PIL import Image  # imported here: only ImageFolder sources need pillow
-
-    progress = Progress(TextColumn("decoding {task.description}"), BarColumn(),
-                        MofNCompleteColumn(), TimeRemainingColumn(), console=Console(stderr=True),
-                        disable=len(paths) < _SHOW_PROGRESS_FROM)
-    arrays = []
-    with progress:
-        task = progress.add_task(origin, total=len(paths))
-        for i, path in enumerate(paths):
-            arrays.append(_decode(Image, tree[path](), f"{origin}/{path}"))
-            if i % 500 == 0:
-                progress.update(task, completed=i)
-        progress.update(task, completed=len(paths))
-    return arrays
+def _shape(image_module, tree: Tree, entries, origin: str) -> tuple[int, int, int]:
+    """(H, W, C) shared by every image, from the headers only; C is 3 when any image has colour."""
+    first, colour = None, False
+    for _, _, path in entries:
+        try:
+            with image_module.open(io.BytesIO(tree[path]())) as image:
+                size, mode = image.size, image.mode  # (W, H): the header, no pixels decoded
+        except (OSError, ValueError, SyntaxError, image_module.DecompressionBombError) as error:
+            raise _damaged(f"{origin}/{path}", error) from None
+        first = first or (size, path)
+        if size != first[0]:
+            raise KdkitError(f"{origin}: images differ in size ({first[1]} is {first[0][0]}x{first[0][1]}, "
+                             f"{path} is {size[0]}x{size[1]}); resize them all to one size first")
+        colour = colour or mode not in _GREY_MODES
+    return first[0][1], first[0][0], 3 if colour else 1
 
 
 def _decode(image_module, data: bytes, origin: str) -> np.ndarray:
+    """(H, W) grey or (H, W, 3) RGB uint8."""
     try:
         with image_module.open(io.BytesIO(data)) as image:
             mode = "L" if image.mode in _GREY_MODES else "RGB"
             return np.asarray(image if image.mode == mode else image.convert(mode))
     except (OSError, ValueError, SyntaxError, image_module.DecompressionBombError) as error:
-        raise KdkitError(f"cannot decode image {origin} ({error}); the file is damaged: "
-                         "replace or remove it") from None
+        raise _damaged(origin, error) from None
 
 
-def _stack(arrays: list[np.ndarray], entries, origin: str) -> np.ndarray:
-    """(N, C, H, W) uint8; grey images are repeated to 3 channels when others are in colour."""
-    sizes = {a.shape[:2] for a in arrays}
-    if len(sizes) > 1:
-        first = arrays[0].shape[:2]
-        odd = next(i for i, a in enumerate(arrays) if a.shape[:2] != first)
-        raise KdkitError(f"{origin}: images differ in size ({entries[0][2]} is "
-                         f"{first[1]}x{first[0]}, {entries[odd][2]} is "
-                         f"{arrays[odd].shape[1]}x{arrays[odd].shape[0]}); "
-                         "resize them all to one size first")
-    colour = any(a.ndim == 3 for a in arrays)
-    if colour:
-        arrays = [a if a.ndim == 3 else np.repeat(a[:, :, None], 3, axis=2) for a in arrays]
-        stacked = np.stack(arrays)  # (N, H, W, 3)
-        return np.ascontiguousarray(stacked.transpose(0, 3, 1, 2))  # (N, 3, H, W)
-    return np.stack(arrays)[:, None]  # (N, H, W) -> (N, 1, H, W)
+def _damaged(origin: str, error: Exception) -> KdkitError:
+    return KdkitError(f"cannot decode image {origin} ({error}); the file is damaged: replace or remove it")

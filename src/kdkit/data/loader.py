@@ -15,6 +15,10 @@ exactly as it was when the teacher-output cache labelled it.
 
 Speed: the data sits on the device when it fits; an epoch's order and augmentation rows are made
 on the CPU once and copied in one pinned, non-blocking transfer, so no batch waits for the host.
+When the images stay on the CPU (larger than half the free device memory, a split memory-mapped
+from disk, or CPU training), `workers=N` gathers and augments the next batches in N background
+threads while the model trains on the current one; the batches are the same, in the same order,
+as with workers=0 (the order and augmentation rows are drawn before any worker starts).
 
 Samplers (for long-tailed training splits; `shuffle=True` only). An epoch is always len(split)
 draws, so the batches per epoch, schedules and resuming are the same whichever is chosen:
@@ -27,6 +31,8 @@ draws, so the batches per epoch, schedules and resuming are the same whichever i
                   (square-root sampling, q = 1/2 in Kang et al.'s eq. 1)
 """
 import math
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -53,9 +59,11 @@ class BatchLoader:
 
     def __init__(self, split: Split, batch_size: int, *, shuffle: bool, seed: int = 0,
                  augment: str = "none", mean=None, std=None, device="cpu", drop_last: bool = False,
-                 sampler: str = "none", views: torch.Tensor | None = None):
+                 sampler: str = "none", views: torch.Tensor | None = None, workers: int = 0):
         if batch_size < 1:
             raise KdkitError(f"batch_size must be at least 1, got {batch_size}")
+        if workers < 0:
+            raise KdkitError(f"workers must be 0 (batches made in the training loop) or more, got {workers}")
         if augment not in AUGMENTS:
             raise unknown("augment", augment, AUGMENTS)
         if sampler not in SAMPLERS:
@@ -65,7 +73,7 @@ class BatchLoader:
                              "use sampler='none' for evaluation loaders")
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.augment, self.drop_last, self.epoch = augment, drop_last, 0
-        self.sampler = sampler
+        self.sampler, self.workers = sampler, workers
         # (N,) float64 draw weight of each sample (CPU, for torch.multinomial); None = permutation
         self.draw_weights = None if sampler == "none" else _draw_weights(split.labels, sampler)
         self.device = torch.device(device)
@@ -105,9 +113,18 @@ class BatchLoader:
         # One host -> device copy per epoch (pinned, non-blocking): no per-batch synchronisation.
         order = _to_device(order, self.images.device)
         params = None if params is None else _to_device(params, self.images.device)
-        for b in range(len(self) - start_batch):
+
+        def gather(b: int) -> tuple[torch.Tensor, torch.Tensor]:
             rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
-            yield self._batch(order[rows], None if params is None else params[rows])
+            return self._gather(order[rows], None if params is None else params[rows]), order[rows]
+
+        count = len(self) - start_batch
+        if self.workers and self.images.device.type == "cpu":
+            batches = _prefetch(gather, count, self.workers)
+        else:
+            batches = (gather(b) for b in range(count))
+        for x, idx in batches:
+            yield self._finish(x, idx)
 
     def _order(self) -> torch.Tensor:
         if not self.shuffle:
@@ -130,18 +147,43 @@ class BatchLoader:
         return torch.cat([draw(n, seeded_generator(self.seed, self.epoch, start_batch + b), self.augment)
                           for b, n in enumerate(sizes)] or [torch.zeros(0, 3, dtype=torch.int8)])
 
-    def _batch(self, idx: torch.Tensor, params: torch.Tensor | None):
-        x = self.images.index_select(0, idx)  # (B, C, H, W), still uint8: cheaper to augment
+    def _gather(self, idx: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:
+        """(B, C, H, W) images of `idx`, augmented, still uint8 (cheaper to augment and copy), where
+        the images are; pinned when they go on to a GPU. The part of a batch a worker makes."""
+        x = self.images.index_select(0, idx)
         if params is not None:
             x = apply(x, params, self.augment)
-        if x.device.type == "cpu" and self.device.type != "cpu":  # images kept on CPU (too large for the device): pinned copy
-            x = x.pin_memory() if self.device.type == "cuda" else x
+        if x.device.type == "cpu" and self.device.type == "cuda":
+            x = x.pin_memory()
+        return x
+
+    def _finish(self, x: torch.Tensor, idx: torch.Tensor):
+        """The (x, y, idx) a step gets: x on the device, float32, normalised."""
+        if x.device.type != self.device.type:  # images kept on CPU: one non-blocking copy per batch
             x = x.to(self.device, non_blocking=True)
         x = x.float().mul_(self.scale).sub_(self.mean).div_(self.std)  # (B, C, H, W) float32 normalised
         if x.is_cuda and x.dim() == 4:  # the layout the models are kept in on CUDA
             x = x.contiguous(memory_format=torch.channels_last)
         idx = idx.to(self.device, non_blocking=True)
         return x, self.labels.index_select(0, idx.to(self.labels.device)).to(self.device, non_blocking=True), idx
+
+
+def _prefetch(make, count: int, workers: int):
+    """make(0), ..., make(count - 1) in order, computed by `workers` threads up to 2 * workers ahead.
+    Closing the generator early (a break in the loop) waits only for the batches under way."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="kdkit-batches") as pool:
+        pending = deque(pool.submit(make, b) for b in range(min(count, 2 * workers)))
+        submitted = len(pending)
+        try:
+            while pending:
+                result = pending.popleft().result()
+                if submitted < count:
+                    pending.append(pool.submit(make, submitted))
+                    submitted += 1
+                yield result
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -172,10 +214,11 @@ def _per_channel(values, default: float, channels: int, what: str) -> torch.Tens
 
 
 def _place(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """`images` on `device` if it takes under half of the free accelerator memory, else on CPU
-    (batches are then gathered on CPU and copied over one at a time)."""
+    """`images` on `device` if it takes under half of the free accelerator memory, else left where
+    they are, in RAM or memory-mapped from disk (batches are then gathered on CPU, pinned and
+    copied over one at a time)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         if images.numel() * images.element_size() > free // 2:
-            return images.pin_memory()
+            return images
     return images.to(device)

@@ -146,15 +146,15 @@ def read_source(path: Path) -> RawData:
         return idx.load_idx_folder(path)
     if _has_cifar_batches(path):
         return _decode_tree(path)  # a few pickles load fast: not worth a cache copy
-    return files.cached(path, lambda: _decode_tree(path))
+    return files.cached(path, lambda alloc: _decode_tree(path, alloc))
 
 
-def _decode_tree(path: Path) -> RawData:
+def _decode_tree(path: Path, alloc: files.Alloc = files.in_memory) -> RawData:
     tree = files.list_tree(path)
     cifar_files = cifar.find_cifar_files(tree)
     if cifar_files is not None:
-        return cifar.read_cifar(tree, cifar_files, str(path))
-    return imagefolder.read_image_tree(tree, str(path))
+        return cifar.read_cifar(tree, cifar_files, str(path))  # a few pickles: read in memory
+    return imagefolder.read_image_tree(tree, str(path), alloc)
 
 
 def _name_of(path: Path) -> str:
