@@ -4,7 +4,8 @@ splits memory-mapped from disk (kdkit's path above $KDKIT_MEMORY_LIMIT), with an
 A synthetic CIFAR-shaped uint8 dataset of --gigabytes is written straight into kdkit's decoded
 cache (through files.cached and its memory-mapped alloc, the path an ImageFolder decode takes), then
 each mode runs in its own process, so each peak is its own:
-  memory        splits copied into RAM (the path below the limit)
+  memory        splits copied into RAM (the path below the limit); loader in the training loop
+  memory_workers  the same with --workers background threads gathering and augmenting batches
   disk_first    splits on disk, first load: the split files are written (once per validation carve)
   disk          splits on disk, the files reused; loader in the training loop (workers=0)
   disk_workers  the same with --workers background threads gathering and augmenting batches
@@ -34,7 +35,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-MODES = ("memory", "disk_first", "disk", "disk_workers")
+MODES = ("memory", "memory_workers", "disk_first", "disk", "disk_workers")
+ROUND = ("memory", "memory_workers", "disk", "disk_workers")  # the modes of each interleaved round
 IMAGE = (3, 32, 32)
 
 
@@ -44,7 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--batches", type=int, default=200, help="batches timed per mode")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds over memory, disk, disk_workers")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds over the modes but disk_first")
     p.add_argument("--cache", default=None, help="KDKIT_CACHE for the run (default: a temporary folder)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "large_data.json"))
     p.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # one measurement, in a child process
@@ -105,8 +107,8 @@ def measure(args) -> dict:
     """One mode, in this process: load, then time the loader."""
     from kdkit.data import BatchLoader, load_dataset
 
-    os.environ["KDKIT_MEMORY_LIMIT"] = str(10**15 if args.mode == "memory" else 0)
-    workers = args.workers if args.mode == "disk_workers" else 0
+    os.environ["KDKIT_MEMORY_LIMIT"] = str(10**15 if args.mode.startswith("memory") else 0)
+    workers = args.workers if args.mode.endswith("_workers") else 0
     with AnonPeak() as peak:
         start = time.perf_counter()
         data = load_dataset(args.source, val_fraction=0.1, seed=0)
@@ -147,7 +149,7 @@ def main(argv=None):
         write_seconds = time.perf_counter() - start
         runs = {"disk_first": [child(args, "disk_first", source, cache)]}
         for _ in range(args.repeats):
-            for mode in ("memory", "disk", "disk_workers"):
+            for mode in ROUND:
                 runs.setdefault(mode, []).append(child(args, mode, source, cache))
     rows = {}
     for mode, results in runs.items():
@@ -166,12 +168,16 @@ def main(argv=None):
             "peak_anon_disk_over_memory": disk["peak_anon_bytes"] / memory["peak_anon_bytes"],
             "loader_disk_over_memory": disk["loader_images_per_second"] / memory["loader_images_per_second"],
             "loader_workers_over_disk": rows["disk_workers"]["loader_images_per_second"] / disk["loader_images_per_second"],
+            "loader_workers_over_memory": (rows["memory_workers"]["loader_images_per_second"]
+                                           / memory["loader_images_per_second"]),
+            "loader_disk_workers_over_memory": (rows["disk_workers"]["loader_images_per_second"]
+                                                / memory["loader_images_per_second"]),
         },
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     for mode, row in rows.items():
-        print(f"{mode:13s} load {row['load_seconds']:6.1f} s  peak anon {row['peak_anon_bytes'] / 1e9:5.2f} GB  "
+        print(f"{mode:15s} load {row['load_seconds']:6.1f} s  peak anon {row['peak_anon_bytes'] / 1e9:5.2f} GB  "
               f"loader {row['loader_images_per_second']:8.0f} img/s")
     print(json.dumps(report["ratios"], indent=2))
 

@@ -2,8 +2,11 @@
 the loader's background workers. Every test forces the on-disk path with KDKIT_MEMORY_LIMIT=0 on
 tiny image folders and compares against the in-memory path."""
 import errno
+import json
 import os
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,3 +156,36 @@ def test_training_from_disk_with_workers_equals_training_in_memory(tmp_path, mon
     assert disk["metrics"] == memory["metrics"]
     a, b = load_weights(tmp_path / "memory" / "last.safetensors")[0], load_weights(tmp_path / "disk" / "last.safetensors")[0]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_large_data_benchmark_runs_every_mode_and_writes_ratios(tmp_path):
+    """benchmarks/large_data.py at a toy size: every mode runs in its own process, the file is written."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import large_data
+
+    out = tmp_path / "large.json"
+    large_data.main(["--gigabytes", "0.003", "--batch-size", "32", "--batches", "4", "--repeats", "2",
+                     "--json", str(out)])
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    assert set(rows) == {"memory", "memory_workers", "disk_first", "disk", "disk_workers"}
+    for name, row in rows.items():
+        assert row["loader_images_per_second"] > 0 and row["peak_anon_bytes"] > 0, name
+        assert len(row["loader_images_per_second_runs"]) == (1 if name == "disk_first" else 2)
+    assert rows["disk_workers"]["workers"] == 2 and rows["disk"]["workers"] == 0
+    assert report["dataset_bytes"] == rows["memory"]["images_bytes"] > 0.0029e9
+    assert report["ratios"]["loader_workers_over_disk"] == pytest.approx(
+        rows["disk_workers"]["loader_images_per_second"] / rows["disk"]["loader_images_per_second"])
+
+
+def test_relative_cache_path_keeps_the_decoded_images(tmp_path, monkeypatch):
+    """The decoded file is flushed in place, never saved over itself (which would truncate it)."""
+    make_image_folder(tmp_path / "pets", per_class=4)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KDKIT_CACHE", "relative-cache")
+    memory = load_dataset(str(tmp_path / "pets"), val_fraction=0.0)
+    again = load_dataset(str(tmp_path / "pets"), val_fraction=0.0)  # from the stored files
+    monkeypatch.setenv("KDKIT_CACHE", str(tmp_path / "fresh"))
+    fresh = load_dataset(str(tmp_path / "pets"), val_fraction=0.0)
+    assert torch.equal(memory.train.images, fresh.train.images) and torch.equal(again.train.images, fresh.train.images)
+    assert memory.train.images.float().std() > 0  # real pixels, not a zeroed file

@@ -109,7 +109,7 @@ def cached(path: Path, build: Callable[[Alloc], RawData]) -> RawData:
             shutil.rmtree(folder, ignore_errors=True)  # damaged cache (a bad header, a cut file): decode again
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        temporary = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name, suffix=".tmp"))
+        temporary = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name, suffix=".tmp")).resolve()
     except OSError:
         return build(in_memory)
     try:
@@ -137,8 +137,8 @@ def _save(folder: Path, raw: RawData) -> None:
         arrays.update(classes=np.array(raw.classes, dtype=str))
     for name, array in arrays.items():
         file = folder / f"{name}.npy"
-        if isinstance(array, np.memmap) and Path(array.filename) == file:
-            array.flush()
+        if isinstance(array, np.memmap) and Path(array.filename).resolve() == file.resolve():
+            array.flush()  # decoded into this very file (np.save over it would truncate what it reads)
         else:
             np.save(file, array, allow_pickle=False)
         os.chmod(file, 0o644)
