@@ -302,3 +302,23 @@ def test_the_cache_holds_exactly_the_layers_the_online_method_taps(method, sets)
                            student_layers=cfg.student_layers, teacher_layers=cfg.teacher_layers)
     layers = cached_layers(cfg, teacher, (1, 28, 28))
     assert layers and set(layers) == set(online.teacher_layers)
+
+
+def test_full_disk_while_building_the_cache_is_a_one_line_error(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    with pytest.raises(KdkitError, match=r"cannot write the 0\.0 GB teacher cache in .*No space left.*cache_views=K"):
+        _build(tmp_path, _teacher(), _data())
+
+
+def test_cache_built_with_workers_equals_cache_built_without(tmp_path):
+    data, teacher = _data(), _teacher()
+    plain = _build(tmp_path / "plain", teacher, data)
+    threaded = _build(tmp_path / "threaded", teacher, data, workers=2)
+    for name in ("logits.npy", "views.npy"):
+        assert np.array_equal(np.load(plain.path / name), np.load(threaded.path / name)), name

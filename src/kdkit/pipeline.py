@@ -298,7 +298,8 @@ def teacher_source(teacher, cfg: DistillConfig, data: Dataset, out: Path, device
     cache = TeacherCache.build(teacher, data.train, out / "teacher_cache", augment=data.augment if cfg.augment == "auto" else cfg.augment,
                                views=cfg.cache_views, seed=cfg.seed, mean=data.mean, std=data.std, device=device,
                                dtype=cfg.cache_dtype, topk=cfg.cache_topk, autocast=autocast_dtype(cfg.amp, device),
-                               layers=cached_layers(cfg, teacher, data.input_shape), log=console_log)
+                               layers=cached_layers(cfg, teacher, data.input_shape), log=console_log,
+                               workers=cfg.workers)
     return cache, {"teacher_cache": str(cache.path), "teacher_cache_seconds": time.perf_counter() - t0}
 
 

@@ -46,7 +46,7 @@ from kdkit import checkpoint as ckpt
 from kdkit import distributed
 from kdkit.adapters import pool
 from kdkit.data.augment import draw
-from kdkit.data.dataset import Split
+from kdkit.data.dataset import Split, mapped_array
 from kdkit.data.loader import BatchLoader, seeded_generator
 from kdkit.errors import KdkitError
 from kdkit.taps import Taps
@@ -143,10 +143,11 @@ class TeacherCache:
     @torch.no_grad()
     def build(cls, teacher: nn.Module, split: Split, path, *, augment: str, views: int, seed: int, mean, std,
               device="cpu", dtype: str = "float16", topk: int = 0, autocast=None, batch_size: int = 1024,
-              layers=(), log=print) -> "TeacherCache":
+              layers=(), log=print, workers: int = 0) -> "TeacherCache":
         """The cache for (teacher, split, settings) in `path`/<key>: reused when complete, else
         built (K teacher passes over the split). `autocast`: dtype of the teacher's forward.
-        `layers`: teacher layers whose average-pooled outputs are stored too."""
+        `layers`: teacher layers whose average-pooled outputs are stored too. `workers`: the
+        loader's background threads (BatchLoader)."""
         if dtype not in ("float16", "float32"):
             raise KdkitError(f"cache_dtype must be float16 or float32, got '{dtype}'")
         slots = views if augment != "none" else 1
@@ -170,12 +171,12 @@ class TeacherCache:
             log(f"teacher cache: reusing {folder} ({slots} view(s) x {len(split)} samples)")
         elif distributed.is_main():  # under torchrun one process writes, the others wait and read
             log(f"teacher cache: labelling {slots} view(s) x {len(split)} samples -> {folder}")
-            _write(folder, meta, teacher, split, slots, device, dtype, topk, num_classes, autocast, batch_size)
+            _write(folder, meta, teacher, split, slots, device, dtype, topk, num_classes, autocast, batch_size, workers)
         distributed.barrier()
         return cls(folder)
 
 def _write(folder: Path, meta: dict, teacher, split: Split, slots: int, device, dtype: str, topk: int,
-           num_classes: int, autocast, batch_size: int):
+           num_classes: int, autocast, batch_size: int, workers: int):
     augment, seed = meta["augment"], meta["seed"]
     shutil.rmtree(folder, ignore_errors=True)  # a build cut off before meta.json
     folder.mkdir(parents=True)
@@ -190,9 +191,14 @@ def _write(folder: Path, meta: dict, teacher, split: Split, slots: int, device, 
         arrays = {"logits": ((slots, n, num_classes), np.dtype(dtype))}
     layers = meta["layers"]
     arrays |= {f"feat{i}": ((slots, n, size), np.dtype(dtype)) for i, size in enumerate(meta["feature_sizes"])}
-    files = {name: np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=d, shape=s)
-             for name, (s, d) in arrays.items()}
-    loader = BatchLoader(split, batch_size, shuffle=False, augment=augment, mean=meta["mean"], std=meta["std"], device=device, views=rows)
+    try:  # blocks reserved up front: a full disk is this one-line error, not a bus error mid-build
+        files = {name: mapped_array(folder / f"{name}.npy", s, d) for name, (s, d) in arrays.items()}
+    except OSError as error:
+        size = sum(np.prod(s) * np.dtype(d).itemsize for s, d in arrays.values())
+        raise KdkitError(f"cannot write the {size / 1e9:.1f} GB teacher cache in {folder} ({error}); free that much "
+                         "disk, or shrink it: --set cache_views=K, cache_topk=K or cache_dtype=float16") from None
+    loader = BatchLoader(split, batch_size, shuffle=False, augment=augment, mean=meta["mean"], std=meta["std"],
+                         device=device, views=rows, workers=workers)
     if device.type == "cuda":
         teacher.to(memory_format=torch.channels_last)
     for slot in range(slots):
