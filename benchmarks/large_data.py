@@ -76,7 +76,8 @@ def make_source(folder: Path, gigabytes: float) -> Path:
 
 
 class AnonPeak:
-    """Peak RssAnon of this process, sampled every 10 ms in a thread."""
+    """Peak RssAnon of this process, sampled every 10 ms in a thread (not kdkit's PeakMemory: its
+    VmHWM counts the mapped file pages, which are page cache here, as the process's own)."""
 
     def __enter__(self):
         self.peak, self.running = 0, True

@@ -305,13 +305,11 @@ def test_the_cache_holds_exactly_the_layers_the_online_method_taps(method, sets)
 
 
 def test_full_disk_while_building_the_cache_is_a_one_line_error(tmp_path, monkeypatch):
-    import errno
     import os
 
-    def no_space(fd, offset, length):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    from test_large_data import _no_space  # posix_fallocate as on a full disk
 
-    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    monkeypatch.setattr(os, "posix_fallocate", _no_space)
     with pytest.raises(KdkitError, match=r"cannot write the 0\.0 GB teacher cache in .*No space left.*cache_views=K"):
         _build(tmp_path, _teacher(), _data())
 
