@@ -2,6 +2,9 @@
 peak memory of
   student_only       a hand-written PyTorch loop training the student alone (the ceiling of any KD step)
   plain_kd           a hand-written PyTorch online-KD loop (teacher forward + student step)
+  plain_kd_nchw      the same loop as usually written: models and batches in the default NCHW layout
+                     (the other hand-written loops use the layout kdkit resolves: channels_last on
+                     CUDA and CPU, see kdkit.train.uses_channels_last)
   torchdistill_*     torchdistill 1.1.5's KD box, teacher left in train mode as its samples leave it,
                      and with the teacher in eval (only where torchdistill is installed)
   kdkit_student      kdkit's own loop (fit) training the student alone (method ce)
@@ -43,7 +46,7 @@ from kdkit.data import from_arrays  # noqa: E402
 from kdkit.methods import CRD, create_method  # noqa: E402
 from kdkit.models.registry import create_model  # noqa: E402
 from kdkit.teachers.cache import TeacherCache  # noqa: E402
-from kdkit.train import autocast_dtype, fit, select_device  # noqa: E402
+from kdkit.train import autocast_dtype, fit, select_device, uses_channels_last  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -93,7 +96,7 @@ def main(argv=None):
     device = select_device(args.device)
     dtype = autocast_dtype(args.amp, device)
     amp = dtype is not None
-    channels_last = device.type == "cuda"
+    channels_last = uses_channels_last("auto", device)  # the hand-written loops get kdkit's layout
     torch.manual_seed(0)
     n = args.batch_size * (args.warmup + args.steps)
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)  # (N, 3, 32, 32)
@@ -113,6 +116,8 @@ def main(argv=None):
                                              compile_mode=compile_mode, **peers),
         "plain_kd": lambda: plain_kd(*models(), on_device, labels.to(device), amp=amp, channels_last=channels_last,
                                      compile_mode=compile_mode, **peers),
+        "plain_kd_nchw": lambda: plain_kd(*models(), on_device, labels.to(device), amp=amp, channels_last=False,
+                                          compile_mode=compile_mode, **peers),
         "torchdistill_teacher_train": lambda: torchdistill_kd(*models(), images, labels, teacher_train_mode=True, **peers),
         "torchdistill_teacher_eval": lambda: torchdistill_kd(*models(), images, labels, teacher_train_mode=False, **peers),
         "kdkit_student": lambda: kdkit_row("ce", None, models()[1], data, args, device),
@@ -155,6 +160,7 @@ def main(argv=None):
         "ratios": {"kdkit_online / torchdistill_teacher_train": ratio("kdkit_online", "torchdistill_teacher_train"),
                    "kdkit_online / torchdistill_teacher_eval": ratio("kdkit_online", "torchdistill_teacher_eval"),
                    "kdkit_online / plain_kd": ratio("kdkit_online", "plain_kd"),
+                   "kdkit_online / plain_kd_nchw": ratio("kdkit_online", "plain_kd_nchw"),
                    "kdkit_cached / student_only": ratio("kdkit_cached", "student_only"),
                    "kdkit_cached / kdkit_online": ratio("kdkit_cached", "kdkit_online"),
                    "kdkit_student / student_only": ratio("kdkit_student", "student_only"),
@@ -185,7 +191,8 @@ def cached_row(args, data, device, dtype, models, method="kd"):
     with tempfile.TemporaryDirectory() as folder:
         t0 = time.perf_counter()
         cache = TeacherCache.build(teacher, data.train, folder, augment="crop_flip", views=1, seed=0, mean=data.mean,
-                                   std=data.std, device=device, autocast=dtype, layers=layers, log=lambda m: None)
+                                   std=data.std, device=device, autocast=dtype, layers=layers, log=lambda m: None,
+                                   channels_last=uses_channels_last("auto", device))
         build = time.perf_counter() - t0
         row = kdkit_row(method, None, student, data, args, device, cache=cache)
     return row | {"cache_build_seconds_one_view": build}

@@ -81,11 +81,11 @@ def _build(tmp_path, teacher, data, **kw):
     return TeacherCache.build(teacher, data.train, tmp_path / "cache", **(settings | kw))
 
 
-def _side_by_side(online, offline, cache, data, epochs=4):
+def _side_by_side(online, offline, cache, data, epochs=4, channels_last=False):
     """Each epoch (slots 0, 1, 2, 0 for 3 views), the whole train split as one batch of the slot's
     recorded views through both methods: yields their outputs."""
     loader = BatchLoader(data.train, len(data.train), shuffle=False, augment="crop_flip", mean=data.mean, std=data.std,
-                         views=cache.views)
+                         views=cache.views, channels_last=channels_last)
     for epoch in range(epochs):
         loader.set_epoch(epoch)
         cache.set_epoch(epoch)
@@ -224,6 +224,27 @@ def test_cached_pooled_feature_losses_equal_online_bitwise(tmp_path, method, kw)
         for name in a:
             if name != "logits":
                 assert torch.equal(a[name], b[name]), (method, epoch, name)
+
+
+def test_cached_losses_equal_online_bitwise_in_the_channels_last_layout(tmp_path):
+    """fit keeps models and batches channels_last on CPU and CUDA (train.uses_channels_last): a cache
+    built in that layout gives bitwise the online losses of a channels_last teacher, and gives the
+    teacher back in its own layout."""
+    data, teacher = _data(), _convnet()
+    cache = _build(tmp_path, teacher, data, batch_size=len(data.train), layers=["3"], channels_last=True)
+    assert teacher[0].weight.is_contiguous()  # back as it came
+    student = _convnet(seed=1).to(memory_format=torch.channels_last)
+    context = dict(input_shape=(3, 8, 8), num_train=len(data.train), nce_k=8, student_layers=["3"], teacher_layers=["3"])
+    torch.manual_seed(5)
+    online = create_method("kd+crd", student, teacher.to(memory_format=torch.channels_last), **context)
+    torch.manual_seed(5)
+    offline = create_method("kd+crd", student, cache, **context)
+    for a, b in _side_by_side(online, offline, cache, data, channels_last=True):
+        for name in a.keys() - {"logits"}:
+            assert torch.equal(a[name], b[name]), name
+    nchw = _build(tmp_path / "nchw", teacher.to(memory_format=torch.contiguous_format), data, layers=["3"])
+    assert torch.allclose(torch.from_numpy(np.array(cache.arrays["logits"])),
+                          torch.from_numpy(np.array(nchw.arrays["logits"])), atol=1e-5)  # same outputs, other kernels
 
 
 def test_cached_features_are_the_pooled_teacher_features(tmp_path):

@@ -17,7 +17,7 @@ def test_quick_mode_runs_every_row_and_writes_ratios(tmp_path):
     report = json.loads(out.read_text())
     assert not Path(str(out) + ".partial").exists()  # the rows-so-far file goes once the report is written
     rows = report["rows"]
-    for name in ("student_only", "plain_kd", "kdkit_student", "kdkit_online", "kdkit_cached", "kdkit_online_crd",
+    for name in ("student_only", "plain_kd", "plain_kd_nchw", "kdkit_student", "kdkit_online", "kdkit_cached", "kdkit_online_crd",
                  "kdkit_cached_crd"):
         assert rows[name]["images_per_s"] > 0, (name, rows[name])
     assert rows["kdkit_cached"]["cache_build_seconds_one_view"] > 0

@@ -109,3 +109,41 @@ def test_max_norm_bounds_every_unit_and_empty_val_keeps_the_last(tmp_path, digit
     assert max(float(w.norm(dim=1).max()) for w in rows) > 0.49  # the bound was reached, so it acted
     best = _weights(tmp_path / "run/best.safetensors")
     assert all(torch.equal(best[k], weights[k]) for k in weights)
+
+
+def test_channels_last_layout_while_training_only(tmp_path, tiny):
+    """channels_last (auto: CUDA and CPU) holds while fit trains: the weights and every batch are
+    NHWC. fit returns the model in the default layout, so evaluating it is bitwise what evaluating a
+    reloaded copy is (a --resume that skips the finished fit must report the same metrics)."""
+    from kdkit.methods import create_method
+    from kdkit.models import create_model
+    from kdkit.pipeline import evaluate_model
+    from kdkit.train import fit, uses_channels_last
+
+    assert uses_channels_last("auto", torch.device("cpu")) and uses_channels_last("auto", torch.device("cuda"))
+    assert not uses_channels_last("auto", torch.device("mps")) and not uses_channels_last("off", torch.device("cuda"))
+    assert uses_channels_last("on", torch.device("mps"))
+    g = torch.Generator().manual_seed(0)  # 3 channels: a 1-channel NCHW tensor is also channels_last contiguous
+    x = torch.randint(0, 256, (256, 3, 8, 8), dtype=torch.uint8, generator=g).numpy()
+    data = from_arrays(x, (np.arange(256) % 10), x[:64], np.arange(64) % 10, val_fraction=0.25)
+    seen = {}
+    for layout in ("on", "off"):
+        cfg = apply_overrides(TrainConfig(), tiny | {"out": str(tmp_path / layout), "channels_last": layout, "amp": "off",
+                                                     "epochs": 1})
+        torch.manual_seed(0)
+        student = create_model("cnn-tiny", 10, in_channels=3, image_size=8)
+        strides = []
+        student.register_forward_pre_hook(lambda m, args: strides.append(
+            (args[0].is_contiguous(memory_format=torch.channels_last),
+             next(m.parameters()).is_contiguous(memory_format=torch.channels_last))))
+        fit(create_method("ce", student), data, cfg, tmp_path / layout)
+        assert set(strides) == {(layout == "on", layout == "on")}  # every train and val batch, and the weights
+        assert all(p.is_contiguous() for p in student.parameters())  # the default layout again
+        seen[layout] = evaluate_model(student, data, "cpu")[1]
+        reloaded = create_model("cnn-tiny", 10, in_channels=3, image_size=8)
+        reloaded.load_state_dict(_weights(tmp_path / layout / "last.safetensors"))
+        assert torch.equal(evaluate_model(reloaded, data, "cpu")[1], seen[layout])
+    assert torch.allclose(seen["on"], seen["off"], atol=1e-3)  # the same training, other kernels
+    with pytest.raises(KdkitError, match="config key 'channels_last' must be one of auto, on, off, got 'yes'"):
+        apply_overrides(TrainConfig(), {"channels_last": "yes"})
+    assert apply_overrides(TrainConfig(), {"channels_last": False}).channels_last == "off"  # YAML's `off`

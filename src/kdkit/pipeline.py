@@ -24,7 +24,7 @@ from kdkit.methods import CrossEntropy, create_method
 from kdkit.models import check_input, create_model
 from kdkit.summary import summarise, write_summary
 from kdkit.teachers import HybridTeacher
-from kdkit.train import autocast_dtype, complete_checkpoints, fit, select_device
+from kdkit.train import autocast_dtype, complete_checkpoints, fit, select_device, uses_channels_last
 
 
 def model_meta(arch: str, data: Dataset) -> dict:
@@ -299,7 +299,7 @@ def teacher_source(teacher, cfg: DistillConfig, data: Dataset, out: Path, device
                                views=cfg.cache_views, seed=cfg.seed, mean=data.mean, std=data.std, device=device,
                                dtype=cfg.cache_dtype, topk=cfg.cache_topk, autocast=autocast_dtype(cfg.amp, device),
                                layers=cached_layers(cfg, teacher, data.input_shape), log=console_log,
-                               workers=cfg.workers)
+                               workers=cfg.workers, channels_last=uses_channels_last(cfg.channels_last, device))
     return cache, {"teacher_cache": str(cache.path), "teacher_cache_seconds": time.perf_counter() - t0}
 
 

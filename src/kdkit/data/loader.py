@@ -59,7 +59,8 @@ class BatchLoader:
 
     def __init__(self, split: Split, batch_size: int, *, shuffle: bool, seed: int = 0,
                  augment: str = "none", mean=None, std=None, device="cpu", drop_last: bool = False,
-                 sampler: str = "none", views: torch.Tensor | None = None, workers: int = 0):
+                 sampler: str = "none", views: torch.Tensor | None = None, workers: int = 0,
+                 channels_last: bool = False):
         if batch_size < 1:
             raise KdkitError(f"batch_size must be at least 1, got {batch_size}")
         if workers < 0:
@@ -73,7 +74,7 @@ class BatchLoader:
                              "use sampler='none' for evaluation loaders")
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.augment, self.drop_last, self.epoch = augment, drop_last, 0
-        self.sampler, self.workers = sampler, workers
+        self.sampler, self.workers, self.channels_last = sampler, workers, channels_last
         # (N,) float64 draw weight of each sample (CPU, for torch.multinomial); None = permutation
         self.draw_weights = None if sampler == "none" else _draw_weights(split.labels, sampler)
         self.device = torch.device(device)
@@ -162,7 +163,7 @@ class BatchLoader:
         if x.device.type != self.device.type:  # images kept on CPU: one non-blocking copy per batch
             x = x.to(self.device, non_blocking=True)
         x = x.float().mul_(self.scale).sub_(self.mean).div_(self.std)  # (B, C, H, W) float32 normalised
-        if x.is_cuda and x.dim() == 4:  # the layout the models are kept in on CUDA
+        if self.channels_last and x.dim() == 4:  # the layout fit keeps the models in (train.uses_channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
         idx = idx.to(self.device, non_blocking=True)
         return x, self.labels.index_select(0, idx.to(self.labels.device)).to(self.device, non_blocking=True), idx

@@ -143,11 +143,12 @@ class TeacherCache:
     @torch.no_grad()
     def build(cls, teacher: nn.Module, split: Split, path, *, augment: str, views: int, seed: int, mean, std,
               device="cpu", dtype: str = "float16", topk: int = 0, autocast=None, batch_size: int = 1024,
-              layers=(), log=print, workers: int = 0) -> "TeacherCache":
+              layers=(), log=print, workers: int = 0, channels_last: bool = False) -> "TeacherCache":
         """The cache for (teacher, split, settings) in `path`/<key>: reused when complete, else
         built (K teacher passes over the split). `autocast`: dtype of the teacher's forward.
         `layers`: teacher layers whose average-pooled outputs are stored too. `workers`: the
-        loader's background threads (BatchLoader)."""
+        loader's background threads (BatchLoader). `channels_last`: the teacher and the batches in that
+        layout (as fit keeps them: train.uses_channels_last)."""
         if dtype not in ("float16", "float32"):
             raise KdkitError(f"cache_dtype must be float16 or float32, got '{dtype}'")
         slots = views if augment != "none" else 1
@@ -171,12 +172,13 @@ class TeacherCache:
             log(f"teacher cache: reusing {folder} ({slots} view(s) x {len(split)} samples)")
         elif distributed.is_main():  # under torchrun one process writes, the others wait and read
             log(f"teacher cache: labelling {slots} view(s) x {len(split)} samples -> {folder}")
-            _write(folder, meta, teacher, split, slots, device, dtype, topk, num_classes, autocast, batch_size, workers)
+            _write(folder, meta, teacher, split, slots, device, dtype, topk, num_classes, autocast, batch_size, workers,
+                   channels_last)
         distributed.barrier()
         return cls(folder)
 
 def _write(folder: Path, meta: dict, teacher, split: Split, slots: int, device, dtype: str, topk: int,
-           num_classes: int, autocast, batch_size: int, workers: int):
+           num_classes: int, autocast, batch_size: int, workers: int, channels_last: bool):
     augment, seed = meta["augment"], meta["seed"]
     shutil.rmtree(folder, ignore_errors=True)  # a build cut off before meta.json
     folder.mkdir(parents=True)
@@ -198,8 +200,8 @@ def _write(folder: Path, meta: dict, teacher, split: Split, slots: int, device, 
         raise KdkitError(f"cannot write the {size / 1e9:.1f} GB teacher cache in {folder} ({error}); free that much "
                          "disk, or shrink it: --set cache_views=K, cache_topk=K or cache_dtype=float16") from None
     loader = BatchLoader(split, batch_size, shuffle=False, augment=augment, mean=meta["mean"], std=meta["std"],
-                         device=device, views=rows, workers=workers)
-    if device.type == "cuda":
+                         device=device, views=rows, workers=workers, channels_last=channels_last)
+    if channels_last:
         teacher.to(memory_format=torch.channels_last)
     for slot in range(slots):
         loader.set_epoch(slot)
@@ -220,6 +222,8 @@ def _write(folder: Path, meta: dict, teacher, split: Split, slots: int, device, 
             files["residual"][slot] = (1 - top.exp().sum(1)).clamp_min(0).cpu().numpy()
         else:
             files["logits"][slot] = outputs.cpu().numpy().astype(dtype)
+    if channels_last:  # back as it came: a teacher evaluated later gives what a freshly loaded one gives
+        teacher.to(memory_format=torch.contiguous_format)
     for array in files.values():
         array.flush()
     for name in files:
