@@ -37,3 +37,15 @@ def test_repeats_report_the_median_run_and_every_rate():
     assert throughput.median_row(runs[:2])["images_per_s"] == 10.0  # even count: the lower middle
     assert throughput.median_row([{"skipped": "no torchdistill"}] * 2) == {"skipped": "no torchdistill"}
     assert throughput.median_row([{"images_per_s": 5.0}]) == {"images_per_s": 5.0}
+
+
+def test_layout_benchmark_times_both_layouts(tmp_path, monkeypatch):
+    import layout_cpu
+
+    monkeypatch.setattr(layout_cpu, "CASES", [("cnn-tiny", True, (3, 8, 8), 4), ("cnn-tiny", False, (3, 8, 8), 4)])
+    report = layout_cpu.main(["--rounds", "1", "--steps", "1", "--json", str(tmp_path / "l.json")])
+    assert json.loads((tmp_path / "l.json").read_text()) == report
+    assert len(report["rows"]) == 4  # 2 cases x (bf16, float32)
+    for row in report["rows"]:
+        assert row["ms"]["nchw"] > 0 and row["ms"]["channels_last"] > 0
+        assert row["speedup"] == pytest.approx(row["ms"]["nchw"] / row["ms"]["channels_last"])

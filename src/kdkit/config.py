@@ -54,7 +54,7 @@ class TrainConfig:
     nan_policy: str = "stop"  # NaN/inf loss or gradient: stop (naming the step and the last good checkpoint) or skip the step and count it
     amp: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with native bf16, else off), bf16, off
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
-    channels_last: str = "auto"  # channels_last layout of conv models and image batches: auto (CUDA and CPU: faster for every conv model measured but shufflenetv2), on, off
+    channels_last: str = "auto"  # channels_last (NHWC) layout of the models and image batches while training: auto (CUDA and CPU; off on MPS), on, off (e.g. shufflenetv2 in bf16 on CPU)
     compile: str = "off"  # torch.compile the student and teacher: off, default, reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs
     # run
     seed: int = 0  # initialisation, shuffling, augmentation and the validation split

@@ -57,10 +57,11 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def uses_channels_last(setting: str, device: torch.device) -> bool:
-    """Whether models and image batches are kept channels_last (NHWC strides). auto: on CUDA (tensor
-    cores want NHWC) and on CPU (oneDNN's convolutions: the demo's teacher forward 3.1x, its train
-    step 1.7x, resnet8x4 1.2x faster, bf16 and float32 alike, on the 2-core AVX512 development
-    machine; docs/speed.md); off on MPS, where it is not measured."""
+    """Whether models and image batches are kept channels_last (NHWC strides) while training. auto:
+    on CUDA (tensor cores want NHWC) and on CPU (oneDNN's convolutions; on the 2-core AVX512
+    development machine the demo teacher's forward 2.6x and the resnets' steps 1.1-1.3x faster,
+    shufflenetv2 in bf16 the one loss, 0.84x: benchmarks/results/layout_cpu.json, docs/speed.md);
+    off on MPS, where it is not measured."""
     if setting == "auto":
         return device.type in ("cuda", "cpu")
     return setting == "on"
