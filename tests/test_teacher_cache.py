@@ -229,10 +229,10 @@ def test_cached_pooled_feature_losses_equal_online_bitwise(tmp_path, method, kw)
 def test_cached_losses_equal_online_bitwise_in_the_channels_last_layout(tmp_path):
     """fit keeps models and batches channels_last on CPU and CUDA (train.uses_channels_last): a cache
     built in that layout gives bitwise the online losses of a channels_last teacher, and gives the
-    teacher back in its own layout."""
+    teacher back in the default layout."""
     data, teacher = _data(), _convnet()
     cache = _build(tmp_path, teacher, data, batch_size=len(data.train), layers=["3"], channels_last=True)
-    assert teacher[0].weight.is_contiguous()  # back as it came
+    assert teacher[0].weight.is_contiguous()  # in the default layout again
     student = _convnet(seed=1).to(memory_format=torch.channels_last)
     context = dict(input_shape=(3, 8, 8), num_train=len(data.train), nce_k=8, student_layers=["3"], teacher_layers=["3"])
     torch.manual_seed(5)

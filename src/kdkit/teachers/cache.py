@@ -222,7 +222,7 @@ def _write(folder: Path, meta: dict, teacher, split: Split, slots: int, device, 
             files["residual"][slot] = (1 - top.exp().sum(1)).clamp_min(0).cpu().numpy()
         else:
             files["logits"][slot] = outputs.cpu().numpy().astype(dtype)
-    if channels_last:  # back as it came: a teacher evaluated later gives what a freshly loaded one gives
+    if channels_last:  # default layout again: a teacher evaluated later gives what a freshly loaded one gives
         teacher.to(memory_format=torch.contiguous_format)
     for array in files.values():
         array.flush()
