@@ -190,6 +190,26 @@ def test_model_facts_tiny_linear():
     _assert_plain_python(facts)
 
 
+def test_model_facts_times_with_one_thread_and_restores_the_count():
+    seen = []
+
+    class Probe(nn.Linear):
+        def forward(self, x):
+            seen.append(torch.get_num_threads())
+            return super().forward(x)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        facts = model_facts(Probe(4, 2), (4,), repeats=2, batch_sizes=(1,))
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert facts["latency_threads"] == 1
+    assert seen[1:] == [1] * 5  # 3 warm-up + 2 timed forwards (seen[0] is the FLOP count's)
+    assert after == 2
+
+
 def test_model_facts_tied_weights_saved_once():
     model = nn.Sequential(nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False))
     model[1].weight = model[0].weight

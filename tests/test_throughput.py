@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -49,3 +50,18 @@ def test_layout_benchmark_times_both_layouts(tmp_path, monkeypatch):
     for row in report["rows"]:
         assert row["ms"]["nchw"] > 0 and row["ms"]["channels_last"] > 0
         assert row["speedup"] == pytest.approx(row["ms"]["nchw"] / row["ms"]["channels_last"])
+
+
+def test_latency_threads_benchmark_times_each_thread_count(tmp_path, monkeypatch):
+    import latency_threads
+    from kdkit import evaluate
+
+    monkeypatch.setattr(latency_threads, "MODELS", [("cnn-tiny", (1, 8, 8))])
+    report = latency_threads.main(["--rounds", "2", "--json", str(tmp_path / "t.json")])
+    assert json.loads((tmp_path / "t.json").read_text()) == report
+    threads = sorted({1, torch.get_num_threads()})
+    assert set(report["runs"]) == {f"cnn-tiny/{t}t/b{b}" for t in threads for b in (1, 64)}
+    for key, values in report["runs"].items():
+        assert len(values) == 2 and min(values) > 0
+        assert report["stats"][key]["max/min"] == pytest.approx(max(values) / min(values))
+    assert evaluate.LATENCY_THREADS == 1  # put back

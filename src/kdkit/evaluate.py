@@ -26,6 +26,7 @@ from kdkit.errors import KdkitError
 
 ECE_BINS = 15  # Guo et al. 2017, "On Calibration of Modern Neural Networks", Sec. 2
 WARMUP_RUNS = 3
+LATENCY_THREADS = 1  # intra-op threads for the CPU latency figures (see model_facts)
 
 
 # ---------------------------------------------------------------- classification metrics
@@ -237,8 +238,10 @@ def model_facts(model: torch.nn.Module, input_shape, *, repeats: int = 20, batch
     flops_per_sample: torch's FlopCounterMode on one sample, which counts a multiply-add as 2 FLOPs
     (Linear(10 -> 5) = 2 * 10 * 5 = 100). size_mb: bytes of the state dict saved as safetensors / 1e6.
     latency_ms_b{B}: median of `repeats` timed forward passes at batch size B, after warm-up,
-    on a CPU copy in eval mode under inference_mode (the caller's model is not touched);
-    throughput_b{B} = B / latency in samples/s. CPU timings depend on torch's thread count and load.
+    on a CPU copy in eval mode under inference_mode (the caller's model is not touched), with
+    LATENCY_THREADS intra-op threads (latency_threads); throughput_b{B} = B / latency in samples/s.
+    One thread, as the ONNX benchmark's: on a 2-vCPU machine, over 20 calls, the same model's batch-1
+    figure moved up to 1.9x with two threads and 1.2x with one (benchmarks/latency_threads.py).
     """
     parameters = {id(p): p for p in model.parameters()}.values()
     cpu_model = copy.deepcopy(model).cpu().eval()
@@ -247,6 +250,7 @@ def model_facts(model: torch.nn.Module, input_shape, *, repeats: int = 20, batch
         "trainable_parameters": sum(p.numel() for p in parameters if p.requires_grad),
         "size_mb": len(safetensors.torch.save(_unshared_state_dict(cpu_model))) / 1e6,
         "flops_per_sample": _count_flops(cpu_model, input_shape),
+        "latency_threads": LATENCY_THREADS,
     }
     for batch_size in batch_sizes:
         latency_ms = _median_latency_ms(cpu_model, (batch_size, *input_shape), repeats)
@@ -276,14 +280,18 @@ def _count_flops(cpu_model: torch.nn.Module, input_shape) -> int:
 
 def _median_latency_ms(cpu_model: torch.nn.Module, shape, repeats: int) -> float:
     x = torch.randn(*shape)  # (B, *input_shape)
-    times = []
-    with torch.inference_mode():
-        for _ in range(WARMUP_RUNS):
-            cpu_model(x)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            cpu_model(x)
-            times.append(time.perf_counter() - start)
+    times, threads = [], torch.get_num_threads()
+    torch.set_num_threads(LATENCY_THREADS)
+    try:
+        with torch.inference_mode():
+            for _ in range(WARMUP_RUNS):
+                cpu_model(x)
+            for _ in range(repeats):
+                start = time.perf_counter()
+                cpu_model(x)
+                times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
     return statistics.median(times) * 1000.0
 
 

@@ -110,7 +110,7 @@ def to_markdown(summary: dict) -> str:
         per = ", ".join("-" if v is None else f"{100 * v:.0f}%" for v in g["per_seed"])
         mean = "-" if g["mean"] is None else f"{100 * g['mean']:.0f}%"
         lines += ["", f"gap closed (accuracy): {mean} (per seed: {per})"]
-    lines += ["", "gap closed = (student - scratch) / (teacher - scratch). Latency: CPU, median of repeats. "
+    lines += ["", "gap closed = (student - scratch) / (teacher - scratch). Latency: CPU, one thread, median of 20 runs. "
               "FLOPs count 2 per multiply-add. peak MB: peak memory while training (CPU: process RSS)."]
     return "\n".join(lines) + "\n"
 
