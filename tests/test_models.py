@@ -60,6 +60,17 @@ def test_model_forward_backward_and_feature_taps(name, num_classes):
     assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.parametrize("name", ["mlp", "cnn", "cnn-tiny", "resnet8x4", "resnet20", "wrn_16_2", "vgg8", "mobilenetv2",
+                                  "shufflenetv2"])
+def test_models_compile_as_one_graph(name):
+    # `--compile` compiles the student and teacher modules (those no method taps); a graph break
+    # would split a model and, with reduce-overhead, its CUDA graph.
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(create_model(name, 10))(torch.randn(2, 3, 32, 32))
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
+
+
 def test_small_cnn_parameter_counts():
     # The Fashion-MNIST teacher/student pair of shared/ANCHORS.md.
     assert count_parameters(create_model("cnn", 10, in_channels=1, image_size=28)) == 824_650
