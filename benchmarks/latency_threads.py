@@ -1,6 +1,6 @@
 """How stable is the summary table's CPU latency? kdkit's `ms b1` / `ms b64` (kdkit.evaluate.model_facts:
 median of 20 timed forwards after 3 untimed ones) measured again and again for the demo's pair, with
-1 thread (what model_facts uses, LATENCY_THREADS) and with every thread (what it used before), the
+1 thread (model_facts' default) and with every thread (what it used before), the
 two interleaved round by round in one process.
 
     .venv/bin/python benchmarks/latency_threads.py [--rounds 10] [--json benchmarks/results/latency_threads.json]
@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from kdkit import evaluate  # noqa: E402
+from kdkit.evaluate import model_facts  # noqa: E402
 from kdkit.models import create_model  # noqa: E402
 
 MODELS = [("cnn", (1, 28, 28)), ("cnn-tiny", (1, 28, 28))]  # the demo's teacher and student
@@ -40,18 +40,13 @@ def main(argv=None):
         torch.manual_seed(0)
         models[name] = create_model(name, num_classes=10, in_channels=shape[0], image_size=shape[1]).eval()
     runs = {f"{name}/{t}t/b{b}": [] for name, _ in MODELS for t in thread_counts for b in (1, 64)}
-    kdkit_threads = evaluate.LATENCY_THREADS
-    try:
-        for r in range(args.rounds):
-            for t in thread_counts:
-                evaluate.LATENCY_THREADS = t  # model_facts times with this many threads
-                for name, shape in MODELS:
-                    facts = evaluate.model_facts(models[name], shape)
-                    for b in (1, 64):
-                        runs[f"{name}/{t}t/b{b}"].append(facts[f"latency_ms_b{b}"])
-            print(f"round {r}: " + "  ".join(f"{k} {v[-1]:.3f}" for k, v in runs.items()), flush=True)
-    finally:
-        evaluate.LATENCY_THREADS = kdkit_threads
+    for r in range(args.rounds):
+        for t in thread_counts:
+            for name, shape in MODELS:
+                facts = model_facts(models[name], shape, threads=t)
+                for b in (1, 64):
+                    runs[f"{name}/{t}t/b{b}"].append(facts[f"latency_ms_b{b}"])
+        print(f"round {r}: " + "  ".join(f"{k} {v[-1]:.3f}" for k, v in runs.items()), flush=True)
     stats = {k: {"min": min(v), "median": statistics.median(v), "max": max(v), "max/min": max(v) / min(v)}
              for k, v in runs.items()}
     report = {"command": " ".join(["python", "benchmarks/latency_threads.py"] + (argv if argv is not None else sys.argv[1:])),

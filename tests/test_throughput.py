@@ -64,4 +64,4 @@ def test_latency_threads_benchmark_times_each_thread_count(tmp_path, monkeypatch
     for key, values in report["runs"].items():
         assert len(values) == 2 and min(values) > 0
         assert report["stats"][key]["max/min"] == pytest.approx(max(values) / min(values))
-    assert evaluate.LATENCY_THREADS == 1  # put back
+    assert evaluate.LATENCY_THREADS == 1  # the default is not touched

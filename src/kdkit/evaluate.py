@@ -232,15 +232,16 @@ def predict_logits(model: torch.nn.Module, batches, device="cpu"):
     return torch.cat(all_logits), torch.cat(all_labels)
 
 
-def model_facts(model: torch.nn.Module, input_shape, *, repeats: int = 20, batch_sizes=(1, 64)) -> dict:
+def model_facts(model: torch.nn.Module, input_shape, *, repeats: int = 20, batch_sizes=(1, 64),
+                threads: int = LATENCY_THREADS) -> dict:
     """Size and speed of `model` for inputs of per-sample shape `input_shape` (no batch dim, e.g. (3, 32, 32)).
 
     flops_per_sample: torch's FlopCounterMode on one sample, which counts a multiply-add as 2 FLOPs
     (Linear(10 -> 5) = 2 * 10 * 5 = 100). size_mb: bytes of the state dict saved as safetensors / 1e6.
     latency_ms_b{B}: median of `repeats` timed forward passes at batch size B, after warm-up,
     on a CPU copy in eval mode under inference_mode (the caller's model is not touched), with
-    LATENCY_THREADS intra-op threads (latency_threads); throughput_b{B} = B / latency in samples/s.
-    One thread, as the ONNX benchmark's: on a 2-vCPU machine, over 20 calls, the same model's batch-1
+    `threads` intra-op threads (latency_threads); throughput_b{B} = B / latency in samples/s.
+    Default one thread, as the ONNX benchmark's: on a 2-vCPU machine, over 20 calls, the same model's batch-1
     figure moved up to 1.9x with two threads and 1.2x with one (benchmarks/latency_threads.py).
     """
     parameters = {id(p): p for p in model.parameters()}.values()
@@ -250,10 +251,10 @@ def model_facts(model: torch.nn.Module, input_shape, *, repeats: int = 20, batch
         "trainable_parameters": sum(p.numel() for p in parameters if p.requires_grad),
         "size_mb": len(safetensors.torch.save(_unshared_state_dict(cpu_model))) / 1e6,
         "flops_per_sample": _count_flops(cpu_model, input_shape),
-        "latency_threads": LATENCY_THREADS,
+        "latency_threads": threads,
     }
     for batch_size in batch_sizes:
-        latency_ms = _median_latency_ms(cpu_model, (batch_size, *input_shape), repeats)
+        latency_ms = _median_latency_ms(cpu_model, (batch_size, *input_shape), repeats, threads)
         out[f"latency_ms_b{batch_size}"] = latency_ms
         out[f"throughput_b{batch_size}"] = batch_size / (latency_ms / 1000.0)
     return out
@@ -278,10 +279,10 @@ def _count_flops(cpu_model: torch.nn.Module, input_shape) -> int:
     return int(counter.get_total_flops())
 
 
-def _median_latency_ms(cpu_model: torch.nn.Module, shape, repeats: int) -> float:
+def _median_latency_ms(cpu_model: torch.nn.Module, shape, repeats: int, threads: int) -> float:
     x = torch.randn(*shape)  # (B, *input_shape)
-    times, threads = [], torch.get_num_threads()
-    torch.set_num_threads(LATENCY_THREADS)
+    times, caller_threads = [], torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
             for _ in range(WARMUP_RUNS):
@@ -291,7 +292,7 @@ def _median_latency_ms(cpu_model: torch.nn.Module, shape, repeats: int) -> float
                 cpu_model(x)
                 times.append(time.perf_counter() - start)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(caller_threads)
     return statistics.median(times) * 1000.0
 
 
