@@ -19,7 +19,7 @@ def cli(*args, monkeypatch, capsys, cwd=None) -> tuple[int, str, str]:
     from kdkit.cli import main
 
     monkeypatch.setattr(sys, "argv", ["kdkit", *[str(a) for a in args]])
-    monkeypatch.setattr(sys, "path", list(sys.path))  # main() puts the working directory first
+    monkeypatch.setattr(sys, "path", list(sys.path))  # (a test may add a folder of user hooks)
     if cwd is not None:
         monkeypatch.chdir(cwd)
     with pytest.raises(SystemExit) as exit_:
@@ -175,7 +175,7 @@ def test_unknown_device(run, tmp_path, command, train_run):
 def test_out_is_a_file(run, tmp_path):
     (tmp_path / "f").write_text("x")
     base = ["train", "--dataset", "digits", "--model", "cnn-tiny", *FAST]
-    assert run(*base, "--out", "f", cwd=tmp_path) == "--out 'f' is a file, not a run directory; choose a folder (new or existing)"
+    assert run(*base, "--out", "f", cwd=tmp_path) == "--out 'f' is a file, not a run directory; choose a folder (new, empty or an earlier `kdkit train` run)"
     assert run(*base, "--out", "f/run", cwd=tmp_path) == "--out 'f/run' is inside 'f', which is a file; choose another path"
     assert run("distill", "--dataset", "digits", "--teacher", "cnn-tiny", *FAST, "--out", "f", cwd=tmp_path).startswith(
         "--out 'f' is a file, not a run directory")
@@ -202,6 +202,10 @@ def test_ensemble_of_one(run, tmp_path):
 def test_model_hook_with_a_parameter_kdkit_cannot_fill(run, tmp_path):
     (tmp_path / "kdkit_bad_hook.py").write_text(
         "import torch\n\ndef make_net(num_classes, depth):\n    return torch.nn.Linear(64, num_classes)\n")
+    message = run("train", "--dataset", "digits", "--model", "kdkit_bad_hook:make_net", *FAST, "--out", "o", cwd=tmp_path)
+    assert message == ("cannot find module 'kdkit_bad_hook' for model hook 'kdkit_bad_hook:make_net'; kdkit does not "
+                       "import from the working directory on its own: run with PYTHONPATH=. (or install the module)")
+    sys.path.insert(0, str(tmp_path))  # PYTHONPATH=. (cli() restores sys.path)
     message = run("train", "--dataset", "digits", "--model", "kdkit_bad_hook:make_net", *FAST, "--out", "o", cwd=tmp_path)
     assert message == ("model hook 'kdkit_bad_hook:make_net' cannot be called as make_net(num_classes=...): missing a "
                        "required argument: 'depth'; give its other parameters defaults (kdkit passes num_classes, "

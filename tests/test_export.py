@@ -258,6 +258,9 @@ def test_cli_errors_are_one_line(run_dir, report, tmp_path, digits):
     weights = tmp_path / "fourier" / "best.safetensors"
     state = {k.replace("fc.", "2."): v for k, v in FourierNet().state_dict().items()}  # FFT (0), Flatten (1), Linear (2)
     ckpt.save_weights(weights, state, model_meta("fourier_hook:make_net", digits))
-    one_line_error(kdkit("export", weights, cwd=tmp_path), r"cannot export operator 'aten::fft_fft'")
+    one_line_error(kdkit("export", weights, cwd=tmp_path), r"names the user model hook 'fourier_hook:make_net'; kdkit "
+                   r"never imports code named by a file. If you trust that code, allow it: --trust-hook fourier_hook:make_net")
+    one_line_error(kdkit("export", weights, "--trust-hook", "fourier_hook:make_net", cwd=tmp_path),
+                   r"cannot export operator 'aten::fft_fft'")
     np.save(tmp_path / "bad.npy", np.zeros((3, 9, 9), np.uint8))
     one_line_error(kdkit("predict", run_dir / "export" / "student.onnx", tmp_path / "bad.npy"), r"shape \(3, 9, 9\)")

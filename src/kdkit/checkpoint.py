@@ -79,34 +79,61 @@ def sidecar(path) -> Path:
     return Path(path).with_suffix(".json")
 
 
+FORMAT = "kdkit-weights-2"  # -1: sha256 of the tensors only; -2: also meta_sha256 over the sidecar itself
+
+
+def meta_checksum(meta: dict) -> str:
+    """SHA-256 of a sidecar's content without its own checksum field (keys sorted: order-free)."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _sidecar_bytes(meta: dict) -> bytes:
+    meta = json.loads(json.dumps(meta, default=str))  # the values as they will be read back
+    meta["meta_sha256"] = meta_checksum(meta)
+    return json.dumps(meta, indent=1).encode()
+
+
 def save_weights(path, tensors: dict[str, torch.Tensor], meta: dict):
-    """Write tensors (safetensors) then the sidecar; the sidecar names the tensor file's checksum."""
+    """Write tensors (safetensors) then the sidecar; the sidecar names the tensor file's checksum
+    and its own (so an edited step, score or setting is noticed like a flipped bit)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     data = st_save(tensors)
     atomic_write(path, data)
-    meta = dict(meta, sha256=hashlib.sha256(data).hexdigest(), format="kdkit-weights-1")
-    atomic_write(sidecar(path), json.dumps(meta, indent=1, default=str).encode())
+    meta = dict(meta, sha256=hashlib.sha256(data).hexdigest(), format=FORMAT, written_by="kdkit")
+    atomic_write(sidecar(path), _sidecar_bytes(meta))
 
 
 def update_meta(path, **extra):
-    """Add keys to a weights file's sidecar (atomically; the tensor checksum stays valid)."""
+    """Add keys to a weights file's sidecar (atomically; both checksums stay valid)."""
     meta = load_meta(path) | extra
-    atomic_write(sidecar(path), json.dumps(meta, indent=1, default=str).encode())
+    atomic_write(sidecar(path), _sidecar_bytes(dict(meta, format=FORMAT)))
 
 
 def load_meta(path) -> dict:
+    """A weights file's sidecar ({} when there is none), verified: it must be a JSON object, and one
+    that kdkit wrote with a checksum of itself must still match it."""
     path = Path(path)
     side = sidecar(path)
     if not side.is_file():
         return {}
     try:
-        return json.loads(side.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        if side.stat().st_size > 100_000_000:
+            raise KdkitError(f"sidecar '{side}' is {side.stat().st_size:,} bytes, far more than kdkit writes; restore it or retrain")
+        meta = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise KdkitError(f"sidecar '{side}' is not valid JSON; restore it or retrain") from None
+    if not isinstance(meta, dict):
+        raise KdkitError(f"sidecar '{side}' is a JSON {type(meta).__name__}, not an object; restore the sidecar kdkit wrote or retrain")
+    if meta.get("format") == FORMAT and meta.get("meta_sha256") != meta_checksum(meta):
+        raise KdkitError(f"sidecar '{side}' was changed after kdkit wrote it (its checksum does not match); restore it, "
+                         "use another checkpoint or retrain")
+    return meta
 
 
 def load_weights(path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, meta). Refuses anything that is not safetensors; verifies the checksum if known."""
+    """(tensors, meta). Refuses anything that is not safetensors; a sidecar must name the tensors'
+    checksum, and it must match."""
     path = Path(path)
     if not path.is_file():
         raise KdkitError(f"weights file '{path}' not found; check the path")
@@ -117,7 +144,10 @@ def load_weights(path) -> tuple[dict[str, torch.Tensor], dict]:
             "Convert it: torch.load(f, weights_only=True) then safetensors.torch.save_file(state_dict, 'x.safetensors')"
         )
     meta = load_meta(path)
-    if meta.get("sha256") and hashlib.sha256(data).hexdigest() != meta["sha256"]:
+    if meta and not isinstance(meta.get("sha256"), str):
+        raise KdkitError(f"sidecar '{sidecar(path)}' has no sha256 of its weights, so they cannot be verified; restore "
+                         "the sidecar kdkit wrote, use another checkpoint or retrain")
+    if meta and hashlib.sha256(data).hexdigest() != meta["sha256"]:
         raise KdkitError(f"weights file '{path}' is truncated or corrupt (checksum mismatch); use another checkpoint or retrain")
     try:
         tensors = st_load(data)

@@ -40,6 +40,9 @@ def _main(debug: bool = typer.Option(False, "--debug", help="show full traceback
 
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file with config keys (see docs/config.md)")
+TrustOpt = typer.Option(None, "--trust-hook", help="a module:function model hook that weights' sidecars may name "
+                        "(kdkit never imports a name read from a file otherwise; repeatable)")
+OverwriteOpt = typer.Option(None, "--overwrite", help="write into an --out folder holding files kdkit did not write")
 SetOpt = typer.Option(None, "--set", help="override any config key: --set lr=0.1 (repeatable)")
 
 
@@ -77,12 +80,14 @@ def distill(
     resume: Optional[bool] = typer.Option(None, "--resume", help="continue a killed run in --out"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | mps"),
     out: Optional[str] = typer.Option(None, help="run directory"),
+    overwrite: Optional[bool] = OverwriteOpt,
+    trust_hook: Optional[list[str]] = TrustOpt,
 ):
     """Distill a teacher into a student; also train the scratch baseline; write the evidence table."""
     flags = dict(dataset=dataset, data_dir=data_dir, imbalance=imbalance, teacher=teacher, student=student, method=method, epochs=epochs,
                  teacher_epochs=teacher_epochs, seeds=_seeds(seeds), temperature=temperature, alpha=alpha, lr=lr,
                  batch_size=batch_size, baseline=baseline, report=report, teacher_cache=teacher_cache, compile=compile_mode,
-                 resume=resume, device=device, out=out)
+                 resume=resume, device=device, out=out, overwrite=overwrite, trust_hooks=trust_hook or None)
     cfg = resolve(DistillConfig, config, flags, set_)
     _run_distill(cfg)
 
@@ -226,12 +231,13 @@ def train(
     resume: Optional[bool] = typer.Option(None, "--resume", help="continue a killed run in --out"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | mps"),
     out: Optional[str] = typer.Option(None, help="run directory"),
+    overwrite: Optional[bool] = OverwriteOpt,
 ):
     """Train one model with cross-entropy (a teacher, usually); weights + summary in --out."""
     from kdkit.pipeline import run_train
 
     flags = dict(dataset=dataset, data_dir=data_dir, imbalance=imbalance, model=model, epochs=epochs, lr=lr, batch_size=batch_size,
-                 seed=seed, resume=resume, device=device, out=out)
+                 seed=seed, resume=resume, device=device, out=out, overwrite=overwrite)
     cfg = resolve(TrainConfig, config, flags, set_)
     summary = run_train(cfg)
     if summary.get("stopped_early"):
@@ -250,26 +256,30 @@ def evaluate(
     teacher: Optional[Path] = typer.Option(None, help="also report agreement with this teacher"),
     out: Optional[Path] = typer.Option(None, help="write the metrics as JSON here"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
+    trust_hook: Optional[list[str]] = TrustOpt,
 ):
     """Test-set metrics and model facts (size, FLOPs, latency) of saved weights."""
+    from kdkit.checkpoint import atomic_write, sidecar
     from kdkit.data import load_dataset
     from kdkit.evaluate import model_facts
-    from kdkit.pipeline import check_out, check_teacher, evaluate_model, load_model, parse_device
+    from kdkit.pipeline import check_teacher, evaluate_model, load_model, parse_device, weights_path
+    from kdkit.rundir import check_out_file
 
     dev = parse_device(device)
     if out:
-        check_out(out, folder=False, example="metrics.json")
-    model, meta = load_model(weights)
+        reads = [p for w in [weights, teacher] if w is not None and Path(w).exists() for p in (weights_path(w), sidecar(weights_path(w)))]
+        check_out_file(out, reads, example="metrics.json")
+    model, meta = load_model(weights, trust_hook or ())
     data = load_dataset(dataset or meta.get("dataset", "fashion-mnist"), data_dir)
     check_teacher(meta, data)
     teacher_logits = None
     if teacher:
-        t_model, t_meta = load_model(teacher)
+        t_model, t_meta = load_model(teacher, trust_hook or ())
         check_teacher(t_meta, data)
         _, teacher_logits = evaluate_model(t_model, data, dev)
     metrics, _ = evaluate_model(model, data, dev, teacher_logits)
     result = {"weights": str(weights), "arch": meta["arch"], "dataset": data.name, "metrics": metrics,
-              "facts": model_facts(model, data.input_shape)}
+              "facts": model_facts(model, data.input_shape), "written_by": "kdkit evaluate"}
     keys = ("accuracy", "top5", "balanced_accuracy", "f1_macro", "auc", "nll", "ece", "top1_agreement", "mean_kl")
     for k in keys:
         if metrics.get(k) is not None:
@@ -277,7 +287,7 @@ def evaluate(
     for k, v in result["facts"].items():
         console.print(f"{k:>20}: {v:,.3f}" if isinstance(v, float) else f"{k:>20}: {v:,}")
     if out:
-        out.write_text(json.dumps(result, indent=1))
+        atomic_write(out, json.dumps(result, indent=1).encode())
         console.print(f"written: {out}")
 
 
@@ -358,6 +368,7 @@ def export(
     data_dir: Optional[str] = typer.Option(None, help="folder holding the dataset files"),
     tolerance: float = typer.Option(1e-3, help="max |logit difference| allowed between onnxruntime and PyTorch"),
     repeats: int = typer.Option(20, help="timed runs per latency (median; after 3 warm-up runs)"),
+    trust_hook: Optional[list[str]] = TrustOpt,
 ):
     """Export the student to ONNX, check it against PyTorch on the test split, optionally quantise
     it to int8, and print the deployment table (docs/export.md)."""
@@ -367,7 +378,7 @@ def export(
     if format_ != "onnx":
         raise unknown("export format", format_, ["onnx"])
     report = export_run(source, out, quantize=quantize, opset=opset, dataset=dataset, data_dir=data_dir,
-                        tolerance=tolerance, repeats=repeats)
+                        tolerance=tolerance, repeats=repeats, trusted_hooks=trust_hook or ())
     check, onnx_path = report["verification"], Path(report["onnx"])
     say = console.out  # plain lines: no wrapping or markup inside paths and numbers
     say(f"exported: {onnx_path} (from {report['source']}; opset {opset}, {report['exporter']})")
@@ -402,14 +413,15 @@ def predict(
     top: int = typer.Option(3, help="how many classes to list per input"),
 ):
     """Predict classes with an exported model: onnxruntime and the sidecar only, no PyTorch weights."""
-    from kdkit.pipeline import check_out
     from kdkit.predict import predict as run_predict
     from kdkit.predict import write_predictions
+    from kdkit.rundir import check_out_file
 
     from rich.text import Text
 
     if out:
-        check_out(out, folder=False, example="predictions.csv")
+        reads = [model, model.with_suffix(".json"), inputs]
+        check_out_file(out, reads, example="predictions.csv")
     rows = run_predict(model, inputs, top=top)
     if out:
         console.out(f"{len(rows)} predictions written: {write_predictions(rows, out)}")
@@ -427,6 +439,7 @@ def report(
     importance: bool = typer.Option(True, "--importance/--no-importance", help="measure feature importance (the slow part)"),
     samples: int = typer.Option(1000, help="test samples for the importance analysis"),
     device: str = typer.Option("cpu", help="cpu | cuda | mps (rebuilt models run here)"),
+    trust_hook: Optional[list[str]] = TrustOpt,
 ):
     """Write RUN_DIR/report.html: the table, training curves, per-class and calibration plots,
     size/speed, the feature-importance graph, config and environment (docs/report.md)."""
@@ -434,7 +447,8 @@ def report(
 
     if samples < 1:
         raise KdkitError(f"--samples must be at least 1, got {samples}; e.g. --samples 1000 (or --no-importance to skip the analysis)")
-    console.out(str(write_report(run_dir, importance=importance, n_samples=samples, device=device)))
+    console.out(str(write_report(run_dir, importance=importance, n_samples=samples, device=device,
+                                 trusted_hooks=trust_hook or ())))
 
 
 @app.command()
@@ -465,7 +479,7 @@ def usage_error(error) -> str:
 
 
 def main():
-    sys.path.insert(0, os.getcwd())  # so --student my_module:make_net finds a module in the working directory
+    # No sys.path change: kdkit never imports from the working directory on its own (PYTHONPATH=. does).
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 prints the results, the others stay quiet
         console.quiet = True
     try:

@@ -65,6 +65,8 @@ class TrainConfig:
     resume: bool = False  # continue from the run directory's last checkpoint
     deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume on CPU)
     progress: bool = True  # progress bars
+    overwrite: bool = False  # write into an --out folder that holds files kdkit did not write (files of the same name are replaced)
+    trust_hooks: list[str] = field(default_factory=list)  # module:function model hooks that a weights sidecar may name (kdkit never imports a name read from a file otherwise)
 
 
 @dataclass
@@ -279,5 +281,10 @@ def validate(cfg):
     return cfg
 
 
+def dump_yaml(cfg) -> str:
+    """A config as YAML: what config.yaml holds, and what --config takes back as it is."""
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
+
+
 def save_yaml(cfg, path):
-    Path(path).write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    Path(path).write_text(dump_yaml(cfg))

@@ -18,11 +18,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kdkit.checkpoint import load_weights
 from kdkit.config import DistillConfig, apply_overrides
 from kdkit.data import Dataset, from_arrays
 from kdkit.errors import KdkitError
 from kdkit.methods import create_method
 from kdkit.pipeline import build_model, evaluate_model, method_kwargs
+from kdkit.rundir import check_run_dir, claim_run_dir
 from kdkit.train import FitResult, fit, select_device
 
 
@@ -54,15 +56,15 @@ def as_dataset(train, val=None, test=None, classes=None, augment: str = "none") 
 def distill(teacher: nn.Module, student, train, val=None, method: str = "kd", *, test=None, classes=None,
             out: str = "runs/api", **config) -> DistillResult:
     """Distill `teacher` into `student` (an nn.Module or an architecture name). See module docstring."""
-    data = as_dataset(train, val, test, classes, config.pop("augment", "none"))
     cfg = apply_overrides(DistillConfig(method=method, out=str(out), progress=False), config)
+    check_run_dir(cfg.out, "api", cfg.overwrite)
+    data = as_dataset(train, val, test, classes, config.pop("augment", "none"))
     if isinstance(student, str):
         student = build_model(student, data, cfg.seed)
     _check_pair(teacher, student, data)
     distiller = create_method(cfg.method, student, teacher, **method_kwargs(cfg, data))
-    result = fit(distiller, data, cfg, Path(cfg.out), meta={"arch": "python-api", "classes": list(data.classes)})
-    from kdkit.checkpoint import load_weights
-
+    with claim_run_dir(cfg.out, "api", cfg.overwrite):  # kdkit's own folder, one writer at a time
+        result = fit(distiller, data, cfg, Path(cfg.out), meta={"arch": "python-api", "classes": list(data.classes)})
     student.load_state_dict(load_weights(Path(cfg.out) / "best.safetensors")[0])
     device = select_device(cfg.device)
     metrics = {"val": evaluate_model(student, dataclasses.replace(data, test=data.val), device)[0]}

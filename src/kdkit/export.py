@@ -33,7 +33,8 @@ from kdkit import checkpoint as ckpt
 from kdkit.data import BatchLoader, Split, load_dataset
 from kdkit.errors import KdkitError, unknown
 from kdkit.evaluate import predict_logits
-from kdkit.pipeline import check_out, load_model, weights_path
+from kdkit.pipeline import load_model, weights_path
+from kdkit.rundir import check_out_file
 
 ONNX_FORMAT = "kdkit-onnx-1"
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -153,7 +154,7 @@ def write_sidecar(onnx_path: Path, meta: dict, weights: Path, data, **extra) -> 
             "input_dtype": str(data.train.images.dtype).removeprefix("torch."), "input_name": INPUT_NAME,
             "output_name": OUTPUT_NAME, "dataset": meta.get("dataset"),
             "source_weights": str(weights), "source_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-            "kdkit_version": __version__, "torch_version": torch.__version__} | extra
+            "kdkit_version": __version__, "torch_version": torch.__version__, "written_by": "kdkit export"} | extra
     ckpt.atomic_write(onnx_path.with_suffix(".json"), json.dumps(side, indent=1).encode())
     return side
 
@@ -346,9 +347,10 @@ def deploy_cells(table: dict) -> tuple[list[str], list[list[str]]]:
 
 def export_run(source, out=None, *, quantize: str | None = None, opset: int = 17, dataset: str | None = None,
                data_dir=None, tolerance: float = FP32_TOLERANCE, calibration_samples: int = CALIBRATION_SAMPLES,
-               repeats: int = LATENCY_REPEATS, quantize_mode: str = "static") -> dict:
+               repeats: int = LATENCY_REPEATS, quantize_mode: str = "static", trusted_hooks=()) -> dict:
     """Export the student of `source`, verify it on the test split, optionally quantise it, and
-    measure the deployment table. Returns the report (also written to OUT.report.json)."""
+    measure the deployment table. Returns the report (also written to OUT.report.json).
+    trusted_hooks: module:function model hooks the weights' sidecars may name (else refused)."""
     require_onnx()
     if quantize not in (None, "int8"):
         raise unknown("quantisation", quantize, ["int8"])
@@ -357,11 +359,13 @@ def export_run(source, out=None, *, quantize: str | None = None, opset: int = 17
         raise KdkitError(f"--opset {opset} is outside the {low}..{high} that the ONNX exporter supports; "
                          "the default 17 runs on onnxruntime")
     weights, teacher = resolve_source(source)
-    model, meta = load_model(weights)
+    model, meta = load_model(weights, trusted_hooks)
     out = Path(out) if out else default_out(source, weights)
     if out.suffix != ".onnx":
         raise KdkitError(f"--out must name a .onnx file, got '{out}'; e.g. --out student.onnx")
-    check_out(out, folder=False, example="student.onnx")
+    reads = [p for w in (weights, teacher) if w is not None for p in (w, ckpt.sidecar(w))]
+    for path in output_files(out, quantize):
+        check_out_file(path, reads, example="student.onnx")
     data, meta = _test_data(meta, dataset, data_dir)
     files = {"student fp32": _export_checked(model, out, meta, weights, data, opset)}
     report = {"source": str(weights), "onnx": str(out), "dataset": data.name, "opset": opset,
@@ -375,7 +379,7 @@ def export_run(source, out=None, *, quantize: str | None = None, opset: int = 17
         report["int8"] = quantize_int8(out, int8, data.train, files["student fp32"][1], calibration_samples, quantize_mode)
         files["student int8"] = (int8, write_sidecar(int8, meta, weights, data, opset=opset,
                                                      precision="int8", quantization=report["int8"]))
-    report["deploy"] = _measure(files, teacher, data, opset, repeats)
+    report["deploy"] = _measure(files, teacher, data, opset, repeats, trusted_hooks)
     if quantize:
         report["int8"] |= _int8_summary(report["deploy"])
     _write_json(report_path, report)
@@ -391,11 +395,17 @@ def opset_range() -> tuple[int, int]:
             getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", getattr(_constants, "ONNX_MAX_OPSET", 20)))
 
 
-def _measure(files: dict, teacher: Path | None, data, opset: int, repeats: int) -> dict:
+def output_files(out: Path, quantize: str | None) -> list[Path]:
+    """Every file `kdkit export --out OUT.onnx` writes."""
+    int8 = [out.with_suffix(".int8.onnx"), out.with_suffix(".int8.json")] if quantize else []
+    return [out, out.with_suffix(".json"), out.with_suffix(".report.json"), out.with_suffix(".deploy.json"), *int8]
+
+
+def _measure(files: dict, teacher: Path | None, data, opset: int, repeats: int, trusted_hooks=()) -> dict:
     """The deployment table of `files`, with the teacher (exported to a temporary file) first."""
     with tempfile.TemporaryDirectory() as tmp:
         if teacher is not None:
-            t_model, t_meta = load_model(teacher)
+            t_model, t_meta = load_model(teacher, trusted_hooks)
             _, t_meta = _test_data(t_meta, data.name, None, data)
             files = {"teacher": _export_checked(t_model, Path(tmp) / "teacher.onnx", t_meta, teacher, data, opset)} | files
         return deploy_table(files, data.test, repeats)
@@ -432,4 +442,4 @@ def _int8_summary(table: dict) -> dict:
 
 
 def _write_json(path: Path, data: dict):
-    ckpt.atomic_write(path, json.dumps(data, indent=1).encode())
+    ckpt.atomic_write(path, json.dumps(dict(data, written_by="kdkit export"), indent=1).encode())

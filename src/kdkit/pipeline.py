@@ -8,6 +8,7 @@ A distill run directory:
 """
 import dataclasses
 import json
+import math
 import platform
 import time
 from pathlib import Path
@@ -16,15 +17,17 @@ import torch
 
 from kdkit import checkpoint as ckpt
 from kdkit import distributed
-from kdkit.config import DistillConfig, TrainConfig, save_yaml
+from kdkit.config import DistillConfig, TrainConfig, apply_overrides, dump_yaml, load_yaml
 from kdkit.data import BatchLoader, Dataset, Split, load_dataset
 from kdkit.errors import KdkitError, unknown
 from kdkit.evaluate import agreement, classification_metrics, model_facts, predict_logits
 from kdkit.methods import CrossEntropy, create_method
 from kdkit.models import check_input, create_model
+from kdkit.rundir import check_run_dir, claim_run_dir
 from kdkit.summary import summarise, write_summary
 from kdkit.teachers import HybridTeacher
-from kdkit.train import autocast_dtype, complete_checkpoints, fit, select_device, uses_channels_last
+from kdkit.train import (autocast_dtype, check_resume_settings, complete_checkpoints, fit, select_device,
+                         uses_channels_last)
 
 
 def model_meta(arch: str, data: Dataset) -> dict:
@@ -98,21 +101,60 @@ def weights_path(path) -> Path:
     return path
 
 
-def load_model(path) -> tuple[torch.nn.Module, dict]:
-    """Rebuild a model from weights + sidecar written by kdkit (safetensors only, checksum verified)."""
+def load_model(path, trusted_hooks=()) -> tuple[torch.nn.Module, dict]:
+    """Rebuild a model from weights + sidecar written by kdkit (safetensors only, checksum verified).
+    The sidecar's architecture must be a registered one, or a module:function hook in `trusted_hooks`."""
+    from kdkit.models.registry import create_model_from_file
+
     path = weights_path(path)
     tensors, meta = ckpt.load_weights(path)
-    if "arch" not in meta:
-        raise KdkitError(f"'{path}' has no sidecar '{ckpt.sidecar(path).name}' naming its architecture; "
+    side = ckpt.sidecar(path)
+    if not meta:
+        raise KdkitError(f"'{path}' has no sidecar '{side.name}' naming its architecture; "
                          "save weights with kdkit, or build the model in Python and pass it to kdkit.distill()")
-    model = create_model(meta["arch"], num_classes=meta["num_classes"], in_channels=meta["in_channels"], image_size=meta["image_size"])
+    if "arch" not in meta and "optimizer" in meta:
+        raise KdkitError(f"'{path}' is a training checkpoint, not model weights; use the run's best.safetensors or "
+                         "last.safetensors (or continue the run with --resume)")
+    sizes = check_model_meta(meta, side)
+    model = create_model_from_file(meta["arch"], side, trusted_hooks, **sizes)
     mismatch = state_dict_mismatch(model, tensors)
     if mismatch:
         raise KdkitError(f"weights '{path}' do not fit architecture '{meta['arch']}' that its sidecar "
-                         f"'{ckpt.sidecar(path).name}' names ({mismatch}); they belong to another model: point at the "
-                         "weights the sidecar describes, or fix 'arch' and the sizes in the sidecar")
+                         f"'{side.name}' names ({mismatch}); they belong to another model: point at the "
+                         "weights the sidecar describes")
     model.load_state_dict(tensors)
     return model.eval(), meta
+
+
+# What a weights sidecar must hold to rebuild its model, with the values it may take.
+MODEL_META = {"num_classes": (2, 1_000_000), "in_channels": (1, 1024), "image_size": (1, 65_536)}
+
+
+def check_model_meta(meta: dict, side: Path) -> dict:
+    """The sizes a weights sidecar gives, checked (a hand-edited or foreign sidecar is refused with the field)."""
+    if "arch" not in meta:
+        raise KdkitError(f"sidecar '{side}' has no 'arch' naming the architecture; restore the sidecar kdkit wrote")
+    sizes = {}
+    for key, (low, high) in MODEL_META.items():
+        value = meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            got = "missing" if key not in meta else f"{str(value)[:40]!r}"
+            raise KdkitError(f"sidecar '{side}' has {key} {got}; it must be an integer in [{low}, {high}]: restore "
+                             "the sidecar kdkit wrote")
+        sizes[key] = value
+    classes = meta.get("classes")
+    if classes is not None and (not isinstance(classes, list) or len(classes) != sizes["num_classes"]
+                                or not all(isinstance(c, (str, int)) for c in classes)):
+        raise KdkitError(f"sidecar '{side}' has classes {str(classes)[:40]!r}; it must list {sizes['num_classes']} "
+                         "class names (num_classes): restore the sidecar kdkit wrote")
+    for key in ("mean", "std"):
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, list) or len(value) != sizes["in_channels"]
+                                  or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value)
+                                  or (key == "std" and not all(v > 0 for v in value))):
+            raise KdkitError(f"sidecar '{side}' has {key} {str(value)[:40]!r}; it must list {sizes['in_channels']} finite "
+                             f"numbers (one per channel{', > 0' if key == 'std' else ''}): restore the sidecar kdkit wrote")
+    return sizes
 
 
 def state_dict_mismatch(model: torch.nn.Module, tensors: dict) -> str:
@@ -171,9 +213,12 @@ def test_metrics(logits, labels, data: Dataset, teacher_logits=None, posthoc_tau
 
 
 def _fit_or_skip(method, data, cfg, run_dir: Path, meta: dict, desc: str):
-    """fit(), unless --resume finds this phase already finished (no work is ever redone or lost)."""
+    """fit(), unless --resume finds this phase already finished (no work is ever redone or lost;
+    a finished phase must have been made with the same settings)."""
     done = run_dir / "fit.json"  # written last: the weights before it are complete
     if cfg.resume and done.is_file() and (run_dir / "last.safetensors").is_file():
+        saved = ckpt.load_meta(run_dir / "last.safetensors").get("config", {})
+        check_resume_settings(saved, dataclasses.asdict(cfg), f"'{run_dir}'", finished=True)
         return json.loads(done.read_text())
     has_state = bool(complete_checkpoints(run_dir))
     result = fit(method, data, dataclasses.replace(cfg, resume=cfg.resume and has_state), run_dir, meta=meta, desc=desc)
@@ -207,20 +252,23 @@ def environment() -> dict:
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
-def check_out(out, folder: bool = True, example: str = "") -> Path:
-    """Fail before any work when `out` cannot be written: a run directory (folder=True) that is a
-    file, a file that is a folder, or either inside a file."""
-    path = Path(out)
-    if folder and path.is_file():
-        raise KdkitError(f"--out '{out}' is a file, not a run directory; choose a folder (new or existing)")
-    if not folder and path.is_dir():
-        raise KdkitError(f"--out '{out}' is a folder; name a file, e.g. --out {path / example}")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise KdkitError(f"--out '{out}' is inside '{parent}', which is a file; choose another path")
-            break
-    return path
+def start_run(cfg, kind: str):
+    """Claim cfg.out for this run (kdkit's own folder, locked: docs/reliability.md), check that
+    --resume continues what is there, then write config.yaml: it always describes the weights
+    beside it. Returns the lock; hold it for the whole run."""
+    lock = claim_run_dir(cfg.out, kind, cfg.overwrite)
+    try:
+        out = Path(cfg.out)
+        if cfg.resume and (out / "config.yaml").is_file():
+            saved = dataclasses.asdict(apply_overrides(type(cfg)(), load_yaml(out / "config.yaml")))
+            finished = any(out.rglob("fit.json"))
+            check_resume_settings(saved, dataclasses.asdict(cfg), f"the run in '{out}'", finished=finished)
+        if distributed.is_main():
+            ckpt.atomic_write(out / "config.yaml", dump_yaml(cfg).encode())
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def parse_device(name: str) -> torch.device:
@@ -241,14 +289,16 @@ def check_classes(data: Dataset):
 def run_train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
     """`kdkit train`: one model with cross-entropy; writes weights and a summary of test metrics."""
     distributed.setup()  # torchrun: join the process group (a no-op for one process)
-    check_out(cfg.out)
+    check_run_dir(cfg.out, "train", cfg.overwrite)
     parse_device(cfg.device)
     data = prepare_data(cfg, data, cfg.seed)
     check_classes(data)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if distributed.is_main():
-        save_yaml(cfg, out / "config.yaml")
+    build_model(cfg.model, data, cfg.seed)
+    with start_run(cfg, "train"):
+        return _train(cfg, data, Path(cfg.out))
+
+
+def _train(cfg: TrainConfig, data: Dataset, out: Path) -> dict:
     model = build_model(cfg.model, data, cfg.seed)
     method = cross_entropy(model, cfg, data)
     info = _fit_or_skip(method, data, cfg, out, model_meta(cfg.model, data), desc=f"train {cfg.model}")
@@ -319,6 +369,13 @@ def console_log(message: str):
         print(message)
 
 
+def user_hooks(cfg) -> set[str]:
+    """The module:function model hooks the user named (flags, --set, a config file they passed):
+    the only ones a weights sidecar may name (trust_hooks adds others)."""
+    named = [getattr(cfg, key, None) for key in ("model", "student", "peer")] + teacher_specs(getattr(cfg, "teacher", ""))
+    return {name for name in named if name and ":" in name} | set(cfg.trust_hooks)
+
+
 def teacher_specs(teacher: str) -> list[str]:
     return [spec.strip() for spec in str(teacher).split(",") if spec.strip()]
 
@@ -337,7 +394,7 @@ def _kind(spec: str) -> str:
 def _torch_teacher(spec: str, cfg: DistillConfig, data: Dataset, run_dir: Path, seed: int, bootstrap: bool = False):
     """Load the teacher from a run/weights path, or train the named architecture first."""
     if is_weights(spec):
-        teacher, meta = load_model(spec)
+        teacher, meta = load_model(spec, user_hooks(cfg))
         check_teacher(meta, data)
         check_input(teacher, data.input_shape, data.num_classes)
         return teacher, {"source": str(spec), "arch": meta["arch"]}
@@ -489,7 +546,7 @@ class _Stopped(Exception):
 def prepare_distill(cfg: DistillConfig, data: Dataset | None = None) -> tuple[DistillConfig, Dataset]:
     """The data and every check that needs no training (a typo never costs a teacher); the config
     with the method's defaults filled in."""
-    check_out(cfg.out)
+    check_run_dir(cfg.out, "distill", cfg.overwrite)
     parse_device(cfg.device)
     data = prepare_data(cfg, data, cfg.seeds[0])
     check_classes(data)
@@ -501,10 +558,11 @@ def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
     """`kdkit distill`: teacher, then per seed the scratch student and the distilled student; summary."""
     distributed.setup()  # torchrun: join the process group (a no-op for one process)
     cfg, data = prepare_distill(cfg, data)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if distributed.is_main():
-        save_yaml(cfg, out / "config.yaml")
+    with start_run(cfg, "distill"):
+        return _distill(cfg, data, Path(cfg.out))
+
+
+def _distill(cfg: DistillConfig, data: Dataset, out: Path) -> dict:
     device = select_device(cfg.device)
     t0 = time.perf_counter()
     try:
@@ -558,16 +616,16 @@ def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
     summary["wall_seconds"] = time.perf_counter() - t0
     write_summary(summary, out)
     if cfg.report and distributed.is_main():
-        summary["report"] = _write_report(out, data, device)
+        summary["report"] = _write_report(out, data, device, user_hooks(cfg))
     return summary
 
 
-def _write_report(out: Path, data: Dataset, device) -> str | None:
+def _write_report(out: Path, data: Dataset, device, trusted_hooks=()) -> str | None:
     """report.html for the run; a report that cannot be built never costs the run's results."""
     from kdkit.report import write_report
 
     try:
-        return str(write_report(out, data=data, device=str(device), n_samples=500))
+        return str(write_report(out, data=data, device=str(device), n_samples=500, trusted_hooks=trusted_hooks))
     except Exception as e:  # noqa: BLE001 -- the summary is written; say why the report is missing
         print(f"report not written ({type(e).__name__}: {str(e)[:120]}); retry with `kdkit report {out}`")
         return None

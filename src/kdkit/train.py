@@ -464,7 +464,7 @@ class _Sums:
 # allowed with a warning that the result now differs from an uninterrupted run (lr after a NaN stop).
 RUN_KEYS = {"resume", "max_steps", "progress", "out", "report", "log_every", "checkpoint_every", "device",
             "data_dir", "download", "seeds", "baseline", "generations", "deterministic", "nan_policy", "compile", "workers",
-            "channels_last"}
+            "channels_last", "overwrite", "trust_hooks"}
 POSITION_KEYS = ("dataset", "model", "student", "teacher", "method", "batch_size", "seed", "val_fraction",
                  "imbalance", "sampler", "teacher_cache", "cache_views")
 
@@ -474,6 +474,11 @@ def complete_checkpoints(run_dir) -> list[Path]:
     use (tensors without a sidecar were cut off while being written and never counted)."""
     found = sorted((Path(run_dir) / "checkpoints").glob("state-*.safetensors"), reverse=True)
     return [p for p in found if ckpt.sidecar(p).is_file()]
+
+
+# What --resume reads from a checkpoint's sidecar: each must be there (and is under its checksum).
+CHECKPOINT_FIELDS = ("epoch", "step", "best_val_accuracy", "best_epoch", "history", "skipped", "log_lines", "config",
+                     "optimizer")
 
 
 class State:
@@ -547,15 +552,19 @@ class State:
         for path in candidates:
             try:
                 tensors, meta = ckpt.load_weights(path)
-                if "sha256" not in meta:
+                if not meta:
                     raise KdkitError(f"checkpoint '{path}' has no sidecar (the run stopped while writing it)")
+                missing = [k for k in CHECKPOINT_FIELDS if k not in meta]
+                if meta.get("format") != ckpt.FORMAT or missing:
+                    why = f"lacks {', '.join(missing)}" if missing else "has no checksum of its own"
+                    raise KdkitError(f"checkpoint sidecar '{ckpt.sidecar(path)}' {why}, so it cannot be trusted")
                 break
             except KdkitError as e:
                 warnings.warn(f"{e}; resuming from the checkpoint before it")
         else:
             raise KdkitError(f"--resume: none of the {len(candidates)} checkpoints in {self.dir} is intact; "
                              "run without --resume to start over")
-        self._check_config(meta.get("config", {}))
+        self._check_config(meta["config"])
         model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         self.method.load_state_dict(model)
         self.optimizer.load_state_dict(ckpt.unflatten_optimizer(tensors, meta["optimizer"]))
@@ -563,22 +572,29 @@ class State:
         if "rng.cuda" in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(tensors["rng.cuda"])
         for k in ("epoch", "step", "best_val_accuracy", "best_epoch", "history", "skipped", "log_lines"):
-            setattr(self, k, meta.get(k, getattr(self, k)))
+            setattr(self, k, meta[k])
         self.restored_sums = (tensors, meta["sums"]) if meta.get("sums") else None
         self.path, self.saved_step = path, self.step
 
     def _check_config(self, saved: dict):
-        """--resume with another batch size, seed, model, ... would continue a different run:
-        refused. Other changes (lr, epochs, grad_clip) are allowed, with a warning."""
-        changed = {k: (saved[k], v) for k, v in self.config.items() if k in saved and saved[k] != v and k not in RUN_KEYS}
-        refused = [k for k in changed if k in POSITION_KEYS]
-        if refused:
-            diff = ", ".join(f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in refused)
-            raise KdkitError(f"--resume: the checkpoint in {self.dir} was made with other settings ({diff}); "
-                             "rerun with the original values, or drop --resume (or use another --out) to start over")
-        if changed:
-            diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-            warnings.warn(f"resuming with changed settings ({diff}): the result will differ from an uninterrupted run")
+        check_resume_settings(saved, self.config, f"the checkpoint in {self.dir}", finished=False)
+
+
+def check_resume_settings(saved: dict, current: dict, what: str, finished: bool):
+    """--resume with another batch size, seed, model, ... would continue a different run: refused.
+    Other changes (lr, epochs, grad_clip) are allowed with a warning while training remains, and
+    refused once it has finished: nothing would be trained with them, only the record would change."""
+    changed = {k: (saved[k], v) for k, v in current.items() if k in saved and saved[k] != v and k not in RUN_KEYS}
+    refused = list(changed) if finished else [k for k in changed if k in POSITION_KEYS]
+    if refused:
+        diff = ", ".join(f"{k}: {str(changed[k][0])[:40]!r} -> {str(changed[k][1])[:40]!r}" for k in refused[:4])
+        state = "finished training with" if finished else "was made with"
+        why = " (a finished run is not extended: its learning-rate schedule has ended)" if finished and "epochs" in refused else ""
+        raise KdkitError(f"--resume: {what} {state} other settings ({diff}){why}; rerun with the original values, or "
+                         "drop --resume (or use another --out) to start over")
+    if changed:
+        diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        warnings.warn(f"resuming with changed settings ({diff}): the result will differ from an uninterrupted run")
 
 
 def _val_accuracy(model, loader, device) -> tuple[float, float]:

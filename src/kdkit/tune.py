@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 from kdkit import checkpoint as ckpt
 from kdkit.config import DistillConfig, apply_overrides, load_yaml, save_yaml
 from kdkit.errors import KdkitError, unknown
+from kdkit.rundir import check_run_dir, claim_run_dir
 
 METRICS = ("accuracy", "balanced_accuracy")
 # Keys that may differ between the workers of one study (paths, devices, logging) and between reruns.
@@ -461,7 +462,7 @@ def prepare_teacher(ctx: Context):
     from kdkit.train import select_device
 
     out, cfg = ctx.out, ctx.cfg
-    out.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(out, "tune", cfg.overwrite, lock=False)  # shared by the workers: each trial has its own folder
     with file_lock(out / "tune.lock"):
         if (out / "config.yaml").is_file():
             old = dataclasses.asdict(apply_overrides(DistillConfig(), load_yaml(out / "config.yaml")))
@@ -482,6 +483,7 @@ def prepare_teacher(ctx: Context):
 def check_arguments(cfg: DistillConfig, trials: int, metric: str, timeout: float | None):
     if trials < 1:
         raise KdkitError(f"--trials must be at least 1, got {trials}; e.g. --trials 20")
+    check_run_dir(cfg.out, "tune", cfg.overwrite)
     if metric not in METRICS:
         raise unknown("metric", metric, METRICS)
     if timeout is not None and not timeout > 0:

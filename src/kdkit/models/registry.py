@@ -8,6 +8,7 @@ stage outputs in `feature_modules` (names from named_modules(), for feature-dist
 import importlib
 import inspect
 import re
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -97,6 +98,21 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: 
     return factory(num_classes, in_channels=in_channels, image_size=image_size, **fixed, **kwargs)
 
 
+def create_model_from_file(name, source, trusted_hooks=(), **sizes) -> nn.Module:
+    """create_model for an architecture name read from a file (a weights sidecar): it may select a
+    registered kdkit architecture only. A 'module:function' hook named by a file runs only when the
+    user has named the same hook (trusted_hooks: --trust-hook, --model/--student/--teacher, Python),
+    so a run directory someone else made can never make kdkit import and run code."""
+    if not isinstance(name, str) or not name or len(name) > 200:
+        raise KdkitError(f"'{source}' names no architecture (arch: {str(name)[:60]!r}); restore the sidecar kdkit wrote")
+    if ":" in name and name not in set(trusted_hooks):
+        raise KdkitError(f"'{source}' names the user model hook '{name}'; kdkit never imports code named by a file. "
+                         f"If you trust that code, allow it: --trust-hook {name} (Python: trusted_hooks=['{name}'])")
+    if ":" not in name:
+        resolve(name)  # unknown names: the registry's one-line error
+    return create_model(name, **sizes)
+
+
 def describe_model(name: str) -> str:
     """One line saying what the model is (the factory's docstring summary, plus name-set options)."""
     if ":" in name:
@@ -145,6 +161,10 @@ def import_user_module(module_name: str, spec: str):
     except ModuleNotFoundError as error:
         missing = error.name or ""
         if module_name == missing or module_name.startswith(missing + "."):
+            top = module_name.split(".")[0]
+            if Path(f"{top}.py").is_file() or Path(top).is_dir():
+                raise KdkitError(f"cannot find module '{module_name}' for model hook '{spec}'; kdkit does not import from "
+                                 "the working directory on its own: run with PYTHONPATH=. (or install the module)") from None
             raise KdkitError(f"cannot find module '{module_name}' for model hook '{spec}'; "
                              f"is it installed or on PYTHONPATH?") from None
         raise KdkitError(f"module '{module_name}' for model hook '{spec}' failed to import: {error}") from error

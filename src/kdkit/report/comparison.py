@@ -10,6 +10,7 @@ Rows: each run's student, named after its folder; a teacher or scratch row ident
 """
 from pathlib import Path
 
+from kdkit.checkpoint import atomic_write
 from kdkit.errors import KdkitError
 from kdkit.report.html import page, read_summary, section, size_section, table
 from kdkit.summary import table_rows
@@ -45,9 +46,9 @@ def compare(run_dirs, out="compare.html") -> Path:
     """One table (each run's student; shared teacher/scratch once) and size/speed plots, in `out`."""
     if not run_dirs:
         raise KdkitError("compare needs at least one run directory; e.g. kdkit compare runs/kd runs/dkd")
-    from kdkit.pipeline import check_out
+    from kdkit.rundir import check_out_file
 
-    check_out(out, folder=False, example="compare.html")
+    check_out_file(out, [p / "summary.json" for p in map(Path, run_dirs)], example="compare.html")
     labelled = list(zip(run_labels(run_dirs), [read_summary(Path(d)) for d in run_dirs]))
     rows = compare_rows(labelled)
     header, body = table_rows({"rows": rows})
@@ -58,5 +59,5 @@ def compare(run_dirs, out="compare.html") -> Path:
                 section("summary", "Test metrics", table(header, body, "compare-table")), size_section(rows)]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page(f"kdkit: {len(labelled)} runs compared", sections))
+    atomic_write(out, page(f"kdkit: {len(labelled)} runs compared", sections).encode())
     return out

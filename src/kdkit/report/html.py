@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from kdkit.checkpoint import atomic_write
 from kdkit.errors import KdkitError
 from kdkit.report import plots
 from kdkit.report.importance import layer_importance, layer_shares, ranked_dims
@@ -36,10 +37,11 @@ figcaption{font-size:13px;color:#555}.note{color:#8a5300;font-size:14px}pre{back
 class Run:
     """A distill run directory; its data and models are loaded on first use (and may fail alone)."""
 
-    def __init__(self, run_dir, data=None, device="cpu"):
+    def __init__(self, run_dir, data=None, device="cpu", trusted_hooks=()):
         from kdkit.pipeline import parse_device
 
         self.dir, self.device, self._data = Path(run_dir), parse_device(str(device)), data
+        self.trusted_hooks = tuple(trusted_hooks)  # module:function hooks its sidecars may name
         self.summary = read_summary(self.dir)
         self.seed = self.summary["seeds"][0]
 
@@ -71,7 +73,7 @@ class Run:
                 specs = teacher_specs(self.config.teacher)
                 path = Path(specs[0]) if len(specs) == 1 and is_weights(specs[0]) else path
             if path.exists():
-                found[name] = load_model(path)[0].to(self.device)
+                found[name] = load_model(path, self.trusted_hooks)[0].to(self.device)
         if "student" not in found:
             raise KdkitError(f"no student weights in '{self.phase_dir('student')}'; the run did not finish (continue with --resume)")
         return found
@@ -227,7 +229,7 @@ def importance_section(run: Run, enabled: bool, n_samples: int) -> str:
         layers = cfg.student_layers or None  # the method's own taps when set, else every stage output
         result = layer_importance(run.models["student"], run.models.get("teacher"), run.data, layers,
                                   n_samples=n_samples, device=run.device)
-        (run.dir / "importance.json").write_text(json.dumps(result, indent=1))
+        atomic_write(run.dir / "importance.json", json.dumps(dict(result, written_by="kdkit report"), indent=1).encode())
         return importance_body(result)
 
     return section("importance", "Feature importance (the distillation vector)", guarded(build, "feature importance"))
@@ -356,9 +358,15 @@ def deployment_section(run_dir: Path) -> str:
     return section("deployment", "Deployment", f"<p>{escape(text)}</p>" + table(header, body, "deploy-table"))
 
 
-def write_report(run_dir, importance: bool = True, data=None, n_samples: int = 1000, device="cpu") -> Path:
-    """RUN_DIR/report.html (and importance.json); `data` skips reloading the dataset (e.g. arrays)."""
-    run = Run(run_dir, data, device)
+def write_report(run_dir, importance: bool = True, data=None, n_samples: int = 1000, device="cpu",
+                 trusted_hooks=()) -> Path:
+    """RUN_DIR/report.html (and importance.json); `data` skips reloading the dataset (e.g. arrays).
+    trusted_hooks: module:function model hooks the run's sidecars may name (else refused)."""
+    from kdkit.rundir import check_out_file
+
+    for name in ("report.html", "importance.json"):  # never over a file of the same name kdkit did not write
+        check_out_file(Path(run_dir) / name, example=name)
+    run = Run(run_dir, data, device, trusted_hooks)
     summary = run.summary
     title = f"{summary['method']}: {summary['teacher'].get('arch', '?')} -> {summary['student_arch']} on {summary['dataset']}"
     tuning = [tuning_section(run.dir)] if (run.dir / "tune.json").is_file() else []  # a `kdkit tune` run
@@ -366,5 +374,5 @@ def write_report(run_dir, importance: bool = True, data=None, n_samples: int = 1
                 size_section(summary["rows"]), importance_section(run, importance, n_samples),
                 deployment_section(run.dir), config_section(run.dir), environment_section(summary)]
     out = run.dir / "report.html"
-    out.write_text(page(title, sections))
+    atomic_write(out, page(title, sections).encode())
     return out
