@@ -42,30 +42,26 @@ def run_kind(folder: Path) -> str | None:
 
 
 def check_path(out, what: str = "--out") -> Path:
-    """Fail on a path no file or folder can be made at: too long, a symlink loop or a dangling
-    link, inside a file. Nothing is created."""
+    """Fail on a path no file or folder can be made at: empty, too long, a symlink loop or a
+    dangling link, inside a file, unreadable. Nothing is created."""
     path = Path(out)
     if not str(out).strip():
         raise KdkitError(f"{what} is empty; name a path, e.g. {what} runs/kd")
-    if path.is_symlink() and not path.exists():
-        try:
-            target = os.readlink(path)
-        except OSError:
-            target = "?"
-        reason = "a symlink loop" if _loops(path) else f"a symlink to '{shown(target)}', which does not exist"
-        raise KdkitError(f"{what} '{shown(out)}' is {reason}; remove the link or choose another path")
     limit = _name_max(path)
     long = next((part for part in path.parts if len(os.fsencode(part)) > limit), None)
     if long is not None:
         raise KdkitError(f"{what} '{shown(out)}' has a name of {len(os.fsencode(long))} bytes, longer than the file "
                          f"system allows ({limit}); choose a shorter path")
     try:
-        path.stat() if path.exists() else None
-        for parent in path.absolute().parents:
+        if path.is_symlink() and not path.exists():
+            reason = "a symlink loop" if _loops(path) else f"a symlink to '{shown(os.readlink(path))}', which does not exist"
+            raise KdkitError(f"{what} '{shown(out)}' is {reason}; remove the link or choose another path")
+        for parent in path.parents:
             if parent.exists():
                 if not parent.is_dir():
                     raise KdkitError(f"{what} '{shown(out)}' is inside '{shown(parent)}', which is a file; choose another path")
                 break
+        path.exists()
     except OSError as e:
         raise KdkitError(f"{what} '{shown(out)}' cannot be used ({_why(e)}); choose another path") from None
     return path
