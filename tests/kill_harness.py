@@ -140,9 +140,12 @@ def kill_point(name: str, reference: Path, start: float, stop: float, end: float
         attempts.append(run(args + ["--resume"], out, kill_after=rng.uniform(0, 0.5 * (stop - start))))
     final = run(args + (["--resume"] if first["killed"] else []), out)
     attempts.append(final)
+    # the killed process's lock on the run directory died with it: --resume must take it (exit 2 otherwise)
     problems = [f"exit {final['rc']}: {final['stderr']}"] if final["rc"] else compare(reference, out)
+    killed_at = [a["at"] for a in attempts if a["killed"]]
     return {"scenario": name, "kills": [round(a["seconds"], 2) for a in attempts if a["killed"]],
-            "killed_at": [a["at"] for a in attempts if a["killed"]], "identical": not problems, "problems": problems}
+            "killed_at": killed_at, "left_work": bool(killed_at) and not killed_at[0].endswith("summary"),
+            "identical": not problems, "problems": problems}
 
 
 def harness(points: int, seed: int = 0, scenarios=None, workdir: Path | None = None) -> dict:
@@ -159,6 +162,9 @@ def harness(points: int, seed: int = 0, scenarios=None, workdir: Path | None = N
         results = [kill_point(names[i % len(names)], *references[names[i % len(names)]], tmp, rng) for i in range(points)]
     return {
         "points": len(results), "identical": sum(r["identical"] for r in results),
+        # a kill after summary.json was written leaves nothing to resume: counted apart
+        "points_left_work": sum(r["left_work"] for r in results),
+        "identical_left_work": sum(r["identical"] and r["left_work"] for r in results),
         "kills": sum(len(r["kills"]) for r in results),
         "reference_seconds": {name: {"first_checkpoint": round(a, 2), "last_checkpoint": round(b, 2), "end": round(c, 2)}
                               for name, (_, a, b, c) in references.items()},
@@ -179,7 +185,8 @@ def main():
     for r in result["results"]:
         print(f"{r['scenario']:22s} kills at {r['kills']} s ({'; '.join(r['killed_at'])}): "
               f"{'identical' if r['identical'] else r['problems']}")
-    print(f"{result['identical']}/{result['points']} kill points identical to the uninterrupted run ({result['kills']} kills)")
+    print(f"{result['identical']}/{result['points']} kill points identical to the uninterrupted run ({result['kills']} kills); "
+          f"of the {result['points_left_work']} that left work to resume: {result['identical_left_work']} identical")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     sys.exit(0 if result["identical"] == result["points"] else 1)
