@@ -266,8 +266,7 @@ def test_teacher_weights_of_another_architecture(run, tmp_path):
     message = run(*base, "--teacher", "mlp", cwd=tmp_path)
     assert message.startswith("weights 'mlp/best.safetensors' do not fit architecture 'cnn-tiny' that its sidecar "
                               "'best.json' names (16 tensors missing, e.g. 'stage1.0.weight'; ")
-    assert message.endswith("they belong to another model: point at the weights the sidecar describes, or fix 'arch' "
-                            "and the sizes in the sidecar")
+    assert message.endswith("they belong to another model: point at the weights the sidecar describes")
     assert "(1 of another shape, e.g. 'stage1.0.weight' is (8, 3, 3, 3) in the file, (8, 1, 3, 3) in the model)" in \
         run(*base, "--teacher", "rgb", cwd=tmp_path)
 
@@ -312,7 +311,7 @@ def test_resume_with_other_settings(run, tmp_path, digits):
                                           "max_steps": 2, "progress": False, "out": str(tmp_path / "r")})
     assert run_train(cfg, digits)["stopped_early"]
     message = run("train", "--config", tmp_path / "r" / "config.yaml", "--batch-size", "32", "--resume")
-    assert message == (f"--resume: the checkpoint in {tmp_path / 'r' / 'checkpoints'} was made with other settings "
+    assert message == (f"--resume: the run in '{tmp_path / 'r'}' was made with other settings "
                        "(batch_size: 64 -> 32); rerun with the original values, or drop --resume (or use another --out) "
                        "to start over")
 
@@ -423,14 +422,15 @@ def test_predict_top_below_one(run, tmp_path, onnx_model):
 
 def test_messages_are_kdkit_errors_in_python_too(tmp_path):
     """The same checks guard the Python API (the CLI only prints them)."""
-    from kdkit.pipeline import check_out, parse_device
+    from kdkit.pipeline import parse_device
+    from kdkit.rundir import check_run_dir
 
     with pytest.raises(KdkitError, match="unknown device 'gpu'"):
         parse_device("gpu")
     (tmp_path / "f").write_text("x")
     with pytest.raises(KdkitError, match="is a file, not a run directory"):
-        check_out(tmp_path / "f")
-    assert check_out(tmp_path / "new" / "run") == tmp_path / "new" / "run"
+        check_run_dir(tmp_path / "f", "train")
+    assert check_run_dir(tmp_path / "new" / "run", "train") == tmp_path / "new" / "run"
 
 
 @pytest.mark.parametrize("pair", ["lr=.nan", "lr=.inf", "alpha=.nan", "grad_clip=.inf"])

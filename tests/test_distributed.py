@@ -62,7 +62,7 @@ def test_distill_with_two_processes(tmp_path):
     (as in any DDP run), so the result is close to, not equal to, one process's."""
     args = ["distill", "--teacher", "cnn-x0.25", "--student", "cnn-tiny", "--epochs", "2", "--no-report", *COMMON]
     one, two = kdkit(args, tmp_path / "one"), kdkit(args, tmp_path / "two", processes=2)
-    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.returncode == 0, [line for line in two.stderr.splitlines() if "error" in line.lower()][:5]
     assert one.returncode == 0, one.stderr[-2000:]
     s1, s2 = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
     for row in ("teacher", "scratch", "student"):

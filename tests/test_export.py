@@ -64,7 +64,7 @@ def test_export_matches_pytorch_and_writes_sidecar(run_dir, report):
     assert side["source_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert side["classes"] == [str(d) for d in range(10)] and side["input_shape"] == [1, 8, 8]
     assert side["mean"] == ckpt.load_meta(weights)["mean"] and side["kdkit_version"] and side["precision"] == "fp32"
-    assert json.loads(onnx_path.with_suffix(".report.json").read_text()) == report
+    assert json.loads(onnx_path.with_suffix(".report.json").read_text()) == dict(report, written_by="kdkit export")
 
 
 def test_int8_is_static_qdq_and_close_to_fp32(run_dir, report):
@@ -96,7 +96,7 @@ def test_deployment_table(run_dir, report):
     assert ratio["speedup_b64"] == pytest.approx(teacher["latency_ms_b64"] / student["latency_ms_b64"])
     assert ratio["size_x_smaller"] > 1  # cnn-tiny is smaller than cnn-x0.25
     assert "int8_vs_fp32" in table["ratios"]
-    assert json.loads((run_dir / "export" / "student.deploy.json").read_text()) == table
+    assert json.loads((run_dir / "export" / "student.deploy.json").read_text()) == dict(table, written_by="kdkit export")
 
 
 def test_report_includes_the_deployment_table(run_dir, report):

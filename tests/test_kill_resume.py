@@ -213,7 +213,7 @@ def test_out_of_memory_suggests_a_smaller_batch(tmp_path, digits, tiny, monkeypa
 def test_resume_with_other_settings(tmp_path, digits, tiny):
     cfg = _cfg(tiny, max_steps=6)
     run_train(cfg, digits)
-    with pytest.raises(KdkitError, match=r"--resume: the checkpoint in .* was made with other settings "
+    with pytest.raises(KdkitError, match=r"--resume: the run in .* was made with other settings "
                                          r"\(batch_size: 64 -> 32\); rerun with the original values"):
         run_train(apply_overrides(cfg, {"resume": True, "batch_size": 32}), digits)
     with pytest.warns(UserWarning, match=r"resuming with changed settings \(lr: 0.05 -> 0.01\)"):

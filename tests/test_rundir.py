@@ -199,9 +199,9 @@ def test_the_lock_is_released_when_the_run_ends(tmp_path):
 # ---------------------------------------------------------------- item 5: --resume changes the run or nothing
 
 @pytest.mark.parametrize("changes,shown", [
-    (dict(epochs=3), "epochs: '1' -> '3'"),
-    (dict(lr=0.5), "lr: '0.05' -> '0.5'"),
-    (dict(batch_size=32), "batch_size: '64' -> '32'"),
+    (dict(epochs=3), "epochs: 1 -> 3"),
+    (dict(lr=0.5), "lr: 0.05 -> 0.5"),
+    (dict(batch_size=32), "batch_size: 64 -> 32"),
     (dict(model="cnn-x0.25"), "model: 'cnn-tiny' -> 'cnn-x0.25'"),
 ])
 def test_resume_of_a_finished_run_with_other_settings_is_refused(tmp_path, digits, changes, shown):

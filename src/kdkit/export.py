@@ -87,12 +87,13 @@ def _student_weights(run: Path) -> Path:
 
 
 def default_out(source, weights: Path) -> Path:
-    """RUN/export/student.onnx for a run directory, else the weights file's name with .onnx."""
+    """RUN/export/student.onnx for a run directory, else export/NAME.onnx beside the weights file
+    (not NAME.onnx: its sidecar NAME.json would be the weights' own)."""
     source = Path(source)
     if source.is_dir():
         name = "student.onnx" if weights.parent.parent.name == "student" else "model.onnx"
         return source / "export" / name
-    return weights.with_suffix(".onnx")
+    return weights.parent / "export" / f"{weights.stem}.onnx"
 
 
 # ---------------------------------------------------------------- export

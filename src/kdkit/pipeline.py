@@ -262,7 +262,7 @@ def start_run(cfg, kind: str):
         if cfg.resume and (out / "config.yaml").is_file():
             saved = dataclasses.asdict(apply_overrides(type(cfg)(), load_yaml(out / "config.yaml")))
             finished = any(out.rglob("fit.json"))
-            check_resume_settings(saved, dataclasses.asdict(cfg), f"the run in '{out}'", finished=finished)
+            check_resume_settings(saved, dataclasses.asdict(cfg), f"the run in '{out}'", finished, warn=False)
         if distributed.is_main():
             ckpt.atomic_write(out / "config.yaml", dump_yaml(cfg).encode())
     except BaseException:
@@ -543,10 +543,10 @@ class _Stopped(Exception):
     """max_steps reached inside a phase; --resume continues."""
 
 
-def prepare_distill(cfg: DistillConfig, data: Dataset | None = None) -> tuple[DistillConfig, Dataset]:
+def prepare_distill(cfg: DistillConfig, data: Dataset | None = None, kind: str = "distill") -> tuple[DistillConfig, Dataset]:
     """The data and every check that needs no training (a typo never costs a teacher); the config
-    with the method's defaults filled in."""
-    check_run_dir(cfg.out, "distill", cfg.overwrite)
+    with the method's defaults filled in. kind: the command whose run directory cfg.out is."""
+    check_run_dir(cfg.out, kind, cfg.overwrite)
     parse_device(cfg.device)
     data = prepare_data(cfg, data, cfg.seeds[0])
     check_classes(data)

@@ -92,8 +92,13 @@ def _why(error: OSError) -> str:
 
 
 def check_run_dir(out, kind: str, overwrite: bool = False) -> Path:
-    """Before any work: `out` may become (or already is) a `kind` run directory. Nothing is created."""
+    """Before any work: `out` may become (or already is) a `kind` run directory. Nothing is created.
+    Under torchrun rank 0 decides (the others would see its run directory half made)."""
+    from kdkit import distributed
+
     path = check_path(out)
+    if not distributed.is_main():
+        return path
     if path.exists() and not path.is_dir():
         raise KdkitError(f"--out '{shown(out)}' is a file, not a run directory; choose a folder (new, empty or an earlier "
                          f"`kdkit {kind}` run)")
@@ -103,7 +108,7 @@ def check_run_dir(out, kind: str, overwrite: bool = False) -> Path:
     if found == kind:
         return path
     try:
-        entries = sorted(p.name for p in path.iterdir())
+        entries = sorted(p.name for p in path.iterdir() if not p.name.startswith(".kdkit"))  # (ours: marker, lock, temp)
     except OSError as e:
         raise KdkitError(f"--out '{shown(out)}' cannot be read ({_why(e)}); choose another folder") from None
     if not entries:
@@ -119,7 +124,12 @@ def claim_run_dir(out, kind: str, overwrite: bool = False, lock: bool = True) ->
     """Check `out`, create it, mark it as a `kind` run and lock it for this process (a context
     manager; the lock is held until it exits or the process dies). lock=False: the folder is
     shared by design (tune's workers, each trial in its own folder)."""
+    from kdkit import distributed
+
     path = check_run_dir(out, kind, overwrite)
+    if not distributed.is_main():  # torchrun: wait until rank 0 has checked and claimed the folder
+        distributed.barrier()
+        return RunLock(None)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -134,6 +144,7 @@ def claim_run_dir(out, kind: str, overwrite: bool = False, lock: bool = True) ->
         except OSError as e:
             held.release()
             raise KdkitError(f"cannot write into --out '{shown(out)}' ({_why(e)}); choose a folder you can write to") from None
+    distributed.barrier()
     return held
 
 
@@ -215,11 +226,18 @@ def check_out_file(out, reads=(), example: str = "out.json") -> Path:
     for source in reads:
         if _same_file(path, Path(source)):
             raise KdkitError(f"--out '{shown(out)}' is a file this command reads ('{shown(source)}'); write the result to "
-                             f"another file, e.g. --out {shown(path.with_name(example))}")
+                             f"another file, e.g. --out {shown(free_name(path, example))}")
     if path.exists() and not is_kdkit_output(path):
         raise KdkitError(f"--out '{shown(out)}' exists and is not a file kdkit wrote; kdkit never writes over a file it did "
-                         f"not create: choose another name, e.g. --out {shown(path.with_name(example))}")
+                         f"not create: choose another name, e.g. --out {shown(free_name(path, example))}")
     return path
+
+
+def free_name(path: Path, example: str) -> Path:
+    """A name beside `path` that no file has: `example`, else example-1, example-2, ..."""
+    stem, suffix = Path(example).stem, Path(example).suffix
+    candidates = [path.with_name(example)] + [path.with_name(f"{stem}-{i}{suffix}") for i in range(1, 100)]
+    return next((c for c in candidates if not c.exists() and not c.is_symlink()), candidates[-1])
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -580,21 +580,26 @@ class State:
         check_resume_settings(saved, self.config, f"the checkpoint in {self.dir}", finished=False)
 
 
-def check_resume_settings(saved: dict, current: dict, what: str, finished: bool):
+def check_resume_settings(saved: dict, current: dict, what: str, finished: bool, warn: bool = True):
     """--resume with another batch size, seed, model, ... would continue a different run: refused.
     Other changes (lr, epochs, grad_clip) are allowed with a warning while training remains, and
     refused once it has finished: nothing would be trained with them, only the record would change."""
     changed = {k: (saved[k], v) for k, v in current.items() if k in saved and saved[k] != v and k not in RUN_KEYS}
     refused = list(changed) if finished else [k for k in changed if k in POSITION_KEYS]
     if refused:
-        diff = ", ".join(f"{k}: {str(changed[k][0])[:40]!r} -> {str(changed[k][1])[:40]!r}" for k in refused[:4])
+        diff = ", ".join(f"{k}: {_short(changed[k][0])} -> {_short(changed[k][1])}" for k in refused[:4])
         state = "finished training with" if finished else "was made with"
         why = " (a finished run is not extended: its learning-rate schedule has ended)" if finished and "epochs" in refused else ""
         raise KdkitError(f"--resume: {what} {state} other settings ({diff}){why}; rerun with the original values, or "
                          "drop --resume (or use another --out) to start over")
-    if changed:
-        diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+    if changed and warn:
+        diff = ", ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, (a, b) in changed.items())
         warnings.warn(f"resuming with changed settings ({diff}): the result will differ from an uninterrupted run")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _val_accuracy(model, loader, device) -> tuple[float, float]:

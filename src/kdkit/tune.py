@@ -451,7 +451,7 @@ def prepare(cfg: DistillConfig, metric: str, fixed) -> Context:
     """The data and every check that needs no training (a typo never costs a teacher)."""
     from kdkit.pipeline import prepare_distill
 
-    cfg, data = prepare_distill(cfg)
+    cfg, data = prepare_distill(cfg, kind="tune")
     return Context(cfg, data, None, {}, search_space(cfg, fixed), metric, Path(cfg.out))
 
 
@@ -462,7 +462,6 @@ def prepare_teacher(ctx: Context):
     from kdkit.train import select_device
 
     out, cfg = ctx.out, ctx.cfg
-    claim_run_dir(out, "tune", cfg.overwrite, lock=False)  # shared by the workers: each trial has its own folder
     with file_lock(out / "tune.lock"):
         if (out / "config.yaml").is_file():
             old = dataclasses.asdict(apply_overrides(DistillConfig(), load_yaml(out / "config.yaml")))
@@ -512,7 +511,7 @@ def tune(cfg: DistillConfig, trials: int, storage: str | None = None, study_name
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     ctx = prepare(cfg, metric, fixed)
     ctx.sampler_seed = ctx.seed if sampler is None else None
-    out.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(out, "tune", cfg.overwrite, lock=False)  # shared by the workers: each trial has its own folder
     with file_lock(out / "tune.lock"):  # on one machine, workers that start together create the tables in turn
         rdb = open_storage(storage)
     with warnings.catch_warnings():
