@@ -70,3 +70,121 @@ def test_yaml_booleans_keep_their_words():
     assert resolve(TrainConfig, sets=["amp=off"]).amp == "off"
     assert resolve(TrainConfig, sets=["deterministic=yes", "progress=off"]).deterministic is True
     assert resolve(TrainConfig, flags={"amp": False}).amp == "off"
+
+
+# ---- the schema: every key's valid values in one place (issue 20) ------------------------------------------
+
+def base_type(typ):
+    """int for `int`, `int | None` and `list[int]`."""
+    import typing
+
+    args = [a for a in typing.get_args(typ) if a is not type(None)]
+    return base_type(args[0]) if args else typ
+
+
+def test_every_key_has_a_rule_and_every_number_a_range():
+    """A new key cannot be added without saying what it accepts (docs/config.md shows it)."""
+    import typing
+
+    from kdkit.config import CHOICES, RANGES, TEXT
+
+    hints = typing.get_type_hints(DistillConfig)
+    for name, typ in hints.items():
+        kind = base_type(typ)
+        if kind in (int, float):
+            assert name in RANGES, f"numeric config key '{name}' has no entry in RANGES (src/kdkit/config.py)"
+        rules = [name in RANGES, name in CHOICES, name in TEXT, kind is bool]
+        assert sum(rules) == 1, f"config key '{name}' needs exactly one rule (RANGES, CHOICES, TEXT or bool), has {sum(rules)}"
+    assert set(RANGES) | set(CHOICES) | set(TEXT) <= set(hints), "a schema entry names no config key"
+
+
+@pytest.mark.parametrize("pair,expected", [
+    ("seed=1180591620717411303424", "config key 'seed' must be in [0, 4294967295], got 1180591620717411303424; e.g. --set seed=0"),
+    ("seed=-1", "config key 'seed' must be in [0, 4294967295], got -1; e.g. --set seed=0"),
+    ("log_every=0", "config key 'log_every' must be in [1, 2147483647], got 0; e.g. --set log_every=50"),
+    ("momentum=-1", "config key 'momentum' must be in [0, 1), got -1.0; e.g. --set momentum=0.9"),
+    ("label_smoothing=5", "config key 'label_smoothing' must be in [0, 1), got 5.0; e.g. --set label_smoothing=0.0"),
+    ("teacher_epochs=-1", "config key 'teacher_epochs' must be in [0, 2147483647], got -1; e.g. --set teacher_epochs=0"),
+    ("crd_dim=0", "config key 'crd_dim' must be in [1, 2147483647], got 0; e.g. --set crd_dim=128"),
+    ("weight_decay=-1", "config key 'weight_decay' must be in [0, inf), got -1.0; e.g. --set weight_decay=0.0005"),
+    ("max_steps=-1", "config key 'max_steps' must be in [0, 2147483647], got -1; e.g. --set max_steps=0"),
+    ("feature_weight=-3", "config key 'feature_weight' must be in [0, inf), got -3.0; e.g. --set feature_weight=100"),
+    ("cb_beta=1", "config key 'cb_beta' must be in [0, 1), got 1.0; e.g. --set cb_beta=0.9999"),
+    ("seeds=0,-1", "config key 'seeds' must be in [0, 4294967295], got -1; e.g. --set seeds=0"),
+    ("teacher_weights=0.5,-1", "config key 'teacher_weights' must be in [0, inf), got -1.0; e.g. --set teacher_weights=0.5,0.5"),
+    ("nce_k=0", "config key 'nce_k' must be in [1, 2147483647], got 0; e.g. --set nce_k=16384"),
+    ("gamma=0", "config key 'gamma' must be in (0, inf), got 0.0; e.g. --set gamma=0.1"),
+    ("workers=-1", "config key 'workers' must be in [0, 2147483647], got -1; e.g. --set workers=0"),
+    ("epochs=99999999999999999999", "config key 'epochs' must be in [1, 2147483647], got 99999999999999999999; e.g. --set epochs=10"),
+], ids=lambda v: v.split("=")[0] if "=" in v and "must" not in v else "")
+def test_values_out_of_range(pair, expected):
+    with pytest.raises(KdkitError) as error:
+        resolve(DistillConfig, None, None, [pair])
+    assert str(error.value) == expected
+
+
+def test_the_range_holds_for_every_way_in(tmp_path):
+    """flags, a YAML file, --set and the Python API's keywords go through the same check."""
+    from kdkit.config import apply_overrides
+
+    message = "config key 'momentum' must be in [0, 1), got -1.0; e.g. --set momentum=0.9"
+    (tmp_path / "c.yaml").write_text("momentum: -1\n")
+    for call in (lambda: resolve(DistillConfig, None, {"momentum": -1}),
+                 lambda: resolve(DistillConfig, None, None, ["momentum=-1"]),
+                 lambda: apply_overrides(DistillConfig(), {"momentum": -1})):
+        with pytest.raises(KdkitError) as error:
+            call()
+        assert str(error.value) == message
+    with pytest.raises(KdkitError) as error:
+        resolve(DistillConfig, tmp_path / "c.yaml")
+    assert str(error.value) == message
+
+
+def test_the_python_api_checks_method_and_out_too():
+    import numpy as np
+    import torch
+
+    import kdkit
+
+    x, y = np.zeros((8, 1, 4, 4), np.float32), np.arange(8) % 2
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    with pytest.raises(KdkitError, match="unknown method 'kdd'; did you mean 'kd'"):
+        kdkit.distill(teacher, "cnn-tiny", (x, y), (x, y), method="kdd")
+    with pytest.raises(KdkitError, match="config key 'momentum' must be in"):
+        kdkit.distill(teacher, "cnn-tiny", (x, y), (x, y), momentum=-1)
+
+
+def test_seeds_must_be_distinct():
+    with pytest.raises(KdkitError) as error:
+        resolve(DistillConfig, None, {"seeds": [0, 0]})
+    assert str(error.value) == "seeds repeat 0; give distinct seeds, e.g. --seeds 0,1"
+    with pytest.raises(KdkitError, match="^seeds repeat 1, 2; "):
+        resolve(DistillConfig, None, None, ["seeds=1,2,1,2,3"])
+
+
+LONG = "'" + "x" * 27 + "..." + "x" * 28 + "'"  # a long text as messages show it: 60 characters
+
+
+@pytest.mark.parametrize("pair,expected", [
+    ("dataset=", "config key 'dataset' is empty; give a value, e.g. --set dataset=fashion-mnist"),
+    ("teacher=,", "no teacher given; --teacher names weights, an architecture, saved outputs or sklearn:NAME"),
+    ("dataset=" + "x" * 5000, "config key 'dataset' is 5000 characters long, more than 4096; check the value"),
+    ("out=run\x00s", "config key 'out' holds the control character '\\x00'; remove it"),
+    ("method=kd+kdd", "unknown method 'kdd'; did you mean 'kd'?"),
+    ("epochs=" + "x" * 10000, f"config key 'epochs' expects an integer, got {LONG}; fix it in the config or with --set epochs=..."),
+    ("x" * 10000 + "=1", f"unknown config key {LONG}; the keys are listed in docs/config.md"),
+    ("optimizer=" + "é" * 500, f"config key 'optimizer' must be one of sgd, adamw, got {LONG.replace('x', 'é')}; "
+                               "choose from: adamw, sgd"),
+], ids=["empty", "no-teacher", "too-long", "control-character", "method", "long-value", "long-key", "long-choice"])
+def test_text_values(pair, expected):
+    with pytest.raises(KdkitError) as error:
+        resolve(DistillConfig, None, None, [pair])
+    assert str(error.value) == expected
+
+
+def test_a_key_given_twice_in_one_mapping():
+    from kdkit.config import apply_overrides
+
+    with pytest.raises(KdkitError) as error:
+        apply_overrides(DistillConfig(), {"batch-size": 32, "batch_size": 64})
+    assert str(error.value) == "config key 'batch_size' is given twice (as 'batch-size' and 'batch_size'); keep one"

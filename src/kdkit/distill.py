@@ -55,7 +55,8 @@ def distill(teacher: nn.Module, student, train, val=None, method: str = "kd", *,
             out: str = "runs/api", **config) -> DistillResult:
     """Distill `teacher` into `student` (an nn.Module or an architecture name). See module docstring."""
     data = as_dataset(train, val, test, classes, config.pop("augment", "none"))
-    cfg = apply_overrides(DistillConfig(method=method, out=str(out), progress=False), config)
+    # method and out too go through the one type and range check of every config key
+    cfg = apply_overrides(DistillConfig(progress=False), {**config, "method": method, "out": str(out)})
     if isinstance(student, str):
         student = build_model(student, data, cfg.seed)
     _check_pair(teacher, student, data)
