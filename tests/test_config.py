@@ -188,3 +188,54 @@ def test_a_key_given_twice_in_one_mapping():
     with pytest.raises(KdkitError) as error:
         apply_overrides(DistillConfig(), {"batch-size": 32, "batch_size": 64})
     assert str(error.value) == "config key 'batch_size' is given twice (as 'batch-size' and 'batch_size'); keep one"
+
+
+def test_yaml_file_with_a_repeated_key(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("lr: 0.1\nepochs: 3\nlr: 0.2\n")
+    with pytest.raises(KdkitError) as error:
+        resolve(DistillConfig, f)
+    assert str(error.value) == f"config file '{f}' repeats key 'lr' (lines 1 and 3); keep one"
+
+
+BILLION_LAUGHS = ('dataset: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' +
+                  "".join(f"x{i}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)))
+
+
+def test_billion_laughs_is_refused_quickly_in_little_memory(tmp_path):
+    """Nested aliases (~300 bytes) once gave a 351 MB message and 1.27 GB of memory."""
+    import time
+    import tracemalloc
+
+    f = tmp_path / "laughs.yaml"
+    f.write_text(BILLION_LAUGHS)
+    assert len(BILLION_LAUGHS) < 400
+    tracemalloc.start()
+    start = time.perf_counter()
+    with pytest.raises(KdkitError) as error:
+        resolve(DistillConfig, f)
+    seconds, (_, peak) = time.perf_counter() - start, tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    message = str(error.value)
+    assert message == (f"config file '{f}' uses the YAML alias '*a' at line 2; write the value out "
+                       "(kdkit takes no YAML aliases: a few bytes of them can expand to gigabytes)")
+    assert len(message) < 300 and "\n" not in message and seconds < 2 and peak < 5 * 2**20
+
+
+def test_an_alias_in_a_set_value_is_refused():
+    laughs = "[&a [1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], [*b,*b,*b,*b,*b,*b,*b,*b,*b]]"
+    with pytest.raises(KdkitError) as error:
+        resolve(DistillConfig, None, None, ["seeds=" + laughs])
+    assert str(error.value) == ("--set seeds: the value uses the YAML alias '*a'; write the value out "
+                                "(kdkit takes no YAML aliases: a few bytes of them can expand to gigabytes)")
+
+
+def test_a_nested_value_is_shown_short():
+    """Values echoed in a message are cut to 60 characters, however large (a deep list, a huge number)."""
+    from kdkit.config import apply_overrides
+
+    deep = [[["lol"] * 9] * 9] * 9
+    with pytest.raises(KdkitError) as error:
+        apply_overrides(DistillConfig(), {"dataset": deep})
+    assert str(error.value) == ("config key 'dataset' expects a string, got [[[...], [...], [...], [...], ...], [[...], [...], "
+                                "[...],...; fix it in the config or with --set dataset=...")

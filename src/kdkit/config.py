@@ -238,6 +238,39 @@ def apply_overrides(cfg, overrides: dict):
     return validate(dataclasses.replace(cfg, **values))
 
 
+class _Refused(yaml.YAMLError):
+    """YAML that a kdkit config does not take: what it is, and the fix."""
+
+    def __init__(self, what: str, fix: str, line: int | None = None):
+        super().__init__(what)
+        self.what, self.fix, self.line = what, fix, line
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """SafeLoader without aliases and repeated keys. An alias is refused outright, not counted: a
+    301-byte file of nested aliases expands to gigabytes, and a config has no need for them. A repeated
+    key is refused because YAML silently keeps the last one."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _Refused(f"uses the YAML alias {shown('*' + str(event.anchor))}", "write the value out "
+                           "(kdkit takes no YAML aliases: a few bytes of them can expand to gigabytes)",
+                           event.start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        first = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                line = key_node.start_mark.line + 1
+                if key_node.value in first:
+                    raise _Refused(f"repeats key {shown(key_node.value)} (lines {first[key_node.value]} and {line})",
+                                   "keep one", line)
+                first[key_node.value] = line
+        return super().construct_mapping(node, deep)
+
+
 def parse_set(pairs: list[str]) -> dict:
     """['lr=0.1', 'seeds=0,1'] -> {'lr': '0.1', 'seeds': '0,1'}."""
     out = {}
@@ -246,9 +279,11 @@ def parse_set(pairs: list[str]) -> dict:
             raise KdkitError(f"--set expects key=value, got {shown(pair)}; e.g. --set lr=0.1")
         key, value = pair.split("=", 1)
         try:
-            parsed = yaml.safe_load(value) if value.strip() else ""
+            parsed = yaml.load(value, Loader=ConfigLoader) if value.strip() else ""
             # YAML 1.1 turns off/on/yes/no into booleans; keep the word (a bool key still reads it)
             out[key.strip()] = value.strip() if isinstance(parsed, bool) else parsed
+        except _Refused as e:
+            raise KdkitError(f"--set {_cut(key.strip(), 60)}: the value {e.what}; {e.fix}") from None
         except (yaml.YAMLError, ValueError, RecursionError):  # not YAML (e.g. '@run', '[0.1'): the text
             out[key.strip()] = value  # itself, still type-checked against the key's field
     return out
@@ -271,7 +306,10 @@ def load_yaml(path) -> dict:
     except OSError as e:  # permissions, a name too long, ...
         raise KdkitError(f"cannot read config file '{name}' ({e.strerror or e}); check the path") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=ConfigLoader)
+    except _Refused as e:
+        where = f" at line {e.line}" if e.line and "line" not in e.what else ""
+        raise KdkitError(f"config file '{name}' {e.what}{where}; {e.fix}") from None
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" at line {line + 1}" if line is not None else ""
