@@ -137,7 +137,7 @@ def test_the_range_holds_for_every_way_in(tmp_path):
         assert str(error.value) == message
     with pytest.raises(KdkitError) as error:
         resolve(DistillConfig, tmp_path / "c.yaml")
-    assert str(error.value) == message
+    assert str(error.value) == f"config file '{tmp_path / 'c.yaml'}': {message}"
 
 
 def test_the_python_api_checks_method_and_out_too():
@@ -239,3 +239,11 @@ def test_a_nested_value_is_shown_short():
         apply_overrides(DistillConfig(), {"dataset": deep})
     assert str(error.value) == ("config key 'dataset' expects a string, got [[[...], [...], [...], [...], ...], [[...], [...], "
                                 "[...],...; fix it in the config or with --set dataset=...")
+
+
+def test_errors_from_a_config_file_name_the_file(tmp_path):
+    f = tmp_path / "config.yaml"
+    f.write_text("wandb: {entity: lab}\n")
+    with pytest.raises(KdkitError) as error:
+        resolve(DistillConfig, f)
+    assert str(error.value) == f"config file '{f}': unknown config key 'wandb'; the keys are listed in docs/config.md"

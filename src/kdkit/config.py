@@ -325,11 +325,20 @@ def load_yaml(path) -> dict:
     return data
 
 
+def load_config(cfg, path):
+    """`cfg` with the keys of the YAML file `path` applied; every error names the file."""
+    data = load_yaml(path)
+    try:
+        return apply_overrides(cfg, data)
+    except KdkitError as e:
+        raise KdkitError(f"config file '{_cut(path)}': {e}") from None
+
+
 def resolve(cls, config_file=None, flags: dict | None = None, sets: list[str] | None = None):
     """defaults < config file < flags (None = not given) < --set."""
     cfg = cls()
     if config_file:
-        cfg = apply_overrides(cfg, load_yaml(config_file))
+        cfg = load_config(cfg, config_file)
     cfg = apply_overrides(cfg, {k: v for k, v in (flags or {}).items() if v is not None})
     return apply_overrides(cfg, parse_set(sets))
 
