@@ -131,8 +131,7 @@ RANGES = {
     "milestones": f"[0, {INT_MAX}]", "gamma": "(0, inf)", "warmup_epochs": "[0, inf)", "label_smoothing": "[0, 1)",
     "tau": "[0, inf)", "cb_beta": "[0, 1)", "posthoc_tau": "[0, inf)", "grad_clip": "[0, inf)", "max_norm": "[0, inf)",
     "seed": f"[0, {SEED_MAX}]", "log_every": f"[1, {INT_MAX}]", "checkpoint_every": f"[0, {INT_MAX}]",
-    "max_steps": f"[0, {INT_MAX}]",
-    # distill
+    "max_steps": f"[0, {INT_MAX}]",  # distill:
     "teacher_epochs": f"[0, {INT_MAX}]", "temperature": "(0, inf)", "alpha": "[0, 1]", "ce_weight": "[0, inf)",
     "dkd_alpha": "[0, inf)", "dkd_beta": "[0, inf)", "kd_warmup_epochs": "[0, inf)", "dist_beta": "[0, inf)",
     "dist_gamma": "[0, inf)", "feature_weight": "[0, inf)", "hint_epochs": "[0, inf)", "rkd_distance": "[0, inf)",
@@ -143,19 +142,13 @@ RANGES = {
 }
 # Words from a fixed list.
 CHOICES = {
-    "optimizer": ("sgd", "adamw"),
-    "schedule": ("cosine", "multistep", "constant"),
-    "amp": ("auto", "bf16", "off"),
-    "channels_last": ("auto", "on", "off"),
-    "augment": ("auto", "none", "flip", "crop", "crop_flip"),
-    "vector_loss": ("mse", "cosine", "cka"),
-    "combine": ("mean", "weights", "entropy", "stacker"),
+    "optimizer": ("sgd", "adamw"), "schedule": ("cosine", "multistep", "constant"), "amp": ("auto", "bf16", "off"),
+    "channels_last": ("auto", "on", "off"), "augment": ("auto", "none", "flip", "crop", "crop_flip"),
+    "vector_loss": ("mse", "cosine", "cka"), "combine": ("mean", "weights", "entropy", "stacker"),
     "balance": ("none", "class_balanced", "balanced_softmax", "logit_adjusted"),
-    "sampler": ("none", "class_balanced", "sqrt"),
-    "teacher_sampler": ("none", "class_balanced", "sqrt"),
-    "nan_policy": ("stop", "skip"),
+    "sampler": ("none", "class_balanced", "sqrt"), "teacher_sampler": ("none", "class_balanced", "sqrt"),
+    "nan_policy": ("stop", "skip"), "cache_dtype": ("float16", "float32"),
     "compile": ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-    "cache_dtype": ("float16", "float32"),
 }
 # Other text: what it takes. Checked here: device, imbalance, method; the rest names things (datasets,
 # models, files, layers) that only the run can look up, so it is checked when the run starts.
@@ -168,7 +161,6 @@ TEXT = {
     "student_layers": "checked when the layers are tapped", "teacher_layers": "checked when the layers are tapped",
     "out": "checked when the run starts",
 }
-CHECKED_LATER = tuple(key for key, what in TEXT.items() if what.startswith("checked when"))
 # Examples for the messages where the default is empty.
 EXAMPLES = {"temperature": "4", "feature_weight": "100", "milestones": "30,60", "teacher_weights": "0.5,0.5",
             "transfer_exclude": "3", "imbalance": "exp:100", "data_dir": "data"}
@@ -239,11 +231,7 @@ def apply_overrides(cfg, overrides: dict):
 
 
 class _Refused(yaml.YAMLError):
-    """YAML that a kdkit config does not take: what it is, and the fix."""
-
-    def __init__(self, what: str, fix: str, line: int | None = None):
-        super().__init__(what)
-        self.what, self.fix, self.line = what, fix, line
+    """YAML that a kdkit config does not take; args: (what it is, the fix, its line)."""
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -283,7 +271,7 @@ def parse_set(pairs: list[str]) -> dict:
             # YAML 1.1 turns off/on/yes/no into booleans; keep the word (a bool key still reads it)
             out[key.strip()] = value.strip() if isinstance(parsed, bool) else parsed
         except _Refused as e:
-            raise KdkitError(f"--set {_cut(key.strip(), 60)}: the value {e.what}; {e.fix}") from None
+            raise KdkitError(f"--set {_cut(key.strip(), 60)}: the value {e.args[0]}; {e.args[1]}") from None
         except (yaml.YAMLError, ValueError, RecursionError):  # not YAML (e.g. '@run', '[0.1'): the text
             out[key.strip()] = value  # itself, still type-checked against the key's field
     return out
@@ -308,8 +296,9 @@ def load_yaml(path) -> dict:
     try:
         data = yaml.load(text, Loader=ConfigLoader)
     except _Refused as e:
-        where = f" at line {e.line}" if e.line and "line" not in e.what else ""
-        raise KdkitError(f"config file '{name}' {e.what}{where}; {e.fix}") from None
+        what, fix, line = e.args
+        where = "" if "line" in what else f" at line {line}"
+        raise KdkitError(f"config file '{name}' {what}{where}; {fix}") from None
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" at line {line + 1}" if line is not None else ""
