@@ -173,9 +173,11 @@ LONG = "'" + "x" * 27 + "..." + "x" * 28 + "'"  # a long text as messages show i
     ("method=kd+kdd", "unknown method 'kdd'; did you mean 'kd'?"),
     ("epochs=" + "x" * 10000, f"config key 'epochs' expects an integer, got {LONG}; fix it in the config or with --set epochs=..."),
     ("x" * 10000 + "=1", f"unknown config key {LONG}; the keys are listed in docs/config.md"),
-    ("optimizer=" + "é" * 500, f"config key 'optimizer' must be one of sgd, adamw, got {LONG.replace('x', 'é')}; "
-                               "choose from: adamw, sgd"),
-], ids=["empty", "no-teacher", "too-long", "control-character", "method", "long-value", "long-key", "long-choice"])
+    ("optimizer=" + "é" * 500, f"config key 'optimizer' must be one of sgd, adamw, got {LONG.replace('x', 'é')}"),
+    ("optimizer=adam", "config key 'optimizer' must be one of sgd, adamw, got 'adam'; did you mean 'adamw'?"),
+    ("imbalance=" + "x" * 4000, f"imbalance {LONG} is not profile:factor; write it as exp:100 or step:10"),
+], ids=["empty", "no-teacher", "too-long", "control-character", "method", "long-value", "long-key", "long-choice",
+        "choice", "long-imbalance"])
 def test_text_values(pair, expected):
     with pytest.raises(KdkitError) as error:
         resolve(DistillConfig, None, None, [pair])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from kdkit.errors import KdkitError, did_you_mean, shown
+from kdkit.errors import KdkitError, shown
 
 
 @dataclass
@@ -362,8 +362,9 @@ def check_value(cls, key: str, value) -> None:
         if control:
             raise KdkitError(f"config key '{key}' holds the control character {shown(control.group())}; remove it")
     if key in CHOICES and value not in CHOICES[key]:
-        raise KdkitError(f"config key '{key}' must be one of {', '.join(CHOICES[key])}, got {shown(value)}; "
-                         f"{did_you_mean(value, CHOICES[key])}")
+        close = difflib.get_close_matches(str(value), CHOICES[key], n=1, cutoff=0.5)  # (the choices are listed)
+        raise KdkitError(f"config key '{key}' must be one of {', '.join(CHOICES[key])}, got {shown(value)}"
+                         + (f"; did you mean '{close[0]}'?" if close else ""))
     if key in RANGES and not in_range(value, RANGES[key]):
         raise KdkitError(f"config key '{key}' must be in {RANGES[key]}, got {shown(value)}; "
                          f"e.g. --set {key}={example(cls, key)}")
