@@ -184,6 +184,24 @@ def test_text_values(pair, expected):
     assert str(error.value) == expected
 
 
+def test_null_values(tmp_path):
+    """`key:` with nothing after it: None where the key allows it, an empty list for a list, else an error."""
+    f = tmp_path / "c.yaml"
+    f.write_text("data_dir:\nstudent_layers:\n")
+    cfg = resolve(DistillConfig, f)
+    assert (cfg.data_dir, cfg.student_layers) == (None, [])
+    with pytest.raises(KdkitError) as error:
+        resolve(DistillConfig, None, None, ["dataset=null"])
+    assert str(error.value) == "config key 'dataset' expects a string, got None; fix it in the config or with --set dataset=..."
+
+
+def test_teacher_weights_need_a_positive_finite_sum():
+    with pytest.raises(KdkitError) as error:
+        resolve(DistillConfig, None, None, ["teacher_weights=0,0"])
+    assert str(error.value) == ("teacher_weights [0.0, 0.0] sum to 0.0; they are normalised by their sum: give weights "
+                                "whose sum is above 0 and finite, e.g. 0.5,0.5")
+
+
 def test_a_key_given_twice_in_one_mapping():
     from kdkit.config import apply_overrides
 

@@ -180,6 +180,8 @@ def _coerce(key: str, value, typ):
         origin = typing.get_origin(typ)
     if origin is list:
         (inner,) = typing.get_args(typ)
+        if value is None:  # `key:` with nothing after it: an empty list
+            return []
         if isinstance(value, str):
             value = [v for v in value.replace(" ", "").strip("[]").split(",") if v]
         if not isinstance(value, (list, tuple)):
@@ -203,7 +205,7 @@ def _coerce(key: str, value, typ):
                 raise ValueError
             return float(value)
         if typ is str:
-            if isinstance(value, (dict, list)):
+            if value is None or isinstance(value, (dict, list)):  # None: `key:` or `null` for a key that needs a value
                 raise ValueError
             if isinstance(value, bool):  # YAML 1.1 reads `amp: off` as false: the word meant was off/on
                 return "on" if value else "off"
@@ -395,6 +397,9 @@ def validate(cfg):
         if repeated:  # one run reported as two seeds
             listed = ", ".join(repeated[:5]) + (", ..." if len(repeated) > 5 else "")
             raise KdkitError(f"seeds repeat {listed}; give distinct seeds, e.g. --seeds 0,1")
+    if getattr(cfg, "teacher_weights", None) and not 0 < sum(cfg.teacher_weights) < float("inf"):
+        raise KdkitError(f"teacher_weights {shown(cfg.teacher_weights)} sum to {sum(cfg.teacher_weights)}; they are "
+                         "normalised by their sum: give weights whose sum is above 0 and finite, e.g. 0.5,0.5")
     return cfg
 
 
