@@ -98,7 +98,7 @@ def test_every_key_has_a_rule_and_every_number_a_range():
     assert set(RANGES) | set(CHOICES) | set(TEXT) <= set(hints), "a schema entry names no config key"
 
 
-@pytest.mark.parametrize("pair,expected", [
+RANGE_CASES = [
     ("seed=1180591620717411303424", "config key 'seed' must be in [0, 4294967295], got 1180591620717411303424; e.g. --set seed=0"),
     ("seed=-1", "config key 'seed' must be in [0, 4294967295], got -1; e.g. --set seed=0"),
     ("log_every=0", "config key 'log_every' must be in [1, 2147483647], got 0; e.g. --set log_every=50"),
@@ -115,8 +115,15 @@ def test_every_key_has_a_rule_and_every_number_a_range():
     ("nce_k=0", "config key 'nce_k' must be in [1, 2147483647], got 0; e.g. --set nce_k=16384"),
     ("gamma=0", "config key 'gamma' must be in (0, inf), got 0.0; e.g. --set gamma=0.1"),
     ("workers=-1", "config key 'workers' must be in [0, 2147483647], got -1; e.g. --set workers=0"),
+    ("alpha=1.5", "config key 'alpha' must be in [0, 1], got 1.5; e.g. --set alpha=0.9"),
+    ("cache_views=0", "config key 'cache_views' must be in [1, 2147483647], got 0; e.g. --set cache_views=8"),
+    ("compile=fast", "config key 'compile' must be one of off, default, reduce-overhead, max-autotune, "
+                     "max-autotune-no-cudagraphs, got 'fast'; did you mean 'default'?"),
     ("epochs=99999999999999999999", "config key 'epochs' must be in [1, 2147483647], got 99999999999999999999; e.g. --set epochs=10"),
-], ids=lambda v: v.split("=")[0] if "=" in v and "must" not in v else "")
+]
+
+
+@pytest.mark.parametrize("pair,expected", RANGE_CASES, ids=[pair.split("=")[0] for pair, _ in RANGE_CASES])
 def test_values_out_of_range(pair, expected):
     with pytest.raises(KdkitError) as error:
         resolve(DistillConfig, None, None, [pair])
@@ -267,3 +274,6 @@ def test_errors_from_a_config_file_name_the_file(tmp_path):
     with pytest.raises(KdkitError) as error:
         resolve(DistillConfig, f)
     assert str(error.value) == f"config file '{f}': unknown config key 'wandb'; the keys are listed in docs/config.md"
+    with pytest.raises(KdkitError) as error:
+        resolve(DistillConfig, None, None, ["wandb=1"])
+    assert str(error.value) == "unknown config key 'wandb'; the keys are listed in docs/config.md"
