@@ -148,8 +148,7 @@ CHOICES = {
     "balance": ("none", "class_balanced", "balanced_softmax", "logit_adjusted"),
     "sampler": ("none", "class_balanced", "sqrt"), "teacher_sampler": ("none", "class_balanced", "sqrt"),
     "nan_policy": ("stop", "skip"), "cache_dtype": ("float16", "float32"),
-    "compile": ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-}
+    "compile": ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")}
 # Other text: what it takes. Checked here: device, imbalance, method; the rest names things (datasets,
 # models, files, layers) that only the run can look up, so it is checked when the run starts.
 TEXT = {
@@ -157,13 +156,10 @@ TEXT = {
     "method": "a method (`kdkit methods`) or several joined by +",
     "dataset": "checked when the data loads", "data_dir": "checked when the data loads",
     "model": "checked when the model is built", "student": "checked when the model is built",
-    "peer": "checked when the model is built", "teacher": "checked when the teacher loads",
-    "student_layers": "checked when the layers are tapped", "teacher_layers": "checked when the layers are tapped",
-    "out": "checked when the run starts",
-}
-# Examples for the messages where the default is empty.
+    "peer": "checked when the model is built", "teacher": "checked when the teacher loads", "out": "checked when the run starts",
+    "student_layers": "checked when the layers are tapped", "teacher_layers": "checked when the layers are tapped"}
 EXAMPLES = {"temperature": "4", "feature_weight": "100", "milestones": "30,60", "teacher_weights": "0.5,0.5",
-            "transfer_exclude": "3", "imbalance": "exp:100", "data_dir": "data"}
+            "transfer_exclude": "3", "imbalance": "exp:100", "data_dir": "data"}  # for messages: the default is empty
 
 
 def fields_of(cls) -> dict[str, dataclasses.Field]:
@@ -237,9 +233,8 @@ class _Refused(yaml.YAMLError):
 
 
 class ConfigLoader(yaml.SafeLoader):
-    """SafeLoader without aliases and repeated keys. An alias is refused outright, not counted: a
-    301-byte file of nested aliases expands to gigabytes, and a config has no need for them. A repeated
-    key is refused because YAML silently keeps the last one."""
+    """SafeLoader that refuses aliases outright (a 301-byte file of nested aliases expands to gigabytes;
+    a config needs none) and repeated keys (YAML silently keeps the last one)."""
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
@@ -308,12 +303,10 @@ def load_yaml(path) -> dict:
     except (ValueError, RecursionError) as e:  # a date like 2024-13-01, an integer of 5000 digits, deep nesting
         why = "nested too deeply" if isinstance(e, RecursionError) else str(e).split(":")[0].split(";")[0][:60]
         raise KdkitError(f"config file '{name}' has a value YAML cannot convert ({why}); fix or quote it") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
+    if data is not None and not isinstance(data, dict):
         raise KdkitError(f"config file '{name}' must be a mapping of key: value, got {type(data).__name__}; "
                          "write one key: value per line, e.g. epochs: 10")
-    return data
+    return data or {}
 
 
 def load_config(cfg, path):
@@ -346,9 +339,9 @@ def example(cls, key: str) -> str:
     """A valid value of `key` for the messages: its default, or EXAMPLES where the default is empty."""
     f = fields_of(cls)[key]
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    if key in EXAMPLES and default in (None, []):
-        return EXAMPLES[key]
-    return ",".join(str(v) for v in default) if isinstance(default, list) else str(default).lower() if isinstance(default, bool) else str(default)
+    if default in (None, []):
+        return EXAMPLES.get(key, "...")
+    return ",".join(map(str, default)) if isinstance(default, list) else str(default).lower() if isinstance(default, bool) else str(default)
 
 
 def check_value(cls, key: str, value) -> None:
