@@ -142,14 +142,14 @@ def test_usage_errors_are_one_line(run, args, expected):
 
 
 @pytest.mark.parametrize("sets,expected", [
-    (["epochs=0"], "config key 'epochs' must be > 0 and finite, got 0; set a positive value"),
-    (["batch_size=-4"], "config key 'batch_size' must be > 0 and finite, got -4; set a positive value"),
-    (["lr=0"], "config key 'lr' must be > 0 and finite, got 0.0; set a positive value"),
-    (["temperature=-1"], "config key 'temperature' must be > 0 and finite, got -1.0; set a positive value"),
+    (["epochs=0"], "config key 'epochs' must be in [1, 2147483647], got 0; e.g. --set epochs=10"),
+    (["batch_size=-4"], "config key 'batch_size' must be in [1, 2147483647], got -4; e.g. --set batch_size=128"),
+    (["lr=0"], "config key 'lr' must be in (0, inf), got 0.0; e.g. --set lr=0.05"),
+    (["temperature=-1"], "config key 'temperature' must be in (0, inf), got -1.0; e.g. --set temperature=4"),
     (["val_fraction=1"], "config key 'val_fraction' must be in [0, 1), got 1.0; e.g. --set val_fraction=0.1"),
     (["lr"], "--set expects key=value, got 'lr'; e.g. --set lr=0.1"),
     (["seeds="], "config key 'seeds' is empty; give at least one seed, e.g. --seeds 0,1,2"),
-    (["generations=0"], "config key 'generations' must be >= 1, got 0; 1 = plain distillation"),
+    (["generations=0"], "config key 'generations' must be in [1, 2147483647], got 0; e.g. --set generations=1"),
     (["imbalance=exp"], "imbalance 'exp' is not profile:factor; write it as exp:100 or step:10"),
 ], ids=["epochs", "batch_size", "lr", "temperature", "val_fraction", "set-without-equals", "seeds", "generations",
         "imbalance"])
@@ -438,5 +438,5 @@ def test_nan_or_inf_config_values(pair):
     from kdkit.config import DistillConfig, resolve
 
     key = pair.split("=")[0]
-    with pytest.raises(KdkitError, match=rf"config key '{key}' must be (> 0 and finite|a finite number|in \[0, 1\]), got (nan|inf)"):
+    with pytest.raises(KdkitError, match=rf"config key '{key}' must be in [\[(]0, (1|inf)[\])], got (nan|inf); e.g. --set {key}="):
         resolve(DistillConfig, sets=[pair])

@@ -265,6 +265,17 @@ def test_bad_arguments_are_one_line_errors(tmp_path, teacher):
         tune(cfg, trials=2)
 
 
+def test_out_holding_another_tools_config_yaml(tmp_path):
+    """The error names the file, and the fix is another folder (not editing the other tool's file)."""
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "config.yaml").write_text("project: other-tool\n")
+    with pytest.raises(KdkitError) as error:
+        tune(tiny_cfg(tmp_path / "x", teacher="cnn-tiny"), trials=1)
+    assert str(error.value) == (f"config file '{tmp_path / 'x' / 'config.yaml'}': unknown config key 'project'; "
+                                f"--out '{tmp_path / 'x'}' is not a kdkit tune run: use another --out")
+    assert not (tmp_path / "x" / "teacher").exists()
+
+
 def test_a_study_joins_only_with_the_same_settings(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path}/s.db")
     cfg = tiny_cfg(tmp_path / "a")

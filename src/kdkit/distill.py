@@ -56,9 +56,11 @@ def as_dataset(train, val=None, test=None, classes=None, augment: str = "none") 
 def distill(teacher: nn.Module, student, train, val=None, method: str = "kd", *, test=None, classes=None,
             out: str = "runs/api", **config) -> DistillResult:
     """Distill `teacher` into `student` (an nn.Module or an architecture name). See module docstring."""
-    cfg = apply_overrides(DistillConfig(method=method, out=str(out), progress=False), config)
+    augment = config.pop("augment", "none")
+    # method and out too go through the one type and range check of every config key
+    cfg = apply_overrides(DistillConfig(progress=False), {**config, "method": method, "out": str(out)})
     check_run_dir(cfg.out, "api", cfg.overwrite)
-    data = as_dataset(train, val, test, classes, config.pop("augment", "none"))
+    data = as_dataset(train, val, test, classes, augment)
     if isinstance(student, str):
         student = build_model(student, data, cfg.seed)
     _check_pair(teacher, student, data)

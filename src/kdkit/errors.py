@@ -4,10 +4,26 @@ The CLI catches `KdkitError` and prints its message on one line (no traceback un
 A message names the problem and the fix, e.g. "unknown dataset 'fashion_mnist'; did you mean 'fashion-mnist'?".
 """
 import difflib
+import reprlib
 
 
 class KdkitError(Exception):
     """A user-facing error: bad input, missing data, mismatched models. Message = problem + fix."""
+
+
+_SHORT = reprlib.Repr()  # bounded: a nested list of a million items is never built as text
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlong, _SHORT.maxlevel = 40, 2
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 4
+
+
+def shown(value) -> str:
+    """repr(value) cut to at most 60 characters: a message never echoes a huge or multi-line value."""
+    try:
+        text = _SHORT.repr(value)
+    except Exception:  # an int of over 4300 digits, or an object whose __repr__ fails: say what it is
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def did_you_mean(name: str, choices) -> str:
@@ -16,10 +32,10 @@ def did_you_mean(name: str, choices) -> str:
     close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.5)
     if close:
         return f"did you mean '{close[0]}'?"
-    shown = ", ".join(choices[:20]) + (", ..." if len(choices) > 20 else "")
-    return f"choose from: {shown}"
+    listed = ", ".join(choices[:20]) + (", ..." if len(choices) > 20 else "")
+    return f"choose from: {listed}"
 
 
 def unknown(kind: str, name: str, choices) -> KdkitError:
     """KdkitError for an unknown registry name, with the closest valid one."""
-    return KdkitError(f"unknown {kind} '{name}'; {did_you_mean(name, choices)}")
+    return KdkitError(f"unknown {kind} {shown(str(name))}; {did_you_mean(name, choices)}")

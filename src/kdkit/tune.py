@@ -26,7 +26,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from kdkit import checkpoint as ckpt
-from kdkit.config import DistillConfig, apply_overrides, load_yaml, save_yaml
+from kdkit.config import DistillConfig, load_config, save_yaml
 from kdkit.errors import KdkitError, unknown
 from kdkit.rundir import check_run_dir, claim_run_dir
 
@@ -464,7 +464,10 @@ def prepare_teacher(ctx: Context):
     out, cfg = ctx.out, ctx.cfg
     with file_lock(out / "tune.lock"):
         if (out / "config.yaml").is_file():
-            old = dataclasses.asdict(apply_overrides(DistillConfig(), load_yaml(out / "config.yaml")))
+            try:
+                old = dataclasses.asdict(load_config(DistillConfig(), out / "config.yaml"))
+            except KdkitError as e:  # e.g. another tool's config.yaml: the fix is another folder, not the file
+                raise KdkitError(f"{str(e).split('; ')[0]}; --out '{out}' is not a kdkit tune run: use another --out") from None
             diff = first_difference(fingerprint(old), fingerprint(dataclasses.asdict(cfg)))
             if diff:
                 raise KdkitError(f"--out '{out}' holds a tune run with other settings ({diff}); use the same settings "

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from kdkit.data.dataset import Dataset, Split
-from kdkit.errors import KdkitError, unknown
+from kdkit.errors import KdkitError, shown, unknown
 
 PROFILES = ("exp", "step")
 
@@ -43,7 +43,7 @@ def parse_imbalance(spec: str) -> tuple[str, float]:
     """("exp" | "step", factor >= 1) from a spec such as "exp:100" or "step:10"."""
     parts = str(spec).strip().split(":")
     if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
-        raise KdkitError(f"imbalance '{spec}' is not profile:factor; write it as {_FORM}")
+        raise KdkitError(f"imbalance {shown(str(spec))} is not profile:factor; write it as {_FORM}")
     profile, text = parts[0].strip().lower(), parts[1].strip()
     if profile not in PROFILES:
         raise unknown("imbalance profile", profile, PROFILES)
@@ -52,7 +52,7 @@ def parse_imbalance(spec: str) -> tuple[str, float]:
     except ValueError:
         factor = math.nan
     if not math.isfinite(factor) or factor < 1:
-        raise KdkitError(f"imbalance factor must be a number >= 1 (head / tail size), got '{text}'; "
+        raise KdkitError(f"imbalance factor must be a number >= 1 (head / tail size), got {shown(text)}; "
                          f"write it as {_FORM}")
     return profile, factor
 

@@ -51,9 +51,9 @@ class Run:
 
     @functools.cached_property
     def config(self):
-        from kdkit.config import DistillConfig, apply_overrides, load_yaml
+        from kdkit.config import DistillConfig, load_config
 
-        return apply_overrides(DistillConfig(), load_yaml(self.dir / "config.yaml"))
+        return load_config(DistillConfig(), self.dir / "config.yaml")
 
     @functools.cached_property
     def data(self):
