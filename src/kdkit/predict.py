@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdkit.data.images import opened, to_array
 from kdkit.errors import KdkitError
 from kdkit.export import INPUT_NAME, OUTPUT_NAME, load_sidecar, ort_session
 
@@ -89,7 +90,7 @@ def _read_npy(path: Path, meta: dict) -> tuple[list[str], np.ndarray]:
 def _read_images(path: Path, meta: dict) -> tuple[list[str], np.ndarray]:
     """png/jpg files (a folder, searched recursively, in sorted order), converted to the model's
     channels (L or RGB) and resized to its input size when they differ."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     c, h, w = meta["input_shape"]
     if c not in (1, 3):
@@ -99,10 +100,8 @@ def _read_images(path: Path, meta: dict) -> tuple[list[str], np.ndarray]:
         raise KdkitError(f"no .png/.jpg images in '{path}'; pass a folder of images or a .npy array")
     images = []
     for file in files:
-        try:
-            image = Image.open(file).convert("L" if c == 1 else "RGB")
-        except (OSError, UnidentifiedImageError) as e:
-            raise KdkitError(f"cannot read image '{file}' ({str(e)[:80]}); remove or replace it") from None
+        with opened(file, str(file)) as source:  # size checked from the header; truncated files refused
+            image = Image.fromarray(to_array(source, str(file), "L" if c == 1 else "RGB"))
         if image.size != (w, h):
             image = image.resize((w, h), Image.BILINEAR)
         pixels = np.asarray(image, dtype=np.uint8)  # (H, W) or (H, W, 3)

@@ -1,0 +1,155 @@
+"""Data that looks fine but is not (issue 20): 16-bit images, images too large to decode, truncated
+files, a decoded cache that outlives its images, NaN arrays, teacher outputs for other data, and
+`kdkit predict` on a damaged model or sidecar. Each test writes its own tiny files under tmp_path."""
+import io
+import json
+import os
+import re
+import resource
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from kdkit.data import from_arrays, load_dataset
+from kdkit.errors import KdkitError
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    """No test sees the developer's cache or a pixel limit set in the shell."""
+    monkeypatch.setenv("KDKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("KDKIT_MAX_PIXELS", raising=False)
+    return tmp_path / "cache"
+
+
+def save_image(path, image, **options):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **options)
+    return path
+
+
+# ---------------------------------------------------------------- 16-bit images
+
+
+def test_16_bit_pngs_are_scaled_to_8_bits(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    written = {}
+    for name, low in (("dark", 0), ("bright", 30000)):  # both above 255: both read as 255 before
+        for i in range(5):
+            pixels = rng.integers(low + 300, low + 30000, (6, 6), dtype=np.uint16)
+            save_image(tmp_path / "deep" / name / f"{i}.png", Image.fromarray(pixels))
+            written[(name, i)] = (pixels >> 8).astype(np.uint8)
+    assert Image.open(tmp_path / "deep" / "dark" / "0.png").mode == "I;16"
+    data = load_dataset(str(tmp_path / "deep"), val_fraction=0.0)
+    expected = {bytes(v.tobytes()) for v in written.values()}
+    decoded = torch.cat([data.train.images, data.test.images])[:, 0].numpy()  # (10, 6, 6)
+    assert {bytes(x.tobytes()) for x in decoded} == expected
+
+
+def test_32_bit_integer_and_float_images(tmp_path):
+    from PIL import Image
+
+    pixels = np.arange(36, dtype=np.int32).reshape(6, 6) * 1800  # 0..63000: 16-bit values in mode I
+    for i, name in enumerate(("a", "b")):
+        save_image(tmp_path / "ints" / name / "0.tif", Image.fromarray(pixels + i * 256))
+        save_image(tmp_path / "ints" / name / "1.tif", Image.fromarray(pixels + i * 512))
+    assert Image.open(tmp_path / "ints" / "a" / "0.tif").mode == "I"
+    data = load_dataset(str(tmp_path / "ints"), val_fraction=0.0)
+    decoded = {bytes(x.tobytes()) for x in torch.cat([data.train.images, data.test.images]).numpy()}
+    assert decoded == {bytes(((pixels + s) >> 8).astype(np.uint8).tobytes()) for s in (0, 256, 512)}
+    save_image(tmp_path / "floats" / "a" / "0.tif", Image.fromarray(np.full((6, 6), 0.5, np.float32)))
+    save_image(tmp_path / "floats" / "b" / "0.tif", Image.fromarray(np.full((6, 6), 0.7, np.float32)))
+    with pytest.raises(KdkitError, match=r"floats/a/0.tif holds 32-bit float pixels \(mode F\).*convert .* to 8 "
+                                         r"or 16-bit"):
+        load_dataset(str(tmp_path / "floats"))
+
+
+def test_predict_reads_16_bit_pngs(tmp_path):
+    from PIL import Image
+
+    from kdkit.predict import read_inputs
+
+    pixels = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000
+    save_image(tmp_path / "in" / "x.png", Image.fromarray(pixels))
+    meta = {"input_shape": [1, 8, 8], "mean": [0.0], "std": [1.0], "input_dtype": "uint8"}
+    _, x = read_inputs(tmp_path / "in", meta)
+    assert np.allclose(x[0, 0] * 255, pixels >> 8)
+
+
+# ---------------------------------------------------------------- images too large to decode
+
+
+@pytest.fixture(scope="module")
+def bomb_png():
+    """A 10000x10000 1-bit PNG: 12 kB on disk, 100 million pixels (300 MB as RGB) decoded."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("1", (10_000, 10_000)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_huge_images_are_refused_from_the_header(tmp_path, bomb_png):
+    for name in ("a", "b"):
+        (tmp_path / "big" / name).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "big" / name / f"{i}.png").write_bytes(bomb_png)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    start = time.perf_counter()
+    with pytest.raises(KdkitError, match=r"image .*big/a/0.png is 10000x10000 \(100 million pixels\), above the "
+                                         r"limit of 50000000 pixels; resize .* KDKIT_MAX_PIXELS=100000000"):
+        load_dataset(str(tmp_path / "big"))
+    assert time.perf_counter() - start < 3  # decoding the six would take far longer
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 100_000  # and hundreds of MB
+
+
+def test_pixel_limit_is_configurable(tmp_path, monkeypatch):
+    from PIL import Image
+
+    for name in ("a", "b"):
+        save_image(tmp_path / "small" / name / "0.png", Image.new("L", (8, 8), 9))
+    monkeypatch.setenv("KDKIT_MAX_PIXELS", "63")
+    with pytest.raises(KdkitError, match=r"is 8x8 \(64 pixels\), above the limit of 63 pixels"):
+        load_dataset(str(tmp_path / "small"))
+    monkeypatch.setenv("KDKIT_MAX_PIXELS", "50M")
+    with pytest.raises(KdkitError, match="KDKIT_MAX_PIXELS must be a whole number of pixels, got '50M'; e.g. 50000000"):
+        load_dataset(str(tmp_path / "small"))
+    monkeypatch.setenv("KDKIT_MAX_PIXELS", "64")
+    assert load_dataset(str(tmp_path / "small")).input_shape == (1, 8, 8)
+
+
+# ---------------------------------------------------------------- truncated images
+
+
+def jpeg_folder(root, per_class=10, cut=()):
+    """Random 48x48 JPEGs in two classes; the files named in `cut` lose their last quarter (in the
+    scan data, past the headers: Pillow's LOAD_TRUNCATED_IMAGES would fill it with grey)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for name in ("a", "b"):
+        for i in range(per_class):
+            path = save_image(root / name / f"{i}.jpg", Image.fromarray(rng.integers(0, 256, (48, 48, 3), np.uint8)))
+            if f"{name}/{i}.jpg" in cut:
+                path.write_bytes(path.read_bytes()[: path.stat().st_size * 3 // 4])
+
+
+def test_truncated_images_are_counted_and_named(tmp_path):
+    jpeg_folder(tmp_path / "photos", cut=("a/3.jpg", "b/0.jpg", "b/7.jpg"))
+    with pytest.raises(KdkitError, match=r"^3 of 20 images in .*photos are truncated or damaged \(first: a/3.jpg: "
+                                         r".+\); replace or remove them"):
+        load_dataset(str(tmp_path / "photos"))
+
+
+def test_truncated_images_are_refused_even_when_pillow_is_told_to_load_them(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # as many training scripts set it
+    jpeg_folder(tmp_path / "photos", cut=("b/4.jpg",))
+    with pytest.raises(KdkitError, match=r"cannot decode image .*photos/b/4.jpg \(.+\); the file is truncated or damaged"):
+        load_dataset(str(tmp_path / "photos"))
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is left as it was
