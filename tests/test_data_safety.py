@@ -153,3 +153,25 @@ def test_truncated_images_are_refused_even_when_pillow_is_told_to_load_them(tmp_
     with pytest.raises(KdkitError, match=r"cannot decode image .*photos/b/4.jpg \(.+\); the file is truncated or damaged"):
         load_dataset(str(tmp_path / "photos"))
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is left as it was
+
+
+# ---------------------------------------------------------------- the decoded-image cache
+
+
+def test_cache_sees_an_image_replaced_with_the_same_size_and_mtime(tmp_path):
+    from PIL import Image
+
+    for name in ("a", "b"):
+        for i in range(3):
+            save_image(tmp_path / "pets" / name / f"{i}.bmp", Image.new("L", (4, 4), 10 * i + 100 * (name == "b")))
+    first = load_dataset(str(tmp_path / "pets"), val_fraction=0.0)
+    assert 222 not in torch.cat([first.train.images, first.test.images]).unique()
+    target = tmp_path / "pets" / "a" / "1.bmp"
+    before = target.stat()
+    replacement = io.BytesIO()
+    Image.new("L", (4, 4), 222).save(replacement, "BMP")
+    assert len(replacement.getvalue()) == before.st_size
+    target.write_bytes(replacement.getvalue())  # same inode, same size
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the old mtime restored
+    second = load_dataset(str(tmp_path / "pets"), val_fraction=0.0)
+    assert 222 in torch.cat([second.train.images, second.test.images]).unique()
