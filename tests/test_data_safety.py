@@ -175,3 +175,20 @@ def test_cache_sees_an_image_replaced_with_the_same_size_and_mtime(tmp_path):
     os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the old mtime restored
     second = load_dataset(str(tmp_path / "pets"), val_fraction=0.0)
     assert 222 in torch.cat([second.train.images, second.test.images]).unique()
+
+
+# ---------------------------------------------------------------- arrays
+
+
+def test_from_arrays_refuses_nan_and_inf():
+    x = np.random.default_rng(0).normal(size=(40, 1, 4, 4)).astype(np.float32)
+    y = np.arange(40) % 2
+    bad = x.copy()
+    bad[3, 0, :3] = np.nan
+    bad[9, 0, 0, 0] = np.inf
+    with pytest.raises(KdkitError, match=r"^x_train has 13 NaN/inf values \(first in sample 3\); replace them"):
+        from_arrays(bad, y, x[:10], y[:10])
+    with pytest.raises(KdkitError, match=r"^x_test has 16 NaN/inf values \(first in sample 2\)"):
+        from_arrays(x, y, np.where(np.arange(40)[:, None, None, None] == 2, -np.inf, x)[:10], y[:10])
+    with pytest.raises(KdkitError, match=r"^x_train has 1 NaN/inf values"):
+        from_arrays(torch.tensor([[0.0, float("nan")]] + [[1.0, 2.0]] * 9), torch.arange(10) % 2, x[:4], y[:4])
