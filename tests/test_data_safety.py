@@ -14,6 +14,7 @@ import torch
 
 from kdkit.data import from_arrays, load_dataset
 from kdkit.errors import KdkitError
+from kdkit.teachers import FileTeacher, HybridTeacher, teacher_from_spec
 
 
 @pytest.fixture(autouse=True)
@@ -192,3 +193,33 @@ def test_from_arrays_refuses_nan_and_inf():
         from_arrays(x, y, np.where(np.arange(40)[:, None, None, None] == 2, -np.inf, x)[:10], y[:10])
     with pytest.raises(KdkitError, match=r"^x_train has 1 NaN/inf values"):
         from_arrays(torch.tensor([[0.0, float("nan")]] + [[1.0, 2.0]] * 9), torch.arange(10) % 2, x[:4], y[:4])
+
+
+# ---------------------------------------------------------------- saved teacher outputs
+
+
+def test_teacher_outputs_with_more_rows_than_the_training_set(tmp_path, digits):
+    logits = np.random.default_rng(0).normal(size=(5000, 10))
+    np.save(tmp_path / "more.npy", logits)
+    with pytest.raises(KdkitError, match=r"teacher file '.*more.npy' has 5000 rows but the dataset's original training "
+                                         r"set has 1797 samples; save exactly one row per sample of the original training set \(positions 0..1796\)$"):
+        teacher_from_spec(str(tmp_path / "more.npy"), digits)
+    with pytest.raises(KdkitError, match="has 5000 rows but the dataset's original training set has 1797 samples"):
+        HybridTeacher([FileTeacher(tmp_path / "more.npy")]).prepare(digits)
+    np.save(tmp_path / "exact.npy", logits[:1797])
+    assert teacher_from_spec(str(tmp_path / "exact.npy"), digits).table.shape == (1797, 10)
+    np.save(tmp_path / "fewer.npy", logits[:1000])
+    with pytest.raises(KdkitError, match=r"lacks \d+ of the \d+ samples of the train split"):
+        teacher_from_spec(str(tmp_path / "fewer.npy"), digits)
+
+
+def test_teacher_parquet_index_beyond_the_training_set(tmp_path, digits):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    logits = np.random.default_rng(0).normal(size=(1797, 10))
+    columns = {"index": np.arange(1797) + 3} | {str(k): logits[:, k] for k in range(10)}  # 0..2 missing, 3 past the end
+    pq.write_table(pa.table(columns), tmp_path / "shifted.parquet")
+    with pytest.raises(KdkitError, match=r"'index' goes up to 1799 but the dataset's original training set has 1797 "
+                                         r"samples; save exactly one row per sample of the original training set \(positions 0..1796\)"):
+        teacher_from_spec(str(tmp_path / "shifted.parquet"), digits)

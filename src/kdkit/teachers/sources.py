@@ -140,6 +140,19 @@ class FileTeacher:
     def column_names(self, dataset_classes: list[str]) -> list[str] | None:
         return self.classes
 
+    def check_rows(self, source_size: int | None) -> None:
+        """Refuse rows beyond the source's training array: they mean the file was saved for other
+        data (another dataset, train and test together), so its rows may belong to other samples."""
+        if source_size is None or not len(self.keys):
+            return
+        fix = f"save exactly one row per sample of the original training set (positions 0..{source_size - 1})"
+        if len(self.keys) > source_size:
+            raise KdkitError(f"teacher file '{self.path}' has {len(self.keys)} rows but the dataset's original "
+                             f"training set has {source_size} samples; {fix}")
+        if self.keys[-1] >= source_size:  # keys are sorted: only a parquet 'index' column can get here
+            raise KdkitError(f"teacher file '{self.path}': column 'index' goes up to {int(self.keys[-1])} but the "
+                             f"dataset's original training set has {source_size} samples; {fix}")
+
     def split_table(self, split, split_name: str) -> torch.Tensor:
         """(N, K) float32 log-probabilities for `split`, looked up by its source positions."""
         if split.index is None:
@@ -323,6 +336,7 @@ def teacher_from_spec(spec: str, data=None):
         return None
     teacher = FileTeacher(path)
     if data is not None:
+        teacher.check_rows(data.source_size)
         order = class_order(teacher, list(data.classes))
         for split_name in SPLITS:
             split = getattr(data, split_name)
