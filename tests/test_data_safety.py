@@ -223,3 +223,19 @@ def test_teacher_parquet_index_beyond_the_training_set(tmp_path, digits):
     with pytest.raises(KdkitError, match=r"'index' goes up to 1799 but the dataset's original training set has 1797 "
                                          r"samples; save exactly one row per sample of the original training set \(positions 0..1796\)"):
         teacher_from_spec(str(tmp_path / "shifted.parquet"), digits)
+
+
+def test_csv_teacher_outputs_say_how_to_convert(tmp_path, digits):
+    from kdkit.config import DistillConfig, apply_overrides
+    from kdkit.pipeline import run_distill
+
+    np.savetxt(tmp_path / "logits.csv", np.zeros((1797, 10)), delimiter=",")
+    message = (r"teacher file '.*logits.csv' is text \(.csv\); saved outputs are read from .npy, .parquet or "
+               r".safetensors: convert it with np.save\('logits.npy', np.loadtxt\('logits.csv', delimiter=','\)\)")
+    with pytest.raises(KdkitError, match=message):
+        FileTeacher(tmp_path / "logits.csv")
+    cfg = apply_overrides(DistillConfig(), {"dataset": "digits", "teacher": str(tmp_path / "logits.csv"),
+                                            "student": "cnn-tiny", "epochs": 1, "progress": False,
+                                            "out": str(tmp_path / "run")})
+    with pytest.raises(KdkitError, match=message):
+        run_distill(cfg, digits)
