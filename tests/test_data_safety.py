@@ -15,6 +15,7 @@ import torch
 from kdkit.data import from_arrays, load_dataset
 from kdkit.errors import KdkitError
 from kdkit.teachers import FileTeacher, HybridTeacher, teacher_from_spec
+from test_bad_inputs import cli, error_line
 
 
 @pytest.fixture(autouse=True)
@@ -239,3 +240,87 @@ def test_csv_teacher_outputs_say_how_to_convert(tmp_path, digits):
                                             "out": str(tmp_path / "run")})
     with pytest.raises(KdkitError, match=message):
         run_distill(cfg, digits)
+
+
+# ---------------------------------------------------------------- kdkit predict
+
+
+@pytest.fixture
+def exported(tmp_path):
+    """A tiny ONNX model (1x8x8 -> 3 classes) with its sidecar, and a matching .npy input."""
+    pytest.importorskip("onnxruntime")
+    from kdkit.export import ONNX_FORMAT, export_onnx
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+    path = export_onnx(model, tmp_path / "m.onnx", (1, 8, 8))
+    sidecar = {"format": ONNX_FORMAT, "classes": ["a", "b", "c"], "mean": [0.5], "std": [0.25],
+               "input_shape": [1, 8, 8], "input_dtype": "uint8"}
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    np.save(tmp_path / "x.npy", np.zeros((2, 1, 8, 8), np.uint8))
+    return path, sidecar
+
+
+def test_predict_checks_the_sidecar(exported, tmp_path):
+    from kdkit.predict import predict
+
+    path, sidecar = exported
+    assert [r["class"] for r in predict(path, tmp_path / "x.npy", top=2)] != []
+    cases = [({k: v for k, v in sidecar.items() if k != "classes"}, r"has no 'classes' list"),
+             (sidecar | {"classes": ["a"]}, r"names 1 class \('classes': \['a'\]\); a classifier needs at least 2"),
+             (sidecar | {"classes": "abc"}, r"has no 'classes' list"),
+             ({k: v for k, v in sidecar.items() if k != "std"}, r"has no 'std'"),
+             (sidecar | {"classes": ["a", "b"]}, r"m.onnx' gives 3 scores per input but its sidecar names 2 classes")]
+    for side, pattern in cases:
+        path.with_suffix(".json").write_text(json.dumps(side))
+        with pytest.raises(KdkitError) as error:
+            predict(path, tmp_path / "x.npy")
+        message = str(error.value)
+        assert re.search(pattern, message) and "\n" not in message and len(message) < 300, message
+
+
+def test_predict_input_the_model_does_not_take(exported, tmp_path):
+    from kdkit.predict import predict
+
+    path, sidecar = exported
+    path.with_suffix(".json").write_text(json.dumps(sidecar | {"input_shape": [1, 4, 4]}))  # not the model's
+    np.save(tmp_path / "small.npy", np.zeros((2, 1, 4, 4), np.uint8))
+    with pytest.raises(KdkitError, match=r"m.onnx' takes input of shape \(N, 1, 8, 8\) but its sidecar m.json says "
+                                         r"\(1, 4, 4\); the sidecar belongs to another model: re-export"):
+        predict(path, tmp_path / "small.npy")
+
+
+def test_predict_input_rejected_while_running(exported, tmp_path):
+    import warnings
+
+    from kdkit.predict import predict
+
+    path, sidecar = exported
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+    axes = {"input": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}}  # H, W not fixed in the file
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 1, 8, 8),), str(path), input_names=["input"], output_names=["logits"],
+                          dynamic_axes=axes, dynamo=False)
+    path.with_suffix(".json").write_text(json.dumps(sidecar | {"input_shape": [1, 4, 4]}))
+    np.save(tmp_path / "small.npy", np.zeros((2, 1, 4, 4), np.uint8))
+    with pytest.raises(KdkitError, match=r"^onnxruntime cannot run '.*m.onnx' on inputs of shape \(2, 1, 4, 4\) \(.+\); "
+                                         r"check that the model and its sidecar belong together"):
+        predict(path, tmp_path / "small.npy")
+
+
+def test_predict_truncated_onnx_file(exported, tmp_path, monkeypatch, capsys):
+    path, _ = exported
+    path.write_bytes(path.read_bytes()[:200])
+    message = error_line(cli("predict", path, tmp_path / "x.npy", monkeypatch=monkeypatch, capsys=capsys))
+    assert message.startswith(f"model file '{path}' cannot be loaded by onnxruntime (INVALID_PROTOBUF")
+    assert message.endswith("it is truncated or corrupt; export it again with kdkit export")
+
+
+def test_predict_decompression_bomb_is_one_line(exported, tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    path, _ = exported
+    save_image(tmp_path / "in" / "bomb.png", Image.new("1", (20_000, 20_000)))  # over Pillow's own limit too
+    message = error_line(cli("predict", path, tmp_path / "in", monkeypatch=monkeypatch, capsys=capsys))
+    assert message == (f"image {tmp_path / 'in' / 'bomb.png'} is 20000x20000 (400 million pixels), above the limit "
+                       "of 50000000 pixels; resize it, or raise the limit with KDKIT_MAX_PIXELS=400000000")
