@@ -63,6 +63,10 @@ def test_32_bit_integer_and_float_images(tmp_path):
     data = load_dataset(str(tmp_path / "ints"), val_fraction=0.0)
     decoded = {bytes(x.tobytes()) for x in torch.cat([data.train.images, data.test.images]).numpy()}
     assert decoded == {bytes(((pixels + s) >> 8).astype(np.uint8).tobytes()) for s in (0, 256, 512)}
+    save_image(tmp_path / "wide" / "a" / "0.tif", Image.fromarray(pixels * 2))  # up to 126000: not 16-bit
+    save_image(tmp_path / "wide" / "b" / "0.tif", Image.fromarray(pixels))
+    with pytest.raises(KdkitError, match=r"wide/a/0.tif holds 32-bit values outside 0..65535 \(mode I\)"):
+        load_dataset(str(tmp_path / "wide"))
     save_image(tmp_path / "floats" / "a" / "0.tif", Image.fromarray(np.full((6, 6), 0.5, np.float32)))
     save_image(tmp_path / "floats" / "b" / "0.tif", Image.fromarray(np.full((6, 6), 0.7, np.float32)))
     with pytest.raises(KdkitError, match=r"floats/a/0.tif holds 32-bit float pixels \(mode F\).*convert .* to 8 "
@@ -268,7 +272,8 @@ def test_predict_checks_the_sidecar(exported, tmp_path):
     cases = [({k: v for k, v in sidecar.items() if k != "classes"}, r"has no 'classes' list"),
              (sidecar | {"classes": ["a"]}, r"names 1 class \('classes': \['a'\]\); a classifier needs at least 2"),
              (sidecar | {"classes": "abc"}, r"has no 'classes' list"),
-             ({k: v for k, v in sidecar.items() if k != "std"}, r"has no 'std'"),
+             ({k: v for k, v in sidecar.items() if k != "std"}, r"has no 'std' list with one number per input channel \(1\); re-export"),
+             (sidecar | {"input_shape": [8, 8]}, r"has no 'input_shape' \[C, H, W\]; re-export the model"),
              (sidecar | {"classes": ["a", "b"]}, r"m.onnx' gives 3 scores per input but its sidecar names 2 classes")]
     for side, pattern in cases:
         path.with_suffix(".json").write_text(json.dumps(side))

@@ -60,7 +60,7 @@ def _checked_sidecar(onnx_path) -> dict:
         values = meta.get(key)
         if not (isinstance(values, list) and len(values) == shape[0]
                 and all(isinstance(v, (int, float)) and (key == "mean" or v > 0) for v in values)):
-            raise KdkitError(f"sidecar '{side}' has no '{key}' list of {shape[0]} numbers; {fix}")
+            raise KdkitError(f"sidecar '{side}' has no '{key}' list with one number per input channel ({shape[0]}); {fix}")
     return meta
 
 
