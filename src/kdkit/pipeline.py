@@ -383,10 +383,11 @@ def teacher_specs(teacher: str) -> list[str]:
 def _kind(spec: str) -> str:
     """'torch' (weights or an architecture), 'sklearn' (sklearn:NAME) or 'file' (saved outputs)."""
     from kdkit.teachers import teacher_from_spec
+    from kdkit.teachers.sources import TEXT_SUFFIXES
 
     if spec.startswith("sklearn:"):
         return "sklearn"
-    if Path(spec).suffix.lower() in (".npy", ".parquet") or (spec.endswith(".safetensors") and teacher_from_spec(spec) is not None):
+    if Path(spec).suffix.lower() in (".npy", ".parquet", *TEXT_SUFFIXES) or (spec.endswith(".safetensors") and teacher_from_spec(spec) is not None):
         return "file"
     return "torch"
 

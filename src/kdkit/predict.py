@@ -7,12 +7,14 @@
     rows = predict("runs/demo/export/student.onnx", "batch.npy", top=3)   # class, probability, top-k
 """
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
 
+from kdkit.data.images import opened, to_array
 from kdkit.errors import KdkitError
-from kdkit.export import INPUT_NAME, OUTPUT_NAME, load_sidecar, ort_session
+from kdkit.export import INPUT_NAME, OUTPUT_NAME, load_sidecar, ort_session, require_onnx
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -22,18 +24,78 @@ def predict(onnx_path, inputs, top: int = 3) -> list[dict]:
     row of a .npy array (N, C, H, W) or (N, H, W), using only the .onnx file and its sidecar."""
     if top < 1:
         raise KdkitError(f"--top must be at least 1, got {top}; e.g. --top 3")
-    meta = load_sidecar(onnx_path)
+    meta = _checked_sidecar(onnx_path)
+    session = _session(onnx_path, meta)
     names, x = read_inputs(inputs, meta)  # (N, C, H, W) float32 normalised
-    logits = ort_session(onnx_path).run([OUTPUT_NAME], {INPUT_NAME: x})[0]  # (N, K)
+    logits = _run(session, x, onnx_path)  # (N, K)
+    classes = meta["classes"]
+    if logits.shape[1] != len(classes):
+        raise KdkitError(f"'{onnx_path}' gives {logits.shape[1]} scores per input but its sidecar names {len(classes)} "
+                         "classes; the sidecar belongs to another model: re-export it with kdkit export")
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
-    classes = meta["classes"]
     rows = []
     for name, p in zip(names, probs):
         order = np.argsort(-p)[:top]
         rows.append({"input": name, "class": classes[order[0]], "probability": float(p[order[0]]),
                      "top": [(classes[k], float(p[k])) for k in order]})
     return rows
+
+
+def _checked_sidecar(onnx_path) -> dict:
+    """The sidecar, with what predict reads from it checked: a hand-edited or foreign one gets a
+    one-line error here instead of a KeyError or IndexError later."""
+    meta = load_sidecar(onnx_path)
+    side = Path(onnx_path).with_suffix(".json").name
+    fix = "re-export the model with kdkit export"
+    classes, shape = meta.get("classes"), meta.get("input_shape")
+    if not isinstance(classes, list) or not classes:
+        raise KdkitError(f"sidecar '{side}' has no 'classes' list; {fix}")
+    if len(classes) < 2:
+        raise KdkitError(f"sidecar '{side}' names 1 class ('classes': {str(classes)[:60]}); a classifier needs at "
+                         f"least 2: {fix}")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape)):
+        raise KdkitError(f"sidecar '{side}' has no 'input_shape' [C, H, W]; {fix}")
+    for key in ("mean", "std"):
+        values = meta.get(key)
+        if not (isinstance(values, list) and len(values) == shape[0]
+                and all(isinstance(v, (int, float)) and (key == "mean" or v > 0) for v in values)):
+            raise KdkitError(f"sidecar '{side}' has no '{key}' list with one number per input channel ({shape[0]}); {fix}")
+    return meta
+
+
+def _session(onnx_path, meta: dict):
+    """An onnxruntime session, after checking the file loads and takes the sidecar's input shape."""
+    require_onnx()  # missing packages get their own message, not "corrupt" from the except below
+    try:
+        session = ort_session(onnx_path)
+    except Exception as e:  # noqa: BLE001 -- onnxruntime's errors (InvalidProtobuf, Fail, ...) share no base class
+        raise KdkitError(f"model file '{onnx_path}' cannot be loaded by onnxruntime ({_ort_why(e, onnx_path)}); it is "
+                         "truncated or corrupt; export it again with kdkit export") from None
+    declared = session.get_inputs()[0].shape  # e.g. ['batch', 1, 8, 8]: names for free dimensions
+    expected = meta["input_shape"]
+    if len(declared) != 4 or any(isinstance(d, int) and d != e for d, e in zip(declared[1:], expected)):
+        shown = ", ".join("N" if i == 0 or not isinstance(d, int) else str(d) for i, d in enumerate(declared))
+        raise KdkitError(f"'{onnx_path}' takes input of shape ({shown}) but its sidecar "
+                         f"{Path(onnx_path).with_suffix('.json').name} says {tuple(expected)}; the sidecar belongs to "
+                         "another model: re-export it with kdkit export")
+    return session
+
+
+def _run(session, x: np.ndarray, onnx_path) -> np.ndarray:
+    """(N, K) logits, or a one-line error when onnxruntime rejects the input."""
+    try:
+        return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+    except Exception as e:  # noqa: BLE001 -- onnxruntime's errors share no base class
+        raise KdkitError(f"onnxruntime cannot run '{onnx_path}' on inputs of shape {x.shape} ({_ort_why(e, onnx_path)}); "
+                         "check that the model and its sidecar belong together, or re-export with kdkit export") from None
+
+
+def _ort_why(error: Exception, onnx_path) -> str:
+    """onnxruntime's message without its '[ONNXRuntimeError] : 7 :' prefix and the repeated path."""
+    text = " ".join(str(error).split())
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : ", "", text).replace(f"Load model from {onnx_path} failed:", "")
+    return text[:100] or type(error).__name__
 
 
 def read_inputs(inputs, meta: dict) -> tuple[list[str], np.ndarray]:
@@ -89,7 +151,7 @@ def _read_npy(path: Path, meta: dict) -> tuple[list[str], np.ndarray]:
 def _read_images(path: Path, meta: dict) -> tuple[list[str], np.ndarray]:
     """png/jpg files (a folder, searched recursively, in sorted order), converted to the model's
     channels (L or RGB) and resized to its input size when they differ."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     c, h, w = meta["input_shape"]
     if c not in (1, 3):
@@ -99,10 +161,8 @@ def _read_images(path: Path, meta: dict) -> tuple[list[str], np.ndarray]:
         raise KdkitError(f"no .png/.jpg images in '{path}'; pass a folder of images or a .npy array")
     images = []
     for file in files:
-        try:
-            image = Image.open(file).convert("L" if c == 1 else "RGB")
-        except (OSError, UnidentifiedImageError) as e:
-            raise KdkitError(f"cannot read image '{file}' ({str(e)[:80]}); remove or replace it") from None
+        with opened(file, str(file)) as source:  # size checked from the header; truncated files refused
+            image = Image.fromarray(to_array(source, str(file), "L" if c == 1 else "RGB"))
         if image.size != (w, h):
             image = image.resize((w, h), Image.BILINEAR)
         pixels = np.asarray(image, dtype=np.uint8)  # (H, W) or (H, W, 3)

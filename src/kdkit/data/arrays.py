@@ -55,6 +55,8 @@ def _as_numpy(x, what: str) -> np.ndarray:
 def _as_images(x, what: str) -> np.ndarray:
     """(N, C, H, W) uint8 or float32 from any accepted layout (see module docstring)."""
     x = _as_numpy(x, what)
+    if x.dtype.kind == "f":
+        _check_finite(x, what)
     if x.ndim == 2 and x.dtype.kind in "iubf":
         return np.ascontiguousarray(x, dtype=np.float32)[:, :, None, None]  # (N, F) -> (N, F, 1, 1)
     if x.dtype != np.uint8 and x.dtype.kind != "f":
@@ -68,3 +70,14 @@ def _as_images(x, what: str) -> np.ndarray:
         raise KdkitError(f"{what}: cannot read shape {x.shape}; give (N, F), (N, H, W), "
                          "(N, C, H, W) or (N, H, W, C) with C in 1, 3, 4")
     return np.ascontiguousarray(x, dtype=np.uint8 if x.dtype == np.uint8 else np.float32)
+
+
+def _check_finite(x: np.ndarray, what: str) -> None:
+    """One NaN sample makes the channel mean NaN, and so every normalised input: refuse it here,
+    where the user can still see which array and sample it is."""
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = finite.reshape(len(x), -1).all(axis=1) if x.ndim else finite
+        first = int(np.argmin(bad)) if x.ndim else 0
+        raise KdkitError(f"{what} has {int(x.size - finite.sum())} NaN/inf values (first in sample {first}); "
+                         "replace them (impute missing values, or np.nan_to_num) or drop those samples")

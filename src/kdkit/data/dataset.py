@@ -58,6 +58,9 @@ class Dataset:
     mean: tuple[float, ...]  # per channel, in [0, 1] units for uint8 images, raw units for floats
     std: tuple[float, ...]
     augment: str  # "crop_flip", "crop" or "none"; see augment.py
+    # samples in the source's training array, which train and val `index` point into (saved teacher
+    # outputs must have exactly this many rows); None for hand-built datasets
+    source_size: int | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -191,7 +194,7 @@ def build_dataset(raw: RawData, name: str, augment: str, val_fraction: float = 0
     mean, std = channel_stats(x_train, train)
     return Dataset(name=name, train=_split(x_train, y_train, train), val=_split(x_train, y_train, val),
                    test=_split(x_test, y_test, test), classes=list(raw.classes), mean=mean, std=std,
-                   augment=augment)
+                   augment=augment, source_size=len(y_train))
 
 
 def memory_limit() -> int:

@@ -1,8 +1,9 @@
 """Files on disk: listing a folder or a tar archive the same way, and the cache of decoded arrays.
 
 Decoding 60,000 JPEGs takes a while, so the result is stored once as a folder of .npy files under
-`cache_root()/decoded/`, keyed by the source path plus the size and mtime of what it holds; a
-changed source gets a new key. Decoders write straight into memory-mapped files of that folder
+`cache_root()/decoded/`, keyed by the source path plus the size, mtime, inode and sampled content
+of every file it holds (`fingerprint`); a changed source gets a new key, even a file rewritten
+with the same size and its old mtime put back. Decoders write straight into memory-mapped files of that folder
 (`build(alloc)`), so a dataset larger than RAM decodes without ever being held in memory; later
 runs map the images instead of reading them (see dataset.py for splits that stay on disk). The
 folder is written under a temporary name and renamed, so an interrupted run never leaves a
@@ -23,7 +24,9 @@ from kdkit.data.dataset import RawData, corrupt_file, mapped_array
 from kdkit.errors import KdkitError
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
-CACHE_VERSION = 2  # bump when the decoded layout changes, so old cache files are ignored
+CACHE_VERSION = 3  # bump when the decoded layout or values change, so old cache files are ignored
+# (3: 16-bit images are scaled, no longer all 255)
+SAMPLE_BYTES, SAMPLES = 4096, 8  # a file's content key: all of it up to 32 kB, else 8 evenly spaced 4 kB reads
 
 Tree = dict[str, Callable[[], bytes]]  # relative posix path -> function returning the file's bytes
 Alloc = Callable[[str, tuple, np.dtype], np.ndarray]  # (name, shape, dtype) -> an array to fill
@@ -92,8 +95,27 @@ def fingerprint(path: Path) -> str:
         if file.is_file():
             stat = file.stat()
             name = file.relative_to(path.parent)
-            digest.update(f"|{name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+            digest.update(f"|{name}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}|".encode())
+            digest.update(_sampled(file, stat.st_size))
     return digest.hexdigest()[:20]
+
+
+def _sampled(file: Path, size: int) -> bytes:
+    """The bytes of a small file, or evenly spaced samples of a large one: size and mtime can be
+    put back by a copy or a tool, and then only the content tells the files apart. Bounded reads
+    keep the key cheap for a folder of 60,000 images or one large archive (whose gzip trailer, a
+    CRC of all content, is always sampled: the last read ends at the end of the file)."""
+    try:
+        with file.open("rb") as handle:
+            if size <= SAMPLE_BYTES * SAMPLES:
+                return handle.read()
+            parts = []
+            for i in range(SAMPLES):
+                handle.seek((size - SAMPLE_BYTES) * i // (SAMPLES - 1))
+                parts.append(handle.read(SAMPLE_BYTES))
+            return b"".join(parts)
+    except OSError:  # unreadable: the decoder will say so; the key still changes with the stat
+        return b""
 
 
 def cached(path: Path, build: Callable[[Alloc], RawData]) -> RawData:

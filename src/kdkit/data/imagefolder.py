@@ -5,13 +5,13 @@ Two layouts are accepted, below any single root folder:
     <class>/<image>                                      a test split is carved later (dataset.py)
 Class names are the sorted train folder names; label i is classes[i]. All images must share one
 size. Grey images give 1 channel; if any image has colour, every image is read as RGB (alpha and
-palettes are dropped).
+palettes are dropped); 16-bit grey is scaled to 8 bits. images.py opens each file: sizes above
+$KDKIT_MAX_PIXELS are refused from the header, truncated files are errors.
 
 Two passes: the image headers first (size and colour mode, no pixels), then each image is decoded
 into its row of arrays made by `alloc` (memory-mapped cache files, see files.py), so the decoded
 dataset is never held in memory twice, or at all.
 """
-import io
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -20,25 +20,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from kdkit.data.dataset import RawData
 from kdkit.data.files import Alloc, Tree, in_memory
+from kdkit.data.images import GREY_MODES, DamagedImage, opened, to_array
 from kdkit.errors import KdkitError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 SPLITS = ("train", "test")
-_GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 _SHOW_PROGRESS_FROM = 2000  # images; small folders decode too fast to need a progress bar
 
 
 def read_image_tree(tree: Tree, origin: str, alloc: Alloc = in_memory) -> RawData:
     """Decode every image of an ImageFolder tree into (N, C, H, W) uint8 arrays made by `alloc`."""
-    from PIL import Image  # imported here: only ImageFolder sources need pillow
-
     entries = _layout(tree, origin)  # [(split, class, path)], sorted by path
     classes = sorted({name for split, name, _ in entries if split != "test"})
     unknown = sorted({name for split, name, _ in entries if split == "test"} - set(classes))
     if unknown:
         raise KdkitError(f"{origin}: test classes {unknown} have no train folder; "
                          "add train/<class> folders for them or remove them from test/")
-    height, width, channels = _shape(Image, tree, entries, origin)
+    height, width, channels = _shape(tree, entries, origin)
     index = {name: i for i, name in enumerate(classes)}
     is_test = np.array([split == "test" for split, _, _ in entries])
     labels = np.array([index[name] for _, name, _ in entries], dtype=np.int64)
@@ -48,15 +46,21 @@ def read_image_tree(tree: Tree, origin: str, alloc: Alloc = in_memory) -> RawDat
     progress = Progress(TextColumn("decoding {task.description}"), BarColumn(),
                         MofNCompleteColumn(), TimeRemainingColumn(), console=Console(stderr=True),
                         disable=len(entries) < _SHOW_PROGRESS_FROM)
+    damaged = []  # decoding goes on past a damaged image, so the error can say how many there are
     with progress:
         task = progress.add_task(origin, total=len(entries))
         for i, (_, _, path) in enumerate(entries):
-            pixels = _decode(Image, tree[path](), f"{origin}/{path}")  # (H, W) or (H, W, 3)
+            try:
+                pixels = _decode(tree[path](), f"{origin}/{path}")  # (H, W) or (H, W, 3)
+            except DamagedImage as error:
+                damaged.append((path, error))
+                continue
             target = x_test[rows[1][i]] if is_test[i] else x_train[rows[0][i]]  # (C, H, W)
             target[:] = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)  # grey fills every channel
             if i % 500 == 0:
                 progress.update(task, completed=i)
         progress.update(task, completed=len(entries))
+    _refuse_damaged(damaged, len(entries), origin)
     if entries[0][0] == "all":
         return RawData(x_train, labels, None, None, classes, origin)
     return RawData(x_train, labels[~is_test], x_test, labels[is_test], classes, origin)
@@ -83,32 +87,36 @@ def _layout(tree: Tree, origin: str) -> list[tuple[str, str, str]]:
     return [(ps[-3] if with_splits else "all", ps[-2], path) for path, ps in zip(paths, parts)]
 
 
-def _shape(image_module, tree: Tree, entries, origin: str) -> tuple[int, int, int]:
+def _shape(tree: Tree, entries, origin: str) -> tuple[int, int, int]:
     """(H, W, C) shared by every image, from the headers only; C is 3 when any image has colour."""
-    first, colour = None, False
+    first, colour, damaged = None, False, []
     for _, _, path in entries:
         try:
-            with image_module.open(io.BytesIO(tree[path]())) as image:
+            with opened(tree[path](), f"{origin}/{path}") as image:
                 size, mode = image.size, image.mode  # (W, H): the header, no pixels decoded
-        except (OSError, ValueError, SyntaxError, image_module.DecompressionBombError) as error:
-            raise _damaged(f"{origin}/{path}", error) from None
+        except DamagedImage as error:
+            damaged.append((path, error))
+            continue
         first = first or (size, path)
         if size != first[0]:
             raise KdkitError(f"{origin}: images differ in size ({first[1]} is {first[0][0]}x{first[0][1]}, "
                              f"{path} is {size[0]}x{size[1]}); resize them all to one size first")
-        colour = colour or mode not in _GREY_MODES
+        colour = colour or mode not in GREY_MODES
+    _refuse_damaged(damaged, len(entries), origin)
     return first[0][1], first[0][0], 3 if colour else 1
 
 
-def _decode(image_module, data: bytes, origin: str) -> np.ndarray:
+def _decode(data: bytes, name: str) -> np.ndarray:
     """(H, W) grey or (H, W, 3) RGB uint8."""
-    try:
-        with image_module.open(io.BytesIO(data)) as image:
-            mode = "L" if image.mode in _GREY_MODES else "RGB"
-            return np.asarray(image if image.mode == mode else image.convert(mode))
-    except (OSError, ValueError, SyntaxError, image_module.DecompressionBombError) as error:
-        raise _damaged(origin, error) from None
+    with opened(data, name) as image:
+        return to_array(image, name)
 
 
-def _damaged(origin: str, error: Exception) -> KdkitError:
-    return KdkitError(f"cannot decode image {origin} ({error}); the file is damaged: replace or remove it")
+def _refuse_damaged(damaged: list, total: int, origin: str) -> None:
+    """One damaged image: its own error; several: how many, and the first."""
+    if len(damaged) == 1:
+        raise damaged[0][1]
+    if damaged:
+        path, error = damaged[0]
+        raise KdkitError(f"{len(damaged)} of {total} images in {origin} are truncated or damaged "
+                         f"(first: {path}: {error.why}); replace or remove them")

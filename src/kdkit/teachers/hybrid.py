@@ -75,6 +75,9 @@ class HybridTeacher(nn.Module):
     def _prepare(self) -> None:
         data = self.data
         self._on_device = {}
+        for source in self.sources:
+            if isinstance(source, FileTeacher):
+                source.check_rows(data.source_size)
         self._orders = [class_order(s, list(data.classes)) for s in self.sources]
         self._tables = {name: [self._index_table(i, name) for i in range(len(self.sources))]
                         for name in SPLITS}

@@ -14,6 +14,8 @@ PROB_FLOOR = 1e-8  # smallest probability kept from estimators and files
 PROB_ROW_TOLERANCE = 1e-3  # rows within this of 1 (all values in [0, 1]) are read as probabilities
 PREDICT_CHUNK = 4096  # rows per predict_proba call, so no float copy of a whole split is made
 SPLITS = ("train", "val")
+OUTPUT_SUFFIXES = (".npy", ".parquet", ".safetensors")  # the formats FileTeacher reads
+TEXT_SUFFIXES = {".csv": ", delimiter=','", ".tsv": ", delimiter='\\t'", ".txt": ""}  # refused, with how to convert
 
 # ---------------------------------------------------------------- sources
 
@@ -128,6 +130,8 @@ class FileTeacher:
             raise KdkitError(f"teacher file '{self.path}' not found; check the path")
         readers = {".npy": _read_npy, ".safetensors": _read_safetensors, ".parquet": _read_parquet}
         reader = readers.get(self.path.suffix.lower())
+        if self.path.suffix.lower() in TEXT_SUFFIXES:
+            raise _text_outputs(self.path)
         if reader is None:
             raise KdkitError(f"teacher file '{self.path}' has an unknown format; save outputs as "
                              ".npy, .safetensors or .parquet")
@@ -139,6 +143,19 @@ class FileTeacher:
 
     def column_names(self, dataset_classes: list[str]) -> list[str] | None:
         return self.classes
+
+    def check_rows(self, source_size: int | None) -> None:
+        """Refuse rows beyond the source's training array: they mean the file was saved for other
+        data (another dataset, train and test together), so its rows may belong to other samples."""
+        if source_size is None or not len(self.keys):
+            return
+        fix = f"save exactly one row per sample of the original training set (positions 0..{source_size - 1})"
+        if len(self.keys) > source_size:
+            raise KdkitError(f"teacher file '{self.path}' has {len(self.keys)} rows but the dataset's original "
+                             f"training set has {source_size} samples; {fix}")
+        if self.keys[-1] >= source_size:  # keys are sorted: only a parquet 'index' column can get here
+            raise KdkitError(f"teacher file '{self.path}': column 'index' goes up to {int(self.keys[-1])} but the "
+                             f"dataset's original training set has {source_size} samples; {fix}")
 
     def split_table(self, split, split_name: str) -> torch.Tensor:
         """(N, K) float32 log-probabilities for `split`, looked up by its source positions."""
@@ -157,6 +174,14 @@ class FileTeacher:
                              f"{int(missing[0])}); save one row per sample of the original "
                              "training set")
         return self.table[torch.from_numpy(rows)]
+
+
+def _text_outputs(path: Path) -> KdkitError:
+    """Text tables are not read: their float precision and header row are guesses kdkit would get wrong."""
+    suffix = path.suffix.lower()
+    return KdkitError(f"teacher file '{path}' is text ({suffix}); saved outputs are read from .npy, .parquet or "
+                      f".safetensors: convert it with np.save('{path.stem}.npy', np.loadtxt('{path.name}'"
+                      f"{TEXT_SUFFIXES[suffix]})) (add skiprows=1 for a header row)")
 
 
 def _read_npy(path: Path):
@@ -312,17 +337,18 @@ def teacher_from_spec(spec: str, data=None):
     """A FileTeacher when `spec` names saved outputs, else None (the caller handles weights).
 
     Saved outputs: a path ending .npy or .parquet, or a .safetensors file holding a tensor named
-    "logits" or "probs". With `data` (a Dataset) the file is checked against it at once: its
+    "logits" or "probs"; a .csv, .tsv or .txt path is refused with how to convert it. With `data` (a Dataset) the file is checked against it at once: its
     classes and that it covers every train and validation sample.
     """
     path = Path(spec)
     suffix = path.suffix.lower()
     if suffix == ".safetensors" and not (path.is_file() and _holds_outputs(path)):
         return None
-    if suffix not in (".npy", ".parquet", ".safetensors"):
+    if suffix not in OUTPUT_SUFFIXES + tuple(TEXT_SUFFIXES):  # text: FileTeacher says how to convert it
         return None
     teacher = FileTeacher(path)
     if data is not None:
+        teacher.check_rows(data.source_size)
         order = class_order(teacher, list(data.classes))
         for split_name in SPLITS:
             split = getattr(data, split_name)
