@@ -72,10 +72,13 @@ def resolve_source(source) -> tuple[Path, Path | None]:
 
 def _student_weights(run: Path) -> Path:
     """RUN/student/seed{S}/best.safetensors for the first seed of the run's config that has one."""
-    import yaml
+    from kdkit.config import load_yaml
 
     config = run / "config.yaml"
-    seeds = (yaml.safe_load(config.read_text()) or {}).get("seeds") if config.is_file() else None
+    seeds = load_yaml(config).get("seeds") if config.is_file() else None
+    if seeds is not None and not (isinstance(seeds, list) and all(type(s) is int for s in seeds)):
+        raise KdkitError(f"run config '{config}' has seeds: {seeds}, not a list of integers; write it as "
+                         f"seeds: [{seeds if type(seeds) is int else 0}] (or delete the seeds line to use the seed folders)")
     if not seeds:  # no config: the seed folders, in numeric order
         seeds = sorted(int(p.name[4:]) for p in run.glob("student/seed*") if p.name[4:].isdigit())
     for seed in seeds:
@@ -350,12 +353,7 @@ def export_run(source, out=None, *, quantize: str | None = None, opset: int = 17
     """Export the student of `source`, verify it on the test split, optionally quantise it, and
     measure the deployment table. Returns the report (also written to OUT.report.json)."""
     require_onnx()
-    if quantize not in (None, "int8"):
-        raise unknown("quantisation", quantize, ["int8"])
-    low, high = opset_range()
-    if not low <= opset <= high:
-        raise KdkitError(f"--opset {opset} is outside the {low}..{high} that the ONNX exporter supports; "
-                         "the default 17 runs on onnxruntime")
+    check_options(quantize, opset, tolerance, calibration_samples, repeats, quantize_mode)
     weights, teacher = resolve_source(source)
     model, meta = load_model(weights)
     out = Path(out) if out else default_out(source, weights)
@@ -381,6 +379,27 @@ def export_run(source, out=None, *, quantize: str | None = None, opset: int = 17
     _write_json(report_path, report)
     _write_json(out.with_suffix(".deploy.json"), report["deploy"])
     return report
+
+
+def check_options(quantize, opset: int, tolerance: float, calibration_samples: int, repeats: int, quantize_mode: str):
+    """Refuse option values that cannot work before any export work starts (a negative or NaN
+    tolerance would otherwise read as a failed parity check, zero repeats as a crash)."""
+    if quantize not in (None, "int8"):
+        raise unknown("quantisation", quantize, ["int8"])
+    if quantize_mode not in ("static", "dynamic"):
+        raise unknown("quantisation mode", quantize_mode, ["static", "dynamic"])
+    low, high = opset_range()
+    if not low <= opset <= high:
+        raise KdkitError(f"--opset {opset} is outside the {low}..{high} that the ONNX exporter supports; "
+                         "the default 17 runs on onnxruntime")
+    if not tolerance >= 0:  # (NaN fails too)
+        raise KdkitError(f"--tolerance must be a number >= 0 (the max |logit difference| allowed), got {tolerance}; "
+                         f"e.g. --tolerance 1e-3 (the default)")
+    if repeats < 1:
+        raise KdkitError(f"--repeats must be at least 1, got {repeats}; e.g. --repeats 20 (timed runs per latency)")
+    if calibration_samples < 1:
+        raise KdkitError(f"calibration_samples must be at least 1, got {calibration_samples}; e.g. "
+                         f"calibration_samples={CALIBRATION_SAMPLES} (training images that set the int8 ranges)")
 
 
 def opset_range() -> tuple[int, int]:
