@@ -98,9 +98,23 @@ def weights_path(path) -> Path:
     return path
 
 
+def check_not_checkpoint(path: Path):
+    """A training checkpoint (RUN/checkpoints/state-NNNNNN.safetensors) holds the model, optimizer
+    and position for --resume, and its sidecar names no architecture: say so, and name the run's weights."""
+    meta = ckpt.load_meta(path)
+    resumable = "optimizer" in meta and "step" in meta
+    named_like_one = path.parent.name == "checkpoints" and path.stem.startswith("state-") and path.stem[6:].isdigit()
+    if "arch" not in meta and (resumable or named_like_one):
+        run = path.parent.parent
+        raise KdkitError(f"'{path}' is a training checkpoint (the state --resume continues from), not model weights; "
+                         f"use {run / 'best.safetensors'} or {run / 'last.safetensors'}, "
+                         f"or pass the run directory {run}")
+
+
 def load_model(path) -> tuple[torch.nn.Module, dict]:
     """Rebuild a model from weights + sidecar written by kdkit (safetensors only, checksum verified)."""
     path = weights_path(path)
+    check_not_checkpoint(path)
     tensors, meta = ckpt.load_weights(path)
     if "arch" not in meta:
         raise KdkitError(f"'{path}' has no sidecar '{ckpt.sidecar(path).name}' naming its architecture; "
