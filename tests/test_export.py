@@ -298,3 +298,27 @@ def test_cli_bad_options_are_one_line(run_dir, tmp_path):
     one_line_error(kdkit("export", run_dir, "--repeats", "0", "--out", tmp_path / "x.onnx"), r"--repeats must be at least 1, got 0")
     one_line_error(kdkit("export", run_dir, "--tolerance", "-1", "--out", tmp_path / "x.onnx"), r"--tolerance must be a number >= 0")
     assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "x.report.json").exists()
+
+
+def test_disk_full_while_exporting_is_not_blamed_on_the_model(run_dir, tmp_path, monkeypatch):
+    """A full disk (or a folder without write permission) is said as such, not as an exporter failure
+    (which advises changing forward()) nor with the training fix '--resume'."""
+    import errno
+    import os
+
+    def no_space(model, args, f, *rest, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f)
+
+    out = tmp_path / "x.onnx"
+    with monkeypatch.context() as m:
+        m.setattr(torch.onnx, "export", no_space)
+        with pytest.raises(KdkitError, match=rf"^cannot write '{out}' \(No space left on device\); free disk space or make "
+                                             r"its folder writable \(or choose another --out\), then run kdkit export again$"):
+            export_run(run_dir, out, repeats=1)
+
+    def denied(path, data):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(ckpt, "atomic_write", denied)
+    with pytest.raises(KdkitError, match=rf"^cannot write '{tmp_path}/y.json' \(Permission denied\); free disk space or make"):
+        export_run(run_dir, tmp_path / "y.onnx", repeats=1)

@@ -14,6 +14,7 @@ onnx and onnxruntime are optional (`pip install kdkit[onnx]`), so they are impor
 """
 import contextlib
 import copy
+import errno
 import hashlib
 import json
 import os
@@ -105,17 +106,33 @@ def export_onnx(model: torch.nn.Module, path, input_shape, opset: int = 17) -> P
     output "logits" (B, K), batch size B free. torch's TorchScript exporter (dynamo=False) is
     used: the torch.export-based default needs the onnxscript package and gains nothing here."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(1, *input_shape)  # (1, C, H, W)
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with _quiet_stderr(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
             torch.onnx.export(copy.deepcopy(model).cpu().eval(), (example,), str(path), input_names=[INPUT_NAME],
                               output_names=[OUTPUT_NAME], opset_version=opset, dynamic_axes=axes, dynamo=False)
+    except OSError as e:  # the disk, not the model
+        raise write_error(path, e) from None
     except Exception as e:
         raise export_error(e, opset) from e
     return path
+
+
+def write_error(path: Path, error: OSError) -> KdkitError:
+    """A file of the export that could not be written (disk full, permissions): a fix for the disk,
+    not for the model, and no --resume (export has nothing to resume)."""
+    return KdkitError(f"cannot write '{path}' ({error.strerror or error}); free disk space or make its folder writable "
+                      "(or choose another --out), then run kdkit export again")
+
+
+def _atomic_write(path: Path, data: bytes):
+    try:
+        ckpt.atomic_write(path, data)
+    except (OSError, ckpt.DiskFull) as e:
+        raise write_error(path, e if isinstance(e, OSError) else OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))) from None
 
 
 def export_error(error: Exception, opset: int) -> KdkitError:
@@ -157,7 +174,7 @@ def write_sidecar(onnx_path: Path, meta: dict, weights: Path, data, **extra) -> 
             "output_name": OUTPUT_NAME, "dataset": meta.get("dataset"),
             "source_weights": str(weights), "source_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
             "kdkit_version": __version__, "torch_version": torch.__version__} | extra
-    ckpt.atomic_write(onnx_path.with_suffix(".json"), json.dumps(side, indent=1).encode())
+    _atomic_write(onnx_path.with_suffix(".json"), json.dumps(side, indent=1).encode())
     return side
 
 
@@ -451,4 +468,4 @@ def _int8_summary(table: dict) -> dict:
 
 
 def _write_json(path: Path, data: dict):
-    ckpt.atomic_write(path, json.dumps(data, indent=1).encode())
+    _atomic_write(path, json.dumps(data, indent=1).encode())

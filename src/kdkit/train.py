@@ -9,7 +9,8 @@ come from a generator seeded by (seed, epoch), so a resumed run replays exactly 
 killed anywhere (SIGKILL included), `--resume` ends with the same weights and metrics, bit for bit
 on CPU with `deterministic`. Faults stop the run with a message naming the last good checkpoint:
 NaN/inf in the loss or the gradients (or, with nan_policy=skip, the step is skipped and counted),
-out of memory (with a smaller batch size to try), disk full (the previous checkpoint stays intact).
+out of memory (with a smaller batch size to try), disk full, a quota or a run directory that stops taking
+writes (the checkpoints stay intact; free space or fix permissions, then --resume).
 """
 import contextlib
 import dataclasses
