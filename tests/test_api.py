@@ -62,3 +62,39 @@ def test_teacher_kept_in_eval_mode_during_distillation():
         assert not any(k.startswith("teacher") for k in method.state_dict())
         assert not teacher.training or not cls.needs_teacher
     assert torch.equal(teacher[1].running_mean, running)  # BatchNorm statistics untouched
+
+
+# ---- what kdkit.distill takes as teacher and student (issue 20): one clear error for anything else
+
+class _Proba:  # stands in for a scikit-learn estimator: fit / predict_proba, not an nn.Module
+    def fit(self, x, y):
+        return self
+
+    def predict_proba(self, x):
+        return np.full((len(x), 3), 1 / 3)
+
+
+@pytest.mark.parametrize("teacher,pattern", [
+    ("cnn", r"^kdkit.distill takes a trained teacher model, got the architecture name 'cnn'; train it first "
+            r"\(`kdkit train --model cnn --dataset D --out RUN`\), then pass kdkit.pipeline.load_model\('RUN'\)\[0\]$"),
+    ("runs/teacher", r"^kdkit.distill takes the teacher as an nn.Module or a kdkit.teachers.HybridTeacher, got the string "
+                     r"'runs/teacher'; for saved weights pass kdkit.pipeline.load_model\('runs/teacher'\)\[0\]"),
+    (None, r"^kdkit.distill takes the teacher as an nn.Module or a kdkit.teachers.HybridTeacher, got None; "),
+    (_Proba(), r"^the teacher _Proba is an estimator with predict_proba, not an nn.Module; wrap it: "
+               r"kdkit.teachers.HybridTeacher\(\[kdkit.teachers.ProbaTeacher\(estimator\)\]\)"),
+])
+def test_teacher_that_is_not_a_model(teacher, pattern):
+    train, val = _blobs(60, 0), _blobs(30, 1)
+    with pytest.raises(KdkitError, match=pattern):
+        kdkit.distill(teacher, nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), train, val, epochs=1)
+
+
+@pytest.mark.parametrize("student,pattern", [
+    (None, r"^kdkit.distill takes the student as an nn.Module or an architecture name \(`kdkit models`\), got None$"),
+    (_Proba(), r"^kdkit.distill takes the student as an nn.Module or an architecture name \(`kdkit models`\), got _Proba$"),
+    ("cnn-tinny", r"^unknown model 'cnn-tinny'; did you mean 'cnn-tiny'\?"),
+])
+def test_student_that_is_not_a_model(student, pattern):
+    train, val = _blobs(60, 0), _blobs(30, 1)
+    with pytest.raises(KdkitError, match=pattern):
+        kdkit.distill(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), student, train, val, epochs=1)

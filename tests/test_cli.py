@@ -208,3 +208,13 @@ def test_ensemble_command(tmp_path):
     member_accs = [summary["rows"][m]["metrics"]["accuracy"]["mean"] for m in ("teacher1", "teacher2")]
     assert member_accs[0] != member_accs[1]  # different seeds and resamples
     assert "teacher1" in result.stdout and "teacher2" in result.stdout
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--in-channels", "0"], r"--in-channels must be at least 1, got 0; e.g. --in-channels 3"),
+    (["--in-channels", "-1"], r"--in-channels must be at least 1, got -1"),
+    (["--num-classes", "-1"], r"--num-classes must be at least 1, got -1; e.g. --num-classes 100"),
+    (["--image-size", "-3"], r"--image-size must be at least 1, got -3; e.g. --image-size 32"),
+])
+def test_models_layers_with_bad_sizes(args, pattern):
+    one_line_error(kdkit("models", "--layers", "cnn", *args), pattern)

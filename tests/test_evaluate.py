@@ -247,3 +247,21 @@ def test_peak_memory_cuda():
         del big
     assert peak.result["peak_memory_kind"] == "cuda_allocated"
     assert peak.result["peak_memory_mb"] - peak.result["start_memory_mb"] >= 40 - 1e-6
+
+
+def test_a_training_checkpoint_is_named_as_such(tmp_path, digits, tiny):
+    """checkpoints/state-NNNNNN.safetensors has a sidecar, but it describes a training position,
+    not a model: evaluate and export say so and point at the run's weights (issue 20)."""
+    from kdkit.config import TrainConfig, apply_overrides
+    from kdkit.pipeline import load_model, run_train
+    from test_cli import kdkit, one_line_error
+
+    run = tmp_path / "run"
+    run_train(apply_overrides(TrainConfig(), tiny | {"model": "mlp", "epochs": 1}), digits)
+    state = sorted((run / "checkpoints").glob("state-*.safetensors"))[-1]
+    assert state.with_suffix(".json").is_file()
+    pattern = (rf"'{state}' is a training checkpoint \(the state --resume continues from\), not model weights; "
+               rf"use {run}/best.safetensors or {run}/last.safetensors, or pass the run directory {run}")
+    with pytest.raises(KdkitError, match=pattern):
+        load_model(state)
+    one_line_error(kdkit("evaluate", state), pattern)

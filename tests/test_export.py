@@ -264,3 +264,64 @@ def test_cli_errors_are_one_line(run_dir, report, tmp_path, digits):
                    r"cannot export operator 'aten::fft_fft'")
     np.save(tmp_path / "bad.npy", np.zeros((3, 9, 9), np.uint8))
     one_line_error(kdkit("predict", run_dir / "export" / "student.onnx", tmp_path / "bad.npy"), r"shape \(3, 9, 9\)")
+
+
+# ---------------------------------------------------------------- bad options and damaged runs (issue 20)
+
+
+@pytest.mark.parametrize("text,pattern", [
+    ("seeds: [0\n", r"config file '.*config.yaml' is not valid YAML at line 2; fix the syntax"),
+    ("- 0\n- 1\n", r"config file '.*config.yaml' must be a mapping of key: value, got list"),
+    ("seeds: 5\n", r"run config '.*config.yaml' has seeds: 5, not a list of integers; write it as seeds: \[5\]"),
+])
+def test_damaged_run_config_is_named(run_dir, tmp_path, text, pattern):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run_dir / "student", damaged / "student")
+    (damaged / "config.yaml").write_text(text)
+    with pytest.raises(KdkitError, match=pattern):
+        export_run(damaged)
+
+
+@pytest.mark.parametrize("options,pattern", [
+    ({"repeats": 0}, r"--repeats must be at least 1, got 0; e.g. --repeats 20"),
+    ({"repeats": -3}, r"--repeats must be at least 1, got -3"),
+    ({"tolerance": -1.0}, r"--tolerance must be a number >= 0 \(the max \|logit difference\| allowed\), got -1.0; e.g. --tolerance 1e-3"),
+    ({"tolerance": float("nan")}, r"--tolerance must be a number >= 0 .*got nan"),
+    ({"calibration_samples": 0}, r"calibration_samples must be at least 1, got 0"),
+    ({"quantize_mode": "fast"}, r"unknown quantisation mode 'fast'"),
+])
+def test_bad_numeric_options_refused_up_front(run_dir, tmp_path, options, pattern):
+    out = tmp_path / "x.onnx"
+    with pytest.raises(KdkitError, match=pattern):
+        export_run(run_dir, out, **options)
+    assert not out.exists()  # refused before any export work
+
+
+def test_cli_bad_options_are_one_line(run_dir, tmp_path):
+    one_line_error(kdkit("export", run_dir, "--repeats", "0", "--out", tmp_path / "x.onnx"), r"--repeats must be at least 1, got 0")
+    one_line_error(kdkit("export", run_dir, "--tolerance", "-1", "--out", tmp_path / "x.onnx"), r"--tolerance must be a number >= 0")
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "x.report.json").exists()
+
+
+def test_disk_full_while_exporting_is_not_blamed_on_the_model(run_dir, tmp_path, monkeypatch):
+    """A full disk (or a folder without write permission) is said as such, not as an exporter failure
+    (which advises changing forward()) nor with the training fix '--resume'."""
+    import errno
+    import os
+
+    def no_space(model, args, f, *rest, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f)
+
+    out = tmp_path / "x.onnx"
+    with monkeypatch.context() as m:
+        m.setattr(torch.onnx, "export", no_space)
+        with pytest.raises(KdkitError, match=rf"^cannot write '{out}' \(No space left on device\); free disk space or make "
+                                             r"its folder writable \(or choose another --out\), then run kdkit export again$"):
+            export_run(run_dir, out, repeats=1)
+
+    def denied(path, data):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(ckpt, "atomic_write", denied)
+    with pytest.raises(KdkitError, match=rf"^cannot write '{tmp_path}/y.json' \(Permission denied\); free disk space or make"):
+        export_run(run_dir, tmp_path / "y.onnx", repeats=1)

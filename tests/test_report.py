@@ -270,3 +270,29 @@ def test_held_out_batch_is_a_normalised_fixed_subset(digits):
     again, _ = held_out_batch(digits, "test", 100, "cpu")
     assert x.shape == (100, 1, 8, 8) and torch.equal(x, again) and abs(x.mean().item()) < 0.5
     assert len(set(y.tolist())) > 5  # classes mixed, not the first rows of a sorted split
+
+
+# ---------------------------------------------------------------- what is not a run (issue 20)
+
+
+def test_a_file_or_a_damaged_summary_is_named(tmp_path):
+    from kdkit.errors import KdkitError
+    from kdkit.report.html import read_summary
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text('{"rows": ')  # cut off while written, or edited
+    with pytest.raises(KdkitError, match=rf"^'{run}/summary.json' is damaged \(not valid JSON: Expecting value: line 1 column 10\); "
+                                         rf"write it again: kdkit distill --config {run}/config.yaml --resume \(finished phases "
+                                         r"are not trained again\)$"):
+        read_summary(run)
+    (run / "summary.json").write_text("[1, 2]")
+    with pytest.raises(KdkitError, match=rf"^'{run}/summary.json' is damaged \(a list, not a mapping\); write it again: "):
+        read_summary(run)
+    with pytest.raises(KdkitError, match=rf"^'{run}/summary.json' is a file; point at the `kdkit distill` run directory "
+                                         rf"that holds it: {run}$"):
+        compare([run / "summary.json"], tmp_path / "c.html")
+    result = subprocess.run([sys.executable, "-m", "kdkit", "report", str(run / "summary.json")], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip() == (f"error: '{run}/summary.json' is a file; point at the "
+                                                               f"`kdkit distill` run directory that holds it: {run}")

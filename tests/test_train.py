@@ -147,3 +147,156 @@ def test_channels_last_layout_while_training_only(tmp_path, tiny):
     with pytest.raises(KdkitError, match="config key 'channels_last' must be one of auto, on, off, got 'yes'"):
         apply_overrides(TrainConfig(), {"channels_last": "yes"})
     assert apply_overrides(TrainConfig(), {"channels_last": False}).channels_last == "off"  # YAML's `off`
+
+
+# ---- the run directory stops taking writes mid-run (issue 20): one line, checkpoints intact, --resume works
+
+def _checkpoint_bytes(run):
+    return {p.name: p.read_bytes() for p in sorted((run / "checkpoints").glob("state-*"))}
+
+
+def _fail_appends(monkeypatch, errno_, after: int, seen: dict):
+    """Path.open(metrics.jsonl, "a") raises OSError(errno_) from the (after + 1)-th append on;
+    the checkpoint files as they were at that moment go into seen["checkpoints"]."""
+    import errno
+    import os
+    from pathlib import Path
+
+    real_open, calls = Path.open, []
+
+    def open_(self, mode="r", *args, **kwargs):
+        if self.name == "metrics.jsonl" and mode == "a":
+            calls.append(self)
+            if len(calls) > after:
+                seen.setdefault("checkpoints", _checkpoint_bytes(self.parent))
+                raise OSError(errno_, os.strerror(errno_), str(self))
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", open_)
+    return errno
+
+
+def test_disk_full_on_metrics_keeps_checkpoints_and_resume_finishes(tmp_path, digits, tiny, monkeypatch):
+    import errno
+
+    cfg = apply_overrides(TrainConfig(), tiny | {"model": "mlp", "checkpoint_every": 5, "amp": "off"})
+    run_train(apply_overrides(cfg, {"out": str(tmp_path / "full")}), digits)
+    seen = {}
+    with monkeypatch.context() as m:
+        _fail_appends(m, errno.ENOSPC, after=2, seen=seen)  # the third log point (step 15)
+        with pytest.raises(KdkitError) as err:
+            run_train(cfg, digits)
+    run = tmp_path / "run"
+    assert str(err.value) == (f"disk full while appending to '{run}/metrics.jsonl' at step 15; the checkpoints are intact "
+                              f"(newest: {run}/checkpoints/state-000002.safetensors, step 10). "
+                              "Fix: free disk space, then rerun with --resume")
+    assert _checkpoint_bytes(run) == seen["checkpoints"] and len(seen["checkpoints"]) == 4  # two, with sidecars
+    load_weights(run / "checkpoints" / "state-000002.safetensors")  # checksum verified
+    run_train(apply_overrides(cfg, {"resume": True}), digits)
+    for name in ("best.safetensors", "last.safetensors"):
+        a, b = _weights(tmp_path / "full" / name), _weights(run / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert (run / "metrics.jsonl").read_text() == (tmp_path / "full" / "metrics.jsonl").read_text()
+
+
+@pytest.mark.parametrize("code,start,fix", [
+    ("EDQUOT", "disk quota exceeded", "free space within your quota (or have it raised)"),
+    ("EACCES", "permission denied", "make '{run}' writable again"),
+    ("EROFS", "read-only file system", "make '{run}' writable again"),
+])
+def test_unwritable_run_directory_mid_run(tmp_path, digits, tiny, monkeypatch, code, start, fix):
+    import errno
+
+    cfg = apply_overrides(TrainConfig(), tiny | {"model": "mlp", "checkpoint_every": 5, "epochs": 1})
+    _fail_appends(monkeypatch, getattr(errno, code), after=1, seen={})
+    with pytest.raises(KdkitError) as err:
+        run_train(cfg, digits)
+    run = tmp_path / "run"
+    assert str(err.value) == (f"{start} while appending to '{run}/metrics.jsonl' at step 10; the checkpoints are intact "
+                              f"(newest: {run}/checkpoints/state-000001.safetensors, step 5). "
+                              f"Fix: {fix.format(run=run)}, then rerun with --resume")
+
+
+def test_disk_full_creating_tensorboard_log_on_resume(tmp_path, digits, tiny, monkeypatch):
+    import errno
+
+    import torch.utils.tensorboard
+
+    cfg = apply_overrides(TrainConfig(), tiny | {"model": "mlp", "checkpoint_every": 5, "max_steps": 12})
+    assert run_train(cfg, digits)["stopped_early"]
+    run = tmp_path / "run"
+    before = _checkpoint_bytes(run)
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    resume = apply_overrides(cfg, {"resume": True, "max_steps": 0})
+    with monkeypatch.context() as m:
+        m.setattr(torch.utils.tensorboard, "SummaryWriter", no_space)
+        with pytest.raises(KdkitError, match=rf"^disk full while creating the TensorBoard log '{run}/tb' at step 12; the "
+                                             rf"checkpoints are intact \(newest: {run}/checkpoints/state-000003.safetensors, "
+                                             r"step 12\)\. Fix: free disk space, then rerun with --resume$"):
+            run_train(resume, digits)
+    assert _checkpoint_bytes(run) == before
+    assert not run_train(resume, digits).get("stopped_early")
+    assert (run / "last.safetensors").is_file()
+
+
+def test_disk_full_on_the_first_log_point(tmp_path, digits, tiny, monkeypatch):
+    import errno
+
+    cfg = apply_overrides(TrainConfig(), tiny | {"model": "mlp", "epochs": 1})
+    _fail_appends(monkeypatch, errno.ENOSPC, after=0, seen={})
+    with pytest.raises(KdkitError, match=r"^disk full while appending to .* at step 5; no checkpoint was written yet\. "
+                                         r"Fix: free disk space, then rerun with --resume$"):
+        run_train(cfg, digits)
+
+
+def test_permission_denied_writing_a_checkpoint(tmp_path, digits, tiny, monkeypatch):
+    import errno
+    import os
+    import tempfile
+
+    cfg = apply_overrides(TrainConfig(), tiny | {"model": "mlp", "checkpoint_every": 5, "epochs": 1})
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if str(dir).endswith("checkpoints") and list(Path(dir).glob("state-*.json")):  # from the second checkpoint on
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dir))
+        return real(*args, dir=dir, **kwargs)
+
+    from pathlib import Path
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    run = tmp_path / "run"
+    with pytest.raises(KdkitError, match=rf"^permission denied while writing checkpoint '{run}/checkpoints/state-000002.safetensors' "
+                                         rf"at step 10; the checkpoints are intact \(newest: {run}/checkpoints/state-000001.safetensors, "
+                                         rf"step 5\)\. Fix: make '{run}' writable again, then rerun with --resume$"):
+        run_train(cfg, digits)
+
+
+@pytest.mark.parametrize("key,value", [("log_every", 0), ("log_every", -1), ("checkpoint_every", -5)])
+def test_log_and_checkpoint_intervals_checked_before_training(tmp_path, digits, tiny, key, value):
+    cfg = apply_overrides(TrainConfig(), tiny | {"model": "mlp", key: value})
+    with pytest.raises(KdkitError, match=rf"^config key '{key}' must be "):
+        run_train(cfg, digits)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_read_only_run_directory_when_saving_best_weights(tmp_path, digits, tiny, monkeypatch):
+    import errno
+    import os
+    import tempfile
+
+    cfg = apply_overrides(TrainConfig(), tiny | {"model": "mlp", "epochs": 1})
+    run, real = tmp_path / "run", tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, prefix="", **kwargs):
+        if prefix.startswith(".best.safetensors"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+        return real(*args, dir=dir, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    with pytest.raises(KdkitError, match=rf"^read-only file system while writing '{run}/best.safetensors' at step \d+; "
+                                         rf"no checkpoint was written yet\. Fix: make '{run}' writable again, then rerun with --resume$"):
+        run_train(cfg, digits)

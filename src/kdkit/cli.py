@@ -329,6 +329,10 @@ def models(
     if layers:
         from kdkit.taps import layer_shapes
 
+        for flag, value, example in (("--in-channels", in_channels, 3), ("--image-size", image_size, 32),
+                                     ("--num-classes", num_classes, 100)):
+            if value < 1:
+                raise KdkitError(f"{flag} must be at least 1, got {value}; e.g. {flag} {example}")
         model = create_model(layers, num_classes=num_classes, in_channels=in_channels, image_size=image_size)
         table = Table("layer name (for feature taps)", "module", "output shape", box=box.SIMPLE_HEAD)
         for name, kind, shape in layer_shapes(model, (in_channels, image_size, image_size)):

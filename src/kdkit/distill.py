@@ -9,8 +9,11 @@ The teacher may also be a kdkit.teachers.HybridTeacher: torch models, scikit-lea
 saved outputs combined into one target (prepared on the data here).
     result.metrics        # validation (and test, when given) metrics
 
-Same loop, losses and files as `kdkit distill`; teacher and student are any nn.Modules (or
-architecture names). Any config key (`kdkit.config.DistillConfig`) can be passed as a keyword.
+Same loop, losses and files as `kdkit distill`; the teacher is a trained nn.Module (or a
+HybridTeacher), the student any nn.Module or an architecture name. To distill from an architecture
+name, train the teacher first (`kdkit train --model cnn ... --out RUN`) and pass
+kdkit.pipeline.load_model("RUN")[0]. Any config key (`kdkit.config.DistillConfig`) can be passed
+as a keyword.
 """
 import dataclasses
 from pathlib import Path
@@ -56,6 +59,7 @@ def as_dataset(train, val=None, test=None, classes=None, augment: str = "none") 
 def distill(teacher: nn.Module, student, train, val=None, method: str = "kd", *, test=None, classes=None,
             out: str = "runs/api", **config) -> DistillResult:
     """Distill `teacher` into `student` (an nn.Module or an architecture name). See module docstring."""
+    _check_types(teacher, student)
     augment = config.pop("augment", "none")
     # method and out too go through the one type and range check of every config key
     cfg = apply_overrides(DistillConfig(progress=False), {**config, "method": method, "out": str(out)})
@@ -73,6 +77,27 @@ def distill(teacher: nn.Module, student, train, val=None, method: str = "kd", *,
     if test is not None or data.test is not data.val:
         metrics["test"] = evaluate_model(student, data, device)[0]
     return DistillResult(student.cpu().eval(), result, metrics)
+
+
+def _check_types(teacher, student):
+    """The teacher must be a model (trained, so never a name); the student a model or a name."""
+    from kdkit.models import list_models
+
+    if isinstance(teacher, str) and teacher in list_models():
+        raise KdkitError(f"kdkit.distill takes a trained teacher model, got the architecture name '{teacher}'; train it first "
+                         f"(`kdkit train --model {teacher} --dataset D --out RUN`), then pass kdkit.pipeline.load_model('RUN')[0]")
+    if hasattr(teacher, "predict_proba") and not isinstance(teacher, nn.Module):
+        raise KdkitError(f"the teacher {type(teacher).__name__} is an estimator with predict_proba, not an nn.Module; wrap it: "
+                         "kdkit.teachers.HybridTeacher([kdkit.teachers.ProbaTeacher(estimator)])")
+    if not isinstance(teacher, nn.Module):
+        got = f"the string '{teacher}'" if isinstance(teacher, str) else "None" if teacher is None else type(teacher).__name__
+        where = f"'{teacher}'" if isinstance(teacher, str) else "PATH"
+        raise KdkitError(f"kdkit.distill takes the teacher as an nn.Module or a kdkit.teachers.HybridTeacher, got {got}; for saved "
+                         f"weights pass kdkit.pipeline.load_model({where})[0], other teachers (TorchTeacher, ProbaTeacher, "
+                         "FileTeacher) go inside a HybridTeacher([...])")
+    if not isinstance(student, (nn.Module, str)):
+        got = "None" if student is None else type(student).__name__
+        raise KdkitError(f"kdkit.distill takes the student as an nn.Module or an architecture name (`kdkit models`), got {got}")
 
 
 def _check_pair(teacher: nn.Module, student: nn.Module, data: Dataset):

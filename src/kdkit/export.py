@@ -14,6 +14,7 @@ onnx and onnxruntime are optional (`pip install kdkit[onnx]`), so they are impor
 """
 import contextlib
 import copy
+import errno
 import hashlib
 import json
 import os
@@ -73,10 +74,13 @@ def resolve_source(source) -> tuple[Path, Path | None]:
 
 def _student_weights(run: Path) -> Path:
     """RUN/student/seed{S}/best.safetensors for the first seed of the run's config that has one."""
-    import yaml
+    from kdkit.config import load_yaml
 
     config = run / "config.yaml"
-    seeds = (yaml.safe_load(config.read_text()) or {}).get("seeds") if config.is_file() else None
+    seeds = load_yaml(config).get("seeds") if config.is_file() else None
+    if seeds is not None and not (isinstance(seeds, list) and all(type(s) is int for s in seeds)):
+        raise KdkitError(f"run config '{config}' has seeds: {seeds}, not a list of integers; write it as "
+                         f"seeds: [{seeds if type(seeds) is int else 0}] (or delete the seeds line to use the seed folders)")
     if not seeds:  # no config: the seed folders, in numeric order
         seeds = sorted(int(p.name[4:]) for p in run.glob("student/seed*") if p.name[4:].isdigit())
     for seed in seeds:
@@ -104,17 +108,33 @@ def export_onnx(model: torch.nn.Module, path, input_shape, opset: int = 17) -> P
     output "logits" (B, K), batch size B free. torch's TorchScript exporter (dynamo=False) is
     used: the torch.export-based default needs the onnxscript package and gains nothing here."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(1, *input_shape)  # (1, C, H, W)
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with _quiet_stderr(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
             torch.onnx.export(copy.deepcopy(model).cpu().eval(), (example,), str(path), input_names=[INPUT_NAME],
                               output_names=[OUTPUT_NAME], opset_version=opset, dynamic_axes=axes, dynamo=False)
+    except OSError as e:  # the disk, not the model
+        raise write_error(path, e) from None
     except Exception as e:
         raise export_error(e, opset) from e
     return path
+
+
+def write_error(path: Path, error: OSError) -> KdkitError:
+    """A file of the export that could not be written (disk full, permissions): a fix for the disk,
+    not for the model, and no --resume (export has nothing to resume)."""
+    return KdkitError(f"cannot write '{path}' ({error.strerror or error}); free disk space or make its folder writable "
+                      "(or choose another --out), then run kdkit export again")
+
+
+def _atomic_write(path: Path, data: bytes):
+    try:
+        ckpt.atomic_write(path, data)
+    except (OSError, ckpt.DiskFull) as e:
+        raise write_error(path, e if isinstance(e, OSError) else OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))) from None
 
 
 def export_error(error: Exception, opset: int) -> KdkitError:
@@ -156,7 +176,7 @@ def write_sidecar(onnx_path: Path, meta: dict, weights: Path, data, **extra) -> 
             "output_name": OUTPUT_NAME, "dataset": meta.get("dataset"),
             "source_weights": str(weights), "source_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
             "kdkit_version": __version__, "torch_version": torch.__version__, "written_by": "kdkit export"} | extra
-    ckpt.atomic_write(onnx_path.with_suffix(".json"), json.dumps(side, indent=1).encode())
+    _atomic_write(onnx_path.with_suffix(".json"), json.dumps(side, indent=1).encode())
     return side
 
 
@@ -353,12 +373,7 @@ def export_run(source, out=None, *, quantize: str | None = None, opset: int = 17
     measure the deployment table. Returns the report (also written to OUT.report.json).
     trusted_hooks: module:function model hooks the weights' sidecars may name (else refused)."""
     require_onnx()
-    if quantize not in (None, "int8"):
-        raise unknown("quantisation", quantize, ["int8"])
-    low, high = opset_range()
-    if not low <= opset <= high:
-        raise KdkitError(f"--opset {opset} is outside the {low}..{high} that the ONNX exporter supports; "
-                         "the default 17 runs on onnxruntime")
+    check_options(quantize, opset, tolerance, calibration_samples, repeats, quantize_mode)
     weights, teacher = resolve_source(source)
     model, meta = load_model(weights, trusted_hooks)
     out = Path(out) if out else default_out(source, weights)
@@ -386,6 +401,27 @@ def export_run(source, out=None, *, quantize: str | None = None, opset: int = 17
     _write_json(report_path, report)
     _write_json(out.with_suffix(".deploy.json"), report["deploy"])
     return report
+
+
+def check_options(quantize, opset: int, tolerance: float, calibration_samples: int, repeats: int, quantize_mode: str):
+    """Refuse option values that cannot work before any export work starts (a negative or NaN
+    tolerance would otherwise read as a failed parity check, zero repeats as a crash)."""
+    if quantize not in (None, "int8"):
+        raise unknown("quantisation", quantize, ["int8"])
+    if quantize_mode not in ("static", "dynamic"):
+        raise unknown("quantisation mode", quantize_mode, ["static", "dynamic"])
+    low, high = opset_range()
+    if not low <= opset <= high:
+        raise KdkitError(f"--opset {opset} is outside the {low}..{high} that the ONNX exporter supports; "
+                         "the default 17 runs on onnxruntime")
+    if not tolerance >= 0:  # (NaN fails too)
+        raise KdkitError(f"--tolerance must be a number >= 0 (the max |logit difference| allowed), got {tolerance}; "
+                         f"e.g. --tolerance 1e-3 (the default)")
+    if repeats < 1:
+        raise KdkitError(f"--repeats must be at least 1, got {repeats}; e.g. --repeats 20 (timed runs per latency)")
+    if calibration_samples < 1:
+        raise KdkitError(f"calibration_samples must be at least 1, got {calibration_samples}; e.g. "
+                         f"calibration_samples={CALIBRATION_SAMPLES} (training images that set the int8 ranges)")
 
 
 def opset_range() -> tuple[int, int]:
@@ -443,4 +479,4 @@ def _int8_summary(table: dict) -> dict:
 
 
 def _write_json(path: Path, data: dict):
-    ckpt.atomic_write(path, json.dumps(dict(data, written_by="kdkit export"), indent=1).encode())
+    _atomic_write(path, json.dumps(dict(data, written_by="kdkit export"), indent=1).encode())

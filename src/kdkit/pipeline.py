@@ -101,20 +101,31 @@ def weights_path(path) -> Path:
     return path
 
 
+def check_not_checkpoint(path: Path):
+    """A training checkpoint (RUN/checkpoints/state-NNNNNN.safetensors) holds the model, optimizer
+    and position for --resume, and its sidecar names no architecture: say so, and name the run's weights."""
+    meta = ckpt.load_meta(path)
+    resumable = "optimizer" in meta and "step" in meta
+    named_like_one = path.parent.name == "checkpoints" and path.stem.startswith("state-") and path.stem[6:].isdigit()
+    if "arch" not in meta and (resumable or named_like_one):
+        run = path.parent.parent
+        raise KdkitError(f"'{path}' is a training checkpoint (the state --resume continues from), not model weights; "
+                         f"use {run / 'best.safetensors'} or {run / 'last.safetensors'}, "
+                         f"or pass the run directory {run}")
+
+
 def load_model(path, trusted_hooks=()) -> tuple[torch.nn.Module, dict]:
     """Rebuild a model from weights + sidecar written by kdkit (safetensors only, checksum verified).
     The sidecar's architecture must be a registered one, or a module:function hook in `trusted_hooks`."""
     from kdkit.models.registry import create_model_from_file
 
     path = weights_path(path)
+    check_not_checkpoint(path)
     tensors, meta = ckpt.load_weights(path)
     side = ckpt.sidecar(path)
     if not meta:
         raise KdkitError(f"'{path}' has no sidecar '{side.name}' naming its architecture; "
                          "save weights with kdkit, or build the model in Python and pass it to kdkit.distill()")
-    if "arch" not in meta and "optimizer" in meta:
-        raise KdkitError(f"'{path}' is a training checkpoint, not model weights; use the run's best.safetensors or "
-                         "last.safetensors (or continue the run with --resume)")
     sizes = check_model_meta(meta, side)
     model = create_model_from_file(meta["arch"], side, trusted_hooks, **sizes)
     mismatch = state_dict_mismatch(model, tensors)

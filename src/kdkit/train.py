@@ -9,9 +9,12 @@ come from a generator seeded by (seed, epoch), so a resumed run replays exactly 
 killed anywhere (SIGKILL included), `--resume` ends with the same weights and metrics, bit for bit
 on CPU with `deterministic`. Faults stop the run with a message naming the last good checkpoint:
 NaN/inf in the loss or the gradients (or, with nan_policy=skip, the step is skipped and counted),
-out of memory (with a smaller batch size to try), disk full (the previous checkpoint stays intact).
+out of memory (with a smaller batch size to try), disk full, a quota or a run directory that stops taking
+writes (the checkpoints stay intact; free space or fix permissions, then --resume).
 """
+import contextlib
 import dataclasses
+import errno
 import json
 import math
 import time
@@ -116,49 +119,88 @@ def make_optimizer(params, cfg, fused: bool = False) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, fused=fused or None)
 
 
+# What a failed write in the run directory means, and the fix (the message says "then rerun with --resume").
+WRITE_ERRORS = {errno.ENOSPC: ("disk full", "free disk space"),
+                errno.EDQUOT: ("disk quota exceeded", "free space within your quota (or have it raised)"),
+                errno.EACCES: ("permission denied", "make '{run}' writable again"),
+                errno.EPERM: ("permission denied", "make '{run}' writable again"),
+                errno.EROFS: ("read-only file system", "make '{run}' writable again")}
+
+
+def write_error(error: OSError, what: str, state) -> KdkitError:
+    """A failed write (disk full, quota, permissions) during fit as one line: what was being written
+    at which step, that the checkpoints are intact (nothing is deleted before its successor is
+    complete) and how to continue."""
+    run = state.dir.parent
+    problem, fix = WRITE_ERRORS.get(error.errno, (error.strerror or type(error).__name__, "check the disk holding '{run}'"))
+    kept = f"the checkpoints are intact (newest: {state.path}, step {state.saved_step})" if state.path else \
+        "no checkpoint was written yet"
+    return KdkitError(f"{problem} while {what} at step {state.step}; {kept}. Fix: {fix.format(run=run)}, then rerun with --resume")
+
+
 class Logger:
     """Every scalar goes to metrics.jsonl and TensorBoard. A resumed run first cuts metrics.jsonl
-    back to the lines its checkpoint had seen, so replayed steps are not logged twice."""
+    back to the lines its checkpoint had seen, so replayed steps are not logged twice. A write that
+    fails (disk full, permissions) stops the run with write_error's one line."""
 
-    def __init__(self, run_dir: Path, resume: bool, keep_lines: int = 0):
-        self.path = run_dir / "metrics.jsonl"
+    def __init__(self, run_dir: Path, resume: bool, keep_lines: int = 0, state=None):
+        self.path, self.state = run_dir / "metrics.jsonl", state
         self.lines, self.tb = 0, None
         if not distributed.is_main():  # one log per run: rank 0's (its scalars are summed over ranks)
             self.path = None
             return
-        if not resume:
-            self.path.unlink(missing_ok=True)
-        elif self.path.is_file():
-            kept = self.path.read_text().splitlines(keepends=True)[:keep_lines]
-            ckpt.atomic_write(self.path, "".join(kept).encode())
-            self.lines = len(kept)
+        with self._writing(f"starting '{self.path}'"):
+            if not resume:
+                self.path.unlink(missing_ok=True)
+            elif self.path.is_file():
+                kept = self.path.read_text().splitlines(keepends=True)[:keep_lines]
+                ckpt.atomic_write(self.path, "".join(kept).encode())
+                self.lines = len(kept)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(run_dir / "tb"))
+            with self._writing(f"creating the TensorBoard log '{run_dir / 'tb'}'"):
+                self.tb = SummaryWriter(str(run_dir / "tb"))
         except ImportError:  # tensorboard is a dependency, but the loop must not die without it
             pass
+
+    @contextlib.contextmanager
+    def _writing(self, what: str):
+        try:
+            yield
+        except OSError as e:
+            if self.state is None:
+                raise
+            raise write_error(e, what, self.state) from None
 
     def log(self, step: int, epoch: int, scalars: dict):
         if self.path is None:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, "epoch": epoch, **scalars}) + "\n")
+        with self._writing(f"appending to '{self.path}'"):
+            with self.path.open("a") as f:
+                f.write(json.dumps({"step": step, "epoch": epoch, **scalars}) + "\n")
         self.lines += 1
         if self.tb:
-            for k, v in scalars.items():
-                self.tb.add_scalar(k, v, step)
+            with self._writing(f"writing TensorBoard events in '{self.tb.log_dir}'"):
+                for k, v in scalars.items():
+                    self.tb.add_scalar(k, v, step)
 
     def close(self):
-        if self.tb:
-            self.tb.close()
+        tb, self.tb = self.tb, None
+        if tb:
+            with self._writing(f"closing the TensorBoard log '{tb.log_dir}'"):
+                tb.close()
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):  # closed however fit() ends (a tuner's pruning raises out of it)
-        self.close()
+    def __exit__(self, kind, error, tb):  # closed however fit() ends (a tuner's pruning raises out of it)
+        try:
+            self.close()
+        except KdkitError:
+            if kind is None:  # a failure while closing must not hide the error that ended the run
+                raise
 
 
 def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: str = "train",
@@ -169,6 +211,7 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     distributed.check_batch_size(cfg.batch_size)
+    check_intervals(cfg)
     device = select_device(cfg.device)
     if cfg.deterministic:  # (importing the switch costs ~1.5 s, so only when asked)
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -200,7 +243,7 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
         state.restore()
     else:
         state.clear()  # checkpoints of a run this one replaces
-    logger = state.logger = Logger(run_dir, resume=cfg.resume, keep_lines=state.log_lines)
+    logger = state.logger = Logger(run_dir, resume=cfg.resume, keep_lines=state.log_lines, state=state)
     skip_bad = getattr(cfg, "nan_policy", "stop") == "skip"
     stop_at = state.step + cfg.max_steps if cfg.max_steps else None  # max_steps counts this invocation's steps
     meta = dict(meta or {}, config=dataclasses.asdict(cfg))
@@ -260,13 +303,23 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
     if state.skipped:
         warnings.warn(f"{state.skipped} of {state.step} steps were skipped for NaN/inf (nan_policy=skip)")
     if not stopped:
-        _save_student(run_dir / "last.safetensors", method, meta, epoch=state.epoch, val_accuracy=state.history[-1]["val_accuracy"],
+        _save_student(run_dir / "last.safetensors", method, meta, state, epoch=state.epoch, val_accuracy=state.history[-1]["val_accuracy"],
                       skipped_steps=state.skipped)
         distributed.barrier()
     meter.pause()
     if layout:  # the layout was for training speed: what fit returns is laid out as a freshly loaded model,
         method.to(memory_format=torch.contiguous_format)  # so evaluating it gives bitwise what a reload gives
     return _result(state, run_dir, t0, images * distributed.world_size(), peak, stopped, meter.rate() * distributed.world_size())
+
+
+def check_intervals(cfg):
+    """log_every counts steps between log points (0 would divide by zero); checkpoint_every 0 means
+    at epoch ends only. Checked here, where they are used, before any training starts."""
+    if getattr(cfg, "log_every", 1) < 1:
+        raise KdkitError(f"config key 'log_every' must be at least 1, got {cfg.log_every}; e.g. --set log_every=50 (steps between log points)")
+    if getattr(cfg, "checkpoint_every", 0) < 0:
+        raise KdkitError(f"config key 'checkpoint_every' must be 0 (at epoch ends only) or more, got {cfg.checkpoint_every}; "
+                         "e.g. --set checkpoint_every=500")
 
 
 def compile_models(method, mode: str) -> str:
@@ -356,7 +409,7 @@ def _end_epoch(state, method, val, device, logger, run_dir: Path, meta: dict, ba
     score = val_balanced if balanced else val_acc
     if score > state.best_val_accuracy or not len(val.labels):  # no validation split: best = last
         state.best_val_accuracy, state.best_epoch = score, state.epoch
-        _save_student(run_dir / "best.safetensors", method, meta, epoch=state.epoch, val_accuracy=val_acc,
+        _save_student(run_dir / "best.safetensors", method, meta, state, epoch=state.epoch, val_accuracy=val_acc,
                       val_balanced_accuracy=val_balanced, selected_by="balanced_accuracy" if balanced else "accuracy")
     state.save()
 
@@ -533,8 +586,11 @@ class State:
         path = self.dir / f"state-{number:06d}.safetensors"
         try:
             ckpt.save_weights(path, tensors, meta)
-        except ckpt.DiskFull:
-            path.unlink(missing_ok=True)  # tensors without their sidecar are no checkpoint
+        except (ckpt.DiskFull, OSError) as e:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)  # tensors without their sidecar are no checkpoint
+            if isinstance(e, OSError):  # permissions, a read-only file system
+                raise write_error(e, f"writing checkpoint '{path}'", self) from None
             kept = f"the previous checkpoint {self.path} (step {self.saved_step}) is intact" if self.path else "no earlier checkpoint exists"
             raise KdkitError(f"disk full while writing checkpoint '{path}' at step {self.step}; {kept}. "
                              "Fix: free disk space or choose another --out, then rerun with --resume") from None
@@ -618,10 +674,13 @@ def _val_accuracy(model, loader, device) -> tuple[float, float]:
     return float(hits.sum() / seen.sum()), float((hits[present] / seen[present]).mean())
 
 
-def _save_student(path, method, meta, **extra):
+def _save_student(path, method, meta, state, **extra):
     if not distributed.is_main():
         return
-    ckpt.save_weights(path, method.student.state_dict(), dict(meta, **extra))
+    try:
+        ckpt.save_weights(path, method.student.state_dict(), dict(meta, **extra))
+    except OSError as e:  # (disk full is ckpt.DiskFull, a KdkitError already)
+        raise write_error(e, f"writing '{path}'", state) from None
 
 
 def _result(state, run_dir, t0, images, peak, stopped=False, train_rate=float("nan")) -> FitResult:

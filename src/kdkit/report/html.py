@@ -80,10 +80,20 @@ class Run:
 
 
 def read_summary(run_dir: Path) -> dict:
-    path = Path(run_dir) / "summary.json"
+    run_dir = Path(run_dir)
+    path = run_dir / "summary.json"
+    if run_dir.is_file():
+        raise KdkitError(f"'{run_dir}' is a file; point at the `kdkit distill` run directory that holds it: {run_dir.parent}")
     if not path.is_file():
         raise KdkitError(f"no summary.json in '{run_dir}'; point at a finished `kdkit distill` run directory")
-    summary = json.loads(path.read_text())
+    try:
+        summary = json.loads(path.read_text())
+        damage = None if isinstance(summary, dict) else f"a {type(summary).__name__}, not a mapping"
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        damage = f"not valid JSON: {str(e).split(' (char')[0]}"
+    if damage:  # the summary is rebuilt from the finished phases' files
+        raise KdkitError(f"'{path}' is damaged ({damage}); write it again: kdkit distill --config {run_dir}/config.yaml "
+                         "--resume (finished phases are not trained again)")
     if "rows" not in summary:
         raise KdkitError(f"'{run_dir}' is a `kdkit train` run; reports compare teacher, scratch and student, "
                          "so point at a `kdkit distill` run")
