@@ -211,10 +211,12 @@ def test_ensemble_command(tmp_path):
 
 
 @pytest.mark.parametrize("args,pattern", [
-    (["--in-channels", "0"], r"--in-channels must be at least 1, got 0; e.g. --in-channels 3"),
-    (["--in-channels", "-1"], r"--in-channels must be at least 1, got -1"),
-    (["--num-classes", "-1"], r"--num-classes must be at least 1, got -1; e.g. --num-classes 100"),
-    (["--image-size", "-3"], r"--image-size must be at least 1, got -3; e.g. --image-size 32"),
+    (["--in-channels", "0"], r"--in-channels must be in 1..1024, got 0; e.g. --in-channels 3"),
+    (["--in-channels", "-1"], r"--in-channels must be in 1..1024, got -1"),
+    (["--num-classes", "-1"], r"--num-classes must be in 1..1000000, got -1; e.g. --num-classes 100"),
+    (["--image-size", "-3"], r"--image-size must be in 1..4096, got -3; e.g. --image-size 32"),
+    (["--image-size", "100000"], r"--image-size must be in 1..4096, got 100000"),
+    (["--layers", " "], r"--layers is empty; name an architecture"),
 ])
 def test_models_layers_with_bad_sizes(args, pattern):
     one_line_error(kdkit("models", "--layers", "cnn", *args), pattern)

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kdkit.config import DistillConfig, TrainConfig, resolve
-from kdkit.errors import KdkitError
+from kdkit.errors import KdkitError, shown
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="kdkit: distill a big teacher into a small student, and show the evidence.")
@@ -52,7 +52,7 @@ def _seeds(text: Optional[str]):
     try:
         return [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise KdkitError(f"--seeds expects comma-separated integers, got '{text}'; e.g. --seeds 0,1,2") from None
+        raise KdkitError(f"--seeds expects comma-separated integers, got {shown(text)}; e.g. --seeds 0,1,2") from None
 
 
 @app.command()
@@ -92,6 +92,9 @@ def distill(
     _run_distill(cfg)
 
 
+MAX_MEMBERS = 1000  # teachers in one ensemble (each trained here): more is a typo
+
+
 @app.command()
 def ensemble(
     config: Optional[Path] = ConfigOpt,
@@ -117,6 +120,8 @@ def ensemble(
 
     specs = teacher_specs(cfg.teacher)
     if len(specs) == 1:
+        if members > MAX_MEMBERS:
+            raise KdkitError(f"--members {shown(members)} is more than {MAX_MEMBERS} teachers; give at most {MAX_MEMBERS}")
         if members < 2:
             raise KdkitError(f"an ensemble needs at least 2 members, got --members {members}; use --members 2 or more, "
                              "or list the architectures: --teacher cnn,resnet8")
@@ -266,6 +271,7 @@ def evaluate(
     from kdkit.rundir import check_out_file
 
     dev = parse_device(device)
+    check_dataset_option(dataset)
     if out:
         reads = [p for w in [weights, teacher] if w is not None and Path(w).exists() for p in (weights_path(w), sidecar(weights_path(w)))]
         check_out_file(out, reads, example="metrics.json")
@@ -307,6 +313,8 @@ def datasets(data_dir: Optional[str] = typer.Option(None, help="also look here")
     """Named datasets and where (if anywhere) their files were found."""
     from kdkit.data import DATASETS, dataset_status
 
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise KdkitError(f"--data-dir {shown(data_dir)} is not a folder; name the folder that holds the dataset files")
     status = {s["name"]: s for s in dataset_status(data_dir)}
     table = Table("name", "description", "found")
     for name, text in DATASETS.items():
@@ -326,13 +334,15 @@ def models(
     """Architectures by name, with their parameter counts for 3x32x32 input and 100 classes."""
     from kdkit.models import count_parameters, create_model, describe_model, list_models
 
+    for flag, value, example, most in (("--in-channels", in_channels, 3, 1024), ("--image-size", image_size, 32, 4096),
+                                       ("--num-classes", num_classes, 100, 1_000_000)):
+        if not 1 <= value <= most:  # (the layer listing runs the model on one input of this size)
+            raise KdkitError(f"{flag} must be in 1..{most}, got {shown(value)}; e.g. {flag} {example}")
+    if layers is not None and not layers.strip():
+        raise KdkitError("--layers is empty; name an architecture, e.g. --layers resnet8x4 (`kdkit models` lists them)")
     if layers:
         from kdkit.taps import layer_shapes
 
-        for flag, value, example in (("--in-channels", in_channels, 3), ("--image-size", image_size, 32),
-                                     ("--num-classes", num_classes, 100)):
-            if value < 1:
-                raise KdkitError(f"{flag} must be at least 1, got {value}; e.g. {flag} {example}")
         model = create_model(layers, num_classes=num_classes, in_channels=in_channels, image_size=image_size)
         table = Table("layer name (for feature taps)", "module", "output shape", box=box.SIMPLE_HEAD)
         for name, kind, shape in layer_shapes(model, (in_channels, image_size, image_size)):
@@ -379,6 +389,7 @@ def export(
     from kdkit.errors import unknown
     from kdkit.export import deploy_cells, export_run
 
+    check_dataset_option(dataset)
     if format_ != "onnx":
         raise unknown("export format", format_, ["onnx"])
     report = export_run(source, out, quantize=quantize, opset=opset, dataset=dataset, data_dir=data_dir,
@@ -467,6 +478,13 @@ def compare(
     console.out(str(write_compare(run_dirs, out)))
 
 
+def check_dataset_option(dataset: str | None):
+    """--dataset may be left out (the model's own), not given empty."""
+    if dataset is not None and not dataset.strip():
+        raise KdkitError("--dataset is empty; name a dataset or an ImageFolder path, or leave it out to use the "
+                         "one the model was trained on")
+
+
 def usage_error(error) -> str:
     """A command-line usage error (unknown command or option, a flag's missing or mistyped value)
     as one line naming the problem and where the fix is: the command's --help."""
@@ -495,6 +513,12 @@ def main():
         sys.exit(2)
     except KeyboardInterrupt:
         code = 130
+    except OSError as e:  # a path the file system refuses (too long, a loop, ...) that no check above caught
+        if _debug["on"]:
+            raise
+        where = f" {shown(str(e.filename))}" if e.filename else ""
+        print(f"error: cannot use{where} ({e.strerror or type(e).__name__}); check the path", file=sys.stderr)
+        sys.exit(2)
     except Exception as e:
         if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):  # not a click usage error: a bug
             raise

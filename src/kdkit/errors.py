@@ -32,8 +32,14 @@ def did_you_mean(name: str, choices) -> str:
     close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.5)
     if close:
         return f"did you mean '{close[0]}'?"
-    listed = ", ".join(choices[:20]) + (", ..." if len(choices) > 20 else "")
-    return f"choose from: {listed}"
+    shown_choices, width = [], 0
+    for choice in choices:  # at most about 150 characters of them: the message stays one short line
+        width += len(choice) + 2
+        if width > 150:
+            break
+        shown_choices.append(choice)
+    more = ", ..." if len(shown_choices) < len(choices) else ""
+    return f"choose from: {', '.join(shown_choices)}{more}"
 
 
 def unknown(kind: str, name: str, choices) -> KdkitError:

@@ -32,7 +32,7 @@ import torch
 from kdkit import __version__
 from kdkit import checkpoint as ckpt
 from kdkit.data import BatchLoader, Split, load_dataset
-from kdkit.errors import KdkitError, unknown
+from kdkit.errors import KdkitError, shown, unknown
 from kdkit.evaluate import predict_logits
 from kdkit.pipeline import load_model, weights_path
 from kdkit.rundir import check_out_file
@@ -378,7 +378,7 @@ def export_run(source, out=None, *, quantize: str | None = None, opset: int = 17
     model, meta = load_model(weights, trusted_hooks)
     out = Path(out) if out else default_out(source, weights)
     if out.suffix != ".onnx":
-        raise KdkitError(f"--out must name a .onnx file, got '{out}'; e.g. --out student.onnx")
+        raise KdkitError(f"--out must name a .onnx file, got {shown(str(out))}; e.g. --out student.onnx")
     reads = [p for w in (weights, teacher) if w is not None for p in (w, ckpt.sidecar(w))]
     for path in output_files(out, quantize):
         check_out_file(path, reads, example="student.onnx")
@@ -412,7 +412,7 @@ def check_options(quantize, opset: int, tolerance: float, calibration_samples: i
         raise unknown("quantisation mode", quantize_mode, ["static", "dynamic"])
     low, high = opset_range()
     if not low <= opset <= high:
-        raise KdkitError(f"--opset {opset} is outside the {low}..{high} that the ONNX exporter supports; "
+        raise KdkitError(f"--opset {shown(opset)} is outside the {low}..{high} that the ONNX exporter supports; "
                          "the default 17 runs on onnxruntime")
     if not tolerance >= 0:  # (NaN fails too)
         raise KdkitError(f"--tolerance must be a number >= 0 (the max |logit difference| allowed), got {tolerance}; "

@@ -19,7 +19,7 @@ from kdkit import checkpoint as ckpt
 from kdkit import distributed
 from kdkit.config import DistillConfig, TrainConfig, apply_overrides, dump_yaml, load_yaml
 from kdkit.data import BatchLoader, Dataset, Split, load_dataset
-from kdkit.errors import KdkitError, unknown
+from kdkit.errors import KdkitError, shown, unknown
 from kdkit.evaluate import agreement, classification_metrics, model_facts, predict_logits
 from kdkit.methods import CrossEntropy, create_method
 from kdkit.models import check_input, create_model
@@ -287,7 +287,7 @@ def parse_device(name: str) -> torch.device:
     try:
         return select_device(name)
     except RuntimeError:
-        raise KdkitError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps, e.g. --device cpu") from None
+        raise KdkitError(f"unknown device {shown(name)}; use auto, cpu, cuda, cuda:N or mps, e.g. --device cpu") from None
 
 
 def check_classes(data: Dataset):
