@@ -261,7 +261,7 @@ def test_a_training_checkpoint_is_named_as_such(tmp_path, digits, tiny):
     state = sorted((run / "checkpoints").glob("state-*.safetensors"))[-1]
     assert state.with_suffix(".json").is_file()
     pattern = (rf"'{state}' is a training checkpoint \(the state --resume continues from\), not model weights; "
-               rf"use {run}/best.safetensors or {run}/last.safetensors, or pass the run directory {run}")
+               rf"use best.safetensors or last.safetensors of the run '{run}'")
     with pytest.raises(KdkitError, match=pattern):
         load_model(state)
     one_line_error(kdkit("evaluate", state), pattern)

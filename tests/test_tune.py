@@ -271,8 +271,9 @@ def test_out_holding_another_tools_config_yaml(tmp_path):
     (tmp_path / "x" / "config.yaml").write_text("project: other-tool\n")
     with pytest.raises(KdkitError) as error:
         tune(tiny_cfg(tmp_path / "x", teacher="cnn-tiny"), trials=1)
-    assert str(error.value) == (f"config file '{tmp_path / 'x' / 'config.yaml'}': unknown config key 'project'; "
-                                f"--out '{tmp_path / 'x'}' is not a kdkit tune run: use another --out")
+    assert str(error.value) == (f"--out '{tmp_path / 'x'}' holds files kdkit did not write (e.g. 'config.yaml'); choose "
+                                "a new or empty folder, or add --overwrite to write into it anyway (files of the same "
+                                "name are replaced)")
     assert not (tmp_path / "x" / "teacher").exists()
 
 

@@ -23,7 +23,7 @@ from kdkit.errors import KdkitError, shown, unknown
 from kdkit.evaluate import agreement, classification_metrics, model_facts, predict_logits
 from kdkit.methods import CrossEntropy, create_method
 from kdkit.models import check_input, create_model
-from kdkit.rundir import check_run_dir, claim_run_dir
+from kdkit.rundir import check_run_dir, claim_run_dir, short_path
 from kdkit.summary import summarise, write_summary
 from kdkit.teachers import HybridTeacher
 from kdkit.train import (autocast_dtype, check_resume_settings, complete_checkpoints, fit, select_device,
@@ -109,9 +109,8 @@ def check_not_checkpoint(path: Path):
     named_like_one = path.parent.name == "checkpoints" and path.stem.startswith("state-") and path.stem[6:].isdigit()
     if "arch" not in meta and (resumable or named_like_one):
         run = path.parent.parent
-        raise KdkitError(f"'{path}' is a training checkpoint (the state --resume continues from), not model weights; "
-                         f"use {run / 'best.safetensors'} or {run / 'last.safetensors'}, "
-                         f"or pass the run directory {run}")
+        raise KdkitError(f"'{short_path(path)}' is a training checkpoint (the state --resume continues from), not "
+                         f"model weights; use best.safetensors or last.safetensors of the run '{short_path(run, 100)}'")
 
 
 def load_model(path, trusted_hooks=()) -> tuple[torch.nn.Module, dict]:

@@ -25,7 +25,7 @@ LOCK = ".kdkit.lock"
 KINDS = ("train", "distill", "tune", "api")
 
 
-def shown(path, limit: int = 120) -> str:
+def short_path(path, limit: int = 120) -> str:
     """A path as it appears in a one-line message: at most `limit` characters."""
     text = str(path)
     return text if len(text) <= limit else text[: limit // 2 - 2] + "..." + text[-(limit // 2 - 1):]
@@ -50,20 +50,20 @@ def check_path(out, what: str = "--out") -> Path:
     limit = _name_max(path)
     long = next((part for part in path.parts if len(os.fsencode(part)) > limit), None)
     if long is not None:
-        raise KdkitError(f"{what} '{shown(out)}' has a name of {len(os.fsencode(long))} bytes, longer than the file "
+        raise KdkitError(f"{what} '{short_path(out)}' has a name of {len(os.fsencode(long))} bytes, longer than the file "
                          f"system allows ({limit}); choose a shorter path")
     try:
         if path.is_symlink() and not path.exists():
-            reason = "a symlink loop" if _loops(path) else f"a symlink to '{shown(os.readlink(path))}', which does not exist"
-            raise KdkitError(f"{what} '{shown(out)}' is {reason}; remove the link or choose another path")
+            reason = "a symlink loop" if _loops(path) else f"a symlink to '{short_path(os.readlink(path))}', which does not exist"
+            raise KdkitError(f"{what} '{short_path(out)}' is {reason}; remove the link or choose another path")
         for parent in path.parents:
             if parent.exists():
                 if not parent.is_dir():
-                    raise KdkitError(f"{what} '{shown(out)}' is inside '{shown(parent)}', which is a file; choose another path")
+                    raise KdkitError(f"{what} '{short_path(out)}' is inside '{short_path(parent)}', which is a file; choose another path")
                 break
         path.exists()
     except OSError as e:
-        raise KdkitError(f"{what} '{shown(out)}' cannot be used ({_why(e)}); choose another path") from None
+        raise KdkitError(f"{what} '{short_path(out)}' cannot be used ({_why(e)}); choose another path") from None
     return path
 
 
@@ -100,7 +100,7 @@ def check_run_dir(out, kind: str, overwrite: bool = False) -> Path:
     if not distributed.is_main():
         return path
     if path.exists() and not path.is_dir():
-        raise KdkitError(f"--out '{shown(out)}' is a file, not a run directory; choose a folder (new, empty or an earlier "
+        raise KdkitError(f"--out '{short_path(out)}' is a file, not a run directory; choose a folder (new, empty or an earlier "
                          f"`kdkit {kind}` run)")
     if not path.is_dir() or overwrite:
         return path
@@ -108,16 +108,21 @@ def check_run_dir(out, kind: str, overwrite: bool = False) -> Path:
     if found == kind:
         return path
     try:
-        entries = sorted(p.name for p in path.iterdir() if not p.name.startswith(".kdkit"))  # (ours: marker, lock, temp)
+        entries = sorted(p.name for p in path.iterdir() if not is_ours(p.name))
     except OSError as e:
-        raise KdkitError(f"--out '{shown(out)}' cannot be read ({_why(e)}); choose another folder") from None
+        raise KdkitError(f"--out '{short_path(out)}' cannot be read ({_why(e)}); choose another folder") from None
     if not entries:
         return path
     if found is not None:
-        raise KdkitError(f"--out '{shown(out)}' is a `kdkit {found}` run, not a `kdkit {kind}` run; choose another "
+        raise KdkitError(f"--out '{short_path(out)}' is a `kdkit {found}` run, not a `kdkit {kind}` run; choose another "
                          "folder, or add --overwrite to write into it anyway")
-    raise KdkitError(f"--out '{shown(out)}' holds files kdkit did not write (e.g. '{shown(entries[0], 60)}'); choose a new "
+    raise KdkitError(f"--out '{short_path(out)}' holds files kdkit did not write (e.g. '{short_path(entries[0], 60)}'); choose a new "
                      "or empty folder, or add --overwrite to write into it anyway (files of the same name are replaced)")
+
+
+def is_ours(name: str) -> bool:
+    """The marker, the lock, and the marker's temporary file while another process writes it."""
+    return name in (MARKER, LOCK) or name.startswith(f".{MARKER}.")
 
 
 def claim_run_dir(out, kind: str, overwrite: bool = False, lock: bool = True) -> "RunLock":
@@ -133,7 +138,7 @@ def claim_run_dir(out, kind: str, overwrite: bool = False, lock: bool = True) ->
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise KdkitError(f"cannot create --out '{shown(out)}' ({_why(e)}); choose a folder you can write to") from None
+        raise KdkitError(f"cannot create --out '{short_path(out)}' ({_why(e)}); choose a folder you can write to") from None
     held = RunLock(path) if lock else RunLock(None)
     if run_kind(path) != kind:
         from kdkit import __version__
@@ -143,7 +148,7 @@ def claim_run_dir(out, kind: str, overwrite: bool = False, lock: bool = True) ->
             atomic_write(path / MARKER, json.dumps({"kind": kind, "written_by": f"kdkit {__version__}"}).encode())
         except OSError as e:
             held.release()
-            raise KdkitError(f"cannot write into --out '{shown(out)}' ({_why(e)}); choose a folder you can write to") from None
+            raise KdkitError(f"cannot write into --out '{short_path(out)}' ({_why(e)}); choose a folder you can write to") from None
     distributed.barrier()
     return held
 
@@ -165,7 +170,7 @@ class RunLock:
         try:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise KdkitError(f"cannot create the lock file '{shown(self.path)}' ({_why(e)}); choose a folder you can "
+            raise KdkitError(f"cannot create the lock file '{short_path(self.path)}' ({_why(e)}); choose a folder you can "
                              "write to") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -173,7 +178,7 @@ class RunLock:
             holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip() or "another process"
             os.close(self.fd)
             self.fd = None
-            raise KdkitError(f"run directory '{shown(self.path.parent)}' is in use by {holder}; wait for it to finish (or "
+            raise KdkitError(f"run directory '{short_path(self.path.parent)}' is in use by {holder}; wait for it to finish (or "
                              "stop it), then rerun with --resume, or choose another --out") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"pid {os.getpid()} on host {socket.gethostname()}".encode(), 0)
@@ -222,14 +227,14 @@ def check_out_file(out, reads=(), example: str = "out.json") -> Path:
     existing file kdkit did not write."""
     path = check_path(out)
     if path.is_dir():
-        raise KdkitError(f"--out '{shown(out)}' is a folder; name a file, e.g. --out {shown(path / example)}")
+        raise KdkitError(f"--out '{short_path(out)}' is a folder; name a file, e.g. --out {short_path(path / example)}")
     for source in reads:
         if _same_file(path, Path(source)):
-            raise KdkitError(f"--out '{shown(out)}' is a file this command reads ('{shown(source)}'); write the result to "
-                             f"another file, e.g. --out {shown(free_name(path, example))}")
+            raise KdkitError(f"--out '{short_path(out)}' is a file this command reads; write the result to another file, "
+                             f"e.g. '{free_name(path, example).name}' beside it")
     if path.exists() and not is_kdkit_output(path):
-        raise KdkitError(f"--out '{shown(out)}' exists and is not a file kdkit wrote; kdkit never writes over a file it did "
-                         f"not create: choose another name, e.g. --out {shown(free_name(path, example))}")
+        raise KdkitError(f"--out '{short_path(out)}' exists and is not a file kdkit wrote; kdkit never writes over a file it did "
+                         f"not create: choose another name, e.g. '{free_name(path, example).name}' beside it")
     return path
 
 

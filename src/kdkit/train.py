@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from kdkit import checkpoint as ckpt
 from kdkit import distributed
+from kdkit.config import validate
 from kdkit.data import BatchLoader, Dataset
 from kdkit.errors import KdkitError
 from kdkit.evaluate import PeakMemory, predict_logits
@@ -211,7 +212,7 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     distributed.check_batch_size(cfg.batch_size)
-    check_intervals(cfg)
+    validate(cfg)  # the config schema, again: a config made with dataclasses.replace skipped it
     device = select_device(cfg.device)
     if cfg.deterministic:  # (importing the switch costs ~1.5 s, so only when asked)
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -310,16 +311,6 @@ def fit(method, data: Dataset, cfg, run_dir, *, meta: dict | None = None, desc: 
     if layout:  # the layout was for training speed: what fit returns is laid out as a freshly loaded model,
         method.to(memory_format=torch.contiguous_format)  # so evaluating it gives bitwise what a reload gives
     return _result(state, run_dir, t0, images * distributed.world_size(), peak, stopped, meter.rate() * distributed.world_size())
-
-
-def check_intervals(cfg):
-    """log_every counts steps between log points (0 would divide by zero); checkpoint_every 0 means
-    at epoch ends only. Checked here, where they are used, before any training starts."""
-    if getattr(cfg, "log_every", 1) < 1:
-        raise KdkitError(f"config key 'log_every' must be at least 1, got {cfg.log_every}; e.g. --set log_every=50 (steps between log points)")
-    if getattr(cfg, "checkpoint_every", 0) < 0:
-        raise KdkitError(f"config key 'checkpoint_every' must be 0 (at epoch ends only) or more, got {cfg.checkpoint_every}; "
-                         "e.g. --set checkpoint_every=500")
 
 
 def compile_models(method, mode: str) -> str:

@@ -374,9 +374,9 @@ def write_report(run_dir, importance: bool = True, data=None, n_samples: int = 1
     trusted_hooks: module:function model hooks the run's sidecars may name (else refused)."""
     from kdkit.rundir import check_out_file
 
-    for name in ("report.html", "importance.json"):  # never over a file of the same name kdkit did not write
-        check_out_file(Path(run_dir) / name, example=name)
     run = Run(run_dir, data, device, trusted_hooks)
+    for name in ("report.html", "importance.json"):  # never over a file of the same name kdkit did not write
+        check_out_file(run.dir / name, example=name)
     summary = run.summary
     title = f"{summary['method']}: {summary['teacher'].get('arch', '?')} -> {summary['student_arch']} on {summary['dataset']}"
     tuning = [tuning_section(run.dir)] if (run.dir / "tune.json").is_file() else []  # a `kdkit tune` run
