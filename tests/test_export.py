@@ -6,6 +6,7 @@ the module; the CLI tests run the real `kdkit` entry point in a subprocess, as a
 import csv
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -260,8 +261,8 @@ def test_cli_errors_are_one_line(run_dir, report, tmp_path, digits):
     ckpt.save_weights(weights, state, model_meta("fourier_hook:make_net", digits))
     one_line_error(kdkit("export", weights, cwd=tmp_path), r"names the user model hook 'fourier_hook:make_net'; kdkit "
                    r"never imports code named by a file. If you trust that code, allow it: --trust-hook fourier_hook:make_net")
-    one_line_error(kdkit("export", weights, "--trust-hook", "fourier_hook:make_net", cwd=tmp_path),
-                   r"cannot export operator 'aten::fft_fft'")
+    one_line_error(kdkit("export", weights, "--trust-hook", "fourier_hook:make_net", cwd=tmp_path,
+                         env=dict(os.environ, PYTHONPATH=str(tmp_path))), r"cannot export operator 'aten::fft_fft'")
     np.save(tmp_path / "bad.npy", np.zeros((3, 9, 9), np.uint8))
     one_line_error(kdkit("predict", run_dir / "export" / "student.onnx", tmp_path / "bad.npy"), r"shape \(3, 9, 9\)")
 

@@ -254,3 +254,15 @@ def test_evaluate_on_a_checkpoint_says_what_it_is(trained, tmp_path, monkeypatch
     _, states = checkpointed
     assert error_of(cli("evaluate", states[-1], monkeypatch=monkeypatch, capsys=capsys)).startswith(
         f"'{states[-1]}' is a training checkpoint (the state --resume continues from), not model weights")
+
+
+def test_python_m_kdkit_does_not_import_from_the_working_directory(tmp_path):
+    """`python -m` puts the working directory on sys.path; kdkit's __main__ takes it off again."""
+    import subprocess
+
+    (tmp_path / "kdkit_cwd_hook.py").write_text(HOOK)
+    args = [sys.executable, "-m", "kdkit", "train", "--dataset", "digits", "--model", "kdkit_cwd_hook:make", *FAST,
+            "--out", str(tmp_path / "o")]
+    result = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 2 and not (tmp_path / "RAN").exists(), result.stderr
+    assert "kdkit does not import from the working directory on its own: run with PYTHONPATH=." in result.stderr

@@ -141,11 +141,10 @@ def claim_run_dir(out, kind: str, overwrite: bool = False, lock: bool = True) ->
         raise KdkitError(f"cannot create --out '{short_path(out)}' ({_why(e)}); choose a folder you can write to") from None
     held = RunLock(path) if lock else RunLock(None)
     if run_kind(path) != kind:
-        from kdkit import __version__
         from kdkit.checkpoint import atomic_write
 
         try:
-            atomic_write(path / MARKER, json.dumps({"kind": kind, "written_by": f"kdkit {__version__}"}).encode())
+            atomic_write(path / MARKER, json.dumps({"kind": kind, "written_by": "kdkit"}).encode())
         except OSError as e:
             held.release()
             raise KdkitError(f"cannot write into --out '{short_path(out)}' ({_why(e)}); choose a folder you can write to") from None
