@@ -4,27 +4,17 @@ both the tensors and the sidecar itself are under a checksum; every field is che
 import hashlib
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
 from kdkit import checkpoint as ckpt
 from kdkit.errors import KdkitError
 
+sys.path.insert(0, str(Path(__file__).parent))
+from test_bad_inputs import cli, train_run  # noqa: E402,F401  (train_run: a fixture)
+
 FAST = ["--epochs", "1", "--set", "progress=false", "--set", "batch_size=64", "--set", "amp=off"]
-
-
-def cli(*args, monkeypatch, capsys, cwd=None) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `kdkit ARGS`, run in this process."""
-    from kdkit.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["kdkit", *[str(a) for a in args]])
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    if cwd is not None:
-        monkeypatch.chdir(cwd)
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    out, err = capsys.readouterr()
-    return exit_.value.code, out, err
 
 
 def error_of(result) -> str:
@@ -37,24 +27,11 @@ def error_of(result) -> str:
     return lines[0][len("error: "):]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, digits):
-    """A finished one-epoch `kdkit train` run on digits (cnn-tiny)."""
-    from kdkit.config import TrainConfig, apply_overrides
-    from kdkit.pipeline import run_train
-
-    out = tmp_path_factory.mktemp("sidecars") / "train"
-    cfg = apply_overrides(TrainConfig(), {"dataset": "digits", "model": "cnn-tiny", "epochs": 1, "batch_size": 64,
-                                          "progress": False, "amp": "off", "out": str(out)})
-    run_train(cfg, digits)
-    return out
-
-
-def copy_run(trained, tmp_path, name="run"):
+def copy_run(train_run, tmp_path, name="run"):
     import shutil
 
     target = tmp_path / name
-    shutil.copytree(trained, target)
+    shutil.copytree(train_run, target)
     return target
 
 
@@ -96,8 +73,8 @@ def plant_hook(run, arch="teacher_hooks:make"):
     sys.path.insert(0, str(run))
 
 
-def test_a_sidecar_cannot_make_kdkit_import_code(trained, tmp_path, monkeypatch, capsys):
-    run = copy_run(trained, tmp_path)
+def test_a_sidecar_cannot_make_kdkit_import_code(train_run, tmp_path, monkeypatch, capsys):
+    run = copy_run(train_run, tmp_path)
     plant_hook(run)
     for command in (["evaluate", run], ["export", run], ["distill", "--dataset", "digits", "--teacher", run, "--student",
                                                           "cnn-tiny", *FAST, "--out", tmp_path / "d"]):
@@ -110,8 +87,8 @@ def test_a_sidecar_cannot_make_kdkit_import_code(trained, tmp_path, monkeypatch,
 
 
 @pytest.mark.parametrize("arch", ["sys:exit", "os:abort", "builtins:print"])
-def test_standard_library_functions_named_by_a_sidecar_are_refused(trained, tmp_path, monkeypatch, capsys, arch):
-    run = copy_run(trained, tmp_path)
+def test_standard_library_functions_named_by_a_sidecar_are_refused(train_run, tmp_path, monkeypatch, capsys, arch):
+    run = copy_run(train_run, tmp_path)
     rewrite_meta = ckpt.load_meta(run / "best.safetensors") | {"arch": arch}
     tensors, _ = ckpt.load_weights(run / "best.safetensors")
     ckpt.save_weights(run / "best.safetensors", tensors, rewrite_meta)
@@ -119,8 +96,8 @@ def test_standard_library_functions_named_by_a_sidecar_are_refused(trained, tmp_
     assert f"names the user model hook '{arch}'; kdkit never imports code named by a file" in message
 
 
-def test_a_trusted_hook_runs(trained, tmp_path, monkeypatch, capsys):
-    run = copy_run(trained, tmp_path)
+def test_a_trusted_hook_runs(train_run, tmp_path, monkeypatch, capsys):
+    run = copy_run(train_run, tmp_path)
     plant_hook(run)
     code, out, err = cli("evaluate", run, "--trust-hook", "teacher_hooks:make", monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0, err
@@ -152,17 +129,17 @@ def test_a_name_from_a_file_selects_only_registered_architectures():
 # ---------------------------------------------------------------- item 6: the checksum covers the sidecar
 
 
-def test_an_edited_weights_sidecar_is_refused(trained, tmp_path, monkeypatch, capsys):
-    run = copy_run(trained, tmp_path)
+def test_an_edited_weights_sidecar_is_refused(train_run, tmp_path, monkeypatch, capsys):
+    run = copy_run(train_run, tmp_path)
     rewrite(run / "best.json", mean=[0.9])
     message = error_of(cli("evaluate", run, monkeypatch=monkeypatch, capsys=capsys))
     assert message == (f"sidecar '{run / 'best.json'}' was changed after kdkit wrote it (its checksum does not match); "
                        "restore it, use another checkpoint or retrain")
 
 
-def test_a_sidecar_without_the_weights_checksum_is_refused(trained, tmp_path, monkeypatch, capsys):
+def test_a_sidecar_without_the_weights_checksum_is_refused(train_run, tmp_path, monkeypatch, capsys):
     """Without sha256, a flipped exponent bit in the weights went unnoticed: now an error."""
-    run = copy_run(trained, tmp_path)
+    run = copy_run(train_run, tmp_path)
     foreign(run / "best.json", sha256=...)
     data = bytearray((run / "best.safetensors").read_bytes())
     data[-3] ^= 0x40  # an exponent bit of the last weight
@@ -236,21 +213,21 @@ def test_the_sidecar_checksum_is_over_its_content():
     (dict(classes=5), "has classes '5'; it must list 10 class names (num_classes)"),
     (dict(std=[0.0]), "has std '[0.0]'; it must list 1 finite numbers (one per channel, > 0)"),
 ])
-def test_sidecar_fields_are_checked(trained, tmp_path, monkeypatch, capsys, changes, message):
-    run = copy_run(trained, tmp_path)
+def test_sidecar_fields_are_checked(train_run, tmp_path, monkeypatch, capsys, changes, message):
+    run = copy_run(train_run, tmp_path)
     foreign(run / "best.json", **changes)
     assert error_of(cli("evaluate", run, monkeypatch=monkeypatch, capsys=capsys)) == \
         f"sidecar '{run / 'best.json'}' {message}: restore the sidecar kdkit wrote"
 
 
-def test_a_sidecar_that_is_a_json_list(trained, tmp_path, monkeypatch, capsys):
-    run = copy_run(trained, tmp_path)
+def test_a_sidecar_that_is_a_json_list(train_run, tmp_path, monkeypatch, capsys):
+    run = copy_run(train_run, tmp_path)
     (run / "best.json").write_text("[1, 2]")
     assert error_of(cli("evaluate", run, monkeypatch=monkeypatch, capsys=capsys)) == \
         f"sidecar '{run / 'best.json'}' is a JSON list, not an object; restore the sidecar kdkit wrote or retrain"
 
 
-def test_evaluate_on_a_checkpoint_says_what_it_is(trained, tmp_path, monkeypatch, capsys, checkpointed):
+def test_evaluate_on_a_checkpoint_says_what_it_is(train_run, tmp_path, monkeypatch, capsys, checkpointed):
     _, states = checkpointed
     assert error_of(cli("evaluate", states[-1], monkeypatch=monkeypatch, capsys=capsys)).startswith(
         f"'{states[-1]}' is a training checkpoint (the state --resume continues from), not model weights")
