@@ -70,7 +70,7 @@ def snapshot(folder: Path) -> dict:
 def train_run(root: Path) -> Path:
     """A finished one-epoch `kdkit train` run on digits: the weights evaluate/export/report/compare take."""
     from kdkit.config import TrainConfig, apply_overrides
-    from kdkit.pipeline import run_train
+    from kdkit.recipes import run_train
 
     out = root / "train"
     run_train(apply_overrides(TrainConfig(), {"dataset": "digits", "model": "cnn-tiny", "epochs": 1, "batch_size": 64,

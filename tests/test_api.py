@@ -76,9 +76,9 @@ class _Proba:  # stands in for a scikit-learn estimator: fit / predict_proba, no
 
 @pytest.mark.parametrize("teacher,pattern", [
     ("cnn", r"^kdkit.distill takes a trained teacher model, got the architecture name 'cnn'; train it first "
-            r"\(`kdkit train --model cnn --dataset D --out RUN`\), then pass kdkit.pipeline.load_model\('RUN'\)\[0\]$"),
+            r"\(`kdkit train --model cnn --dataset D --out RUN`\), then pass kdkit.weights.load_model\('RUN'\)\[0\]$"),
     ("runs/teacher", r"^kdkit.distill takes the teacher as an nn.Module or a kdkit.teachers.HybridTeacher, got the string "
-                     r"'runs/teacher'; for saved weights pass kdkit.pipeline.load_model\('runs/teacher'\)\[0\]"),
+                     r"'runs/teacher'; for saved weights pass kdkit.weights.load_model\('runs/teacher'\)\[0\]"),
     (None, r"^kdkit.distill takes the teacher as an nn.Module or a kdkit.teachers.HybridTeacher, got None; "),
     (_Proba(), r"^the teacher _Proba is an estimator with predict_proba, not an nn.Module; wrap it: "
                r"kdkit.teachers.HybridTeacher\(\[kdkit.teachers.ProbaTeacher\(estimator\)\]\)"),

@@ -54,7 +54,7 @@ def run(monkeypatch, capsys, tmp_path):
 def train_run(tmp_path_factory, digits):
     """A finished one-epoch `kdkit train` run on digits (cnn-tiny)."""
     from kdkit.config import TrainConfig, apply_overrides
-    from kdkit.pipeline import run_train
+    from kdkit.recipes import run_train
 
     out = tmp_path_factory.mktemp("bad") / "train"
     cfg = apply_overrides(TrainConfig(), {"dataset": "digits", "model": "cnn-tiny", "epochs": 1, "batch_size": 64,
@@ -305,7 +305,7 @@ def test_weights_file_not_found(run, tmp_path):
 
 def test_resume_with_other_settings(run, tmp_path, digits):
     from kdkit.config import TrainConfig, apply_overrides
-    from kdkit.pipeline import run_train
+    from kdkit.recipes import run_train
 
     cfg = apply_overrides(TrainConfig(), {"dataset": "digits", "model": "cnn-tiny", "epochs": 2, "batch_size": 64,
                                           "max_steps": 2, "progress": False, "out": str(tmp_path / "r")})
@@ -422,7 +422,7 @@ def test_predict_top_below_one(run, tmp_path, onnx_model):
 
 def test_messages_are_kdkit_errors_in_python_too(tmp_path):
     """The same checks guard the Python API (the CLI only prints them)."""
-    from kdkit.pipeline import parse_device
+    from kdkit.train import parse_device
     from kdkit.rundir import check_run_dir
 
     with pytest.raises(KdkitError, match="unknown device 'gpu'"):

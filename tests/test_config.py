@@ -55,7 +55,7 @@ def test_every_key_documented():
 
 
 def test_unset_temperature_takes_the_methods_default():
-    from kdkit.pipeline import method_kwargs, with_method_defaults
+    from kdkit.recipes import method_kwargs, with_method_defaults
 
     assert with_method_defaults(DistillConfig(method="dist")).temperature == 1.0
     assert with_method_defaults(DistillConfig(method="kd")).temperature == 4.0

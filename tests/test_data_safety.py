@@ -232,7 +232,7 @@ def test_teacher_parquet_index_beyond_the_training_set(tmp_path, digits):
 
 def test_csv_teacher_outputs_say_how_to_convert(tmp_path, digits):
     from kdkit.config import DistillConfig, apply_overrides
-    from kdkit.pipeline import run_distill
+    from kdkit.recipes import run_distill
 
     np.savetxt(tmp_path / "logits.csv", np.zeros((1797, 10)), delimiter=",")
     message = (r"teacher file '.*logits.csv' is text \(.csv\); saved outputs are read from .npy, .parquet or "

@@ -253,7 +253,8 @@ def test_a_training_checkpoint_is_named_as_such(tmp_path, digits, tiny):
     """checkpoints/state-NNNNNN.safetensors has a sidecar, but it describes a training position,
     not a model: evaluate and export say so and point at the run's weights (issue 20)."""
     from kdkit.config import TrainConfig, apply_overrides
-    from kdkit.pipeline import load_model, run_train
+    from kdkit.recipes import run_train
+    from kdkit.weights import load_model
     from test_cli import kdkit, one_line_error
 
     run = tmp_path / "run"

@@ -20,7 +20,8 @@ from kdkit.config import DistillConfig, apply_overrides
 from kdkit.errors import KdkitError
 from kdkit.export import FP32_TOLERANCE, export_onnx, export_run, ort_session, quantize_int8, require_onnx
 from kdkit.predict import predict
-from kdkit.pipeline import load_model, model_meta, run_distill
+from kdkit.recipes import run_distill
+from kdkit.weights import load_model, model_meta
 
 from test_cli import kdkit, one_line_error
 

@@ -38,7 +38,7 @@ def user_folder(tmp_path):
 @pytest.fixture(scope="module")
 def train_run(tmp_path_factory, digits):
     from kdkit.config import TrainConfig, apply_overrides
-    from kdkit.pipeline import run_train
+    from kdkit.recipes import run_train
 
     out = tmp_path_factory.mktemp("safety") / "train"
     run_train(apply_overrides(TrainConfig(), {"dataset": "digits", "model": "cnn-tiny", "epochs": 1, "batch_size": 64,

@@ -17,7 +17,8 @@ from kdkit import checkpoint as ckpt
 from kdkit.config import TrainConfig, apply_overrides
 from kdkit.data import BatchLoader, Split
 from kdkit.errors import KdkitError
-from kdkit.pipeline import build_model, cross_entropy, run_train
+from kdkit.recipes import cross_entropy, run_train
+from kdkit.weights import build_model
 from kdkit.train import fit
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -223,7 +224,7 @@ def test_resume_with_other_settings(tmp_path, digits, tiny):
 def test_crd_resume_is_exact(tmp_path, digits, tiny):
     """CRD's state beyond weights: both memory banks and the generator drawing its negatives."""
     from kdkit.config import DistillConfig
-    from kdkit.pipeline import run_distill
+    from kdkit.recipes import run_distill
 
     cfg = apply_overrides(DistillConfig(), tiny | {"teacher": "cnn-x0.25", "student": "cnn-tiny", "method": "crd",
                                                    "nce_k": 64, "baseline": False, "report": False, "teacher_epochs": 1})
@@ -240,7 +241,7 @@ def test_killed_while_writing_the_first_checkpoint_starts_over(tmp_path, digits,
     """Tensors on disk but no sidecar yet (SIGKILL between the two writes) and nothing earlier:
     there is no checkpoint, so --resume runs the phase from the start (as an uninterrupted run)."""
     from kdkit.config import DistillConfig
-    from kdkit.pipeline import run_distill
+    from kdkit.recipes import run_distill
 
     cfg = apply_overrides(DistillConfig(), tiny | {"teacher": "cnn-x0.25", "student": "cnn-tiny", "baseline": False,
                                                    "report": False})

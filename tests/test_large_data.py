@@ -17,7 +17,7 @@ from kdkit.config import TrainConfig, apply_overrides
 from kdkit.data import BatchLoader, load_dataset
 from kdkit.data import dataset as dataset_module
 from kdkit.errors import KdkitError
-from kdkit.pipeline import run_train
+from kdkit.recipes import run_train
 from test_data import make_image_folder
 
 

@@ -8,7 +8,7 @@ from kdkit.errors import KdkitError
 from kdkit.losses.kd import kd_loss
 from kdkit.methods import create_method
 from kdkit.models import create_model
-from kdkit.pipeline import run_distill, run_train
+from kdkit.recipes import run_distill, run_train
 
 
 def config(cls, tmp_path, **overrides):

@@ -5,7 +5,7 @@ import torch
 
 from kdkit import checkpoint as ckpt
 from kdkit.config import DistillConfig, apply_overrides
-from kdkit.pipeline import run_distill
+from kdkit.recipes import run_distill
 
 
 def config(tmp_path, **overrides):
@@ -28,7 +28,7 @@ def test_crd_stops_and_resumes_with_its_memory_bank(tmp_path, digits):
 
 
 def _student(data):
-    from kdkit.pipeline import build_model
+    from kdkit.weights import build_model
 
     return build_model("cnn-tiny", data, 0)
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from kdkit.config import DistillConfig, apply_overrides
 from kdkit.data import Dataset, Split
-from kdkit.pipeline import run_distill
+from kdkit.recipes import run_distill
 from kdkit.report import compare, layer_importance, write_report
 from kdkit.report.importance import ablated_predictions, held_out_batch, pooled_gradients
 

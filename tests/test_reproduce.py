@@ -91,7 +91,7 @@ def ten_classes():
 
 
 def test_transfer_set_removes_exactly_the_class_from_train_and_val(ten_classes):
-    from kdkit.pipeline import transfer_set
+    from kdkit.data.prepare import transfer_set
 
     data = ten_classes
     kept = transfer_set(data, [3])
@@ -106,17 +106,17 @@ def test_transfer_set_removes_exactly_the_class_from_train_and_val(ten_classes):
 
 
 def test_only_the_distilled_student_trains_without_the_class(tmp_path, digits, monkeypatch):
-    import kdkit.pipeline as pipeline
-    from kdkit.pipeline import run_distill
+    import kdkit.recipes as recipes
+    from kdkit.recipes import run_distill
 
     seen = {}
-    original = pipeline._fit_or_skip
+    original = recipes._fit_or_skip
 
     def spy(method, data, cfg, run_dir, meta, desc):
         seen[Path(run_dir).parent.name if Path(run_dir).name.startswith("seed") else Path(run_dir).name] = data
         return original(method, data, cfg, run_dir, meta, desc)
 
-    monkeypatch.setattr(pipeline, "_fit_or_skip", spy)
+    monkeypatch.setattr(recipes, "_fit_or_skip", spy)
     cfg = apply_overrides(DistillConfig(), {"dataset": "digits", "teacher": "mlp-32", "student": "mlp-16", "epochs": 1,
                                             "batch_size": 64, "progress": False, "report": False, "amp": "off",
                                             "transfer_exclude": "3", "out": str(tmp_path / "run")})
@@ -130,7 +130,7 @@ def test_only_the_distilled_student_trains_without_the_class(tmp_path, digits, m
 
 @pytest.mark.parametrize("value, message", [("10", "classes 0..9"), ("0,1,2,3,4,5,6,7,8,9", "no class")])
 def test_transfer_exclude_is_checked_before_training(tmp_path, digits, value, message):
-    from kdkit.pipeline import run_distill
+    from kdkit.recipes import run_distill
 
     cfg = apply_overrides(DistillConfig(), {"dataset": "digits", "teacher": "mlp-32", "student": "mlp-16",
                                             "transfer_exclude": value, "out": str(tmp_path / "run")})

@@ -14,7 +14,7 @@ import pytest
 
 from kdkit.config import TrainConfig, apply_overrides
 from kdkit.errors import KdkitError
-from kdkit.pipeline import run_train
+from kdkit.recipes import run_train
 from kdkit.rundir import check_out_file, check_path, check_run_dir, claim_run_dir, is_kdkit_output
 
 KDKIT = [sys.executable, "-m", "kdkit"]

@@ -153,7 +153,7 @@ def test_a_sidecar_without_the_weights_checksum_is_refused(train_run, tmp_path, 
 def checkpointed(tmp_path, digits):
     """A train run stopped after 3 steps by max_steps with two checkpoints (steps 2 and 3)."""
     from kdkit.config import TrainConfig, apply_overrides
-    from kdkit.pipeline import run_train
+    from kdkit.recipes import run_train
 
     cfg = apply_overrides(TrainConfig(), {"dataset": "digits", "model": "cnn-tiny", "epochs": 2, "batch_size": 64,
                                           "progress": False, "amp": "off", "out": str(tmp_path / "run"),
@@ -167,7 +167,7 @@ def checkpointed(tmp_path, digits):
 def resume(cfg, digits):
     import dataclasses
 
-    from kdkit.pipeline import run_train
+    from kdkit.recipes import run_train
 
     return run_train(dataclasses.replace(cfg, resume=True, max_steps=0), digits)
 

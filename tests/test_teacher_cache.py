@@ -15,7 +15,7 @@ from kdkit.data.loader import seeded_generator
 from kdkit.errors import KdkitError
 from kdkit.losses import kd_loss
 from kdkit.methods import create_method
-from kdkit.pipeline import run_distill
+from kdkit.recipes import run_distill
 from kdkit.taps import Taps
 from kdkit.teachers.cache import TeacherCache
 
@@ -27,7 +27,7 @@ def _data(n=96, classes=4, seed=0):
     return from_arrays(x, y, x[:32], y[:32], val_fraction=0.25, augment="crop_flip")
 
 
-def _teacher(classes=4, seed=0):
+def build_teacher(classes=4, seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 16), nn.ReLU(), nn.Linear(16, classes)).eval()
 
@@ -95,9 +95,9 @@ def _side_by_side(online, offline, cache, data, epochs=4, channels_last=False):
 
 
 def test_cached_kd_loss_equals_online_kd_loss_bitwise(tmp_path):
-    data, teacher = _data(), _teacher()
+    data, teacher = _data(), build_teacher()
     cache = _build(tmp_path, teacher, data, batch_size=len(data.train))
-    student = _teacher(seed=1)
+    student = build_teacher(seed=1)
     online = create_method("kd", student, teacher, temperature=4.0, alpha=0.9)
     offline = create_method("kd", student, cache, temperature=4.0, alpha=0.9)
     for a, b in _side_by_side(online, offline, cache, data):
@@ -105,7 +105,7 @@ def test_cached_kd_loss_equals_online_kd_loss_bitwise(tmp_path):
 
 
 def test_cache_in_a_shuffled_epoch_serves_each_samples_own_view(tmp_path):
-    data, teacher = _data(), _teacher()
+    data, teacher = _data(), build_teacher()
     cache = _build(tmp_path, teacher, data, dtype="float16")
     loader = BatchLoader(data.train, 16, shuffle=True, seed=3, augment="crop_flip", mean=data.mean, std=data.std,
                          views=cache.views)
@@ -117,7 +117,7 @@ def test_cache_in_a_shuffled_epoch_serves_each_samples_own_view(tmp_path):
 
 
 def test_topk_cache_keeps_the_top_classes_and_the_rest_mass(tmp_path):
-    data, teacher = _data(classes=4), _teacher(classes=4)
+    data, teacher = _data(classes=4), build_teacher(classes=4)
     cache = _build(tmp_path, teacher, data, topk=2, augment="none")
     (x, _, idx), = BatchLoader(data.train, len(data.train), shuffle=False, mean=data.mean, std=data.std)
     with torch.no_grad():
@@ -133,7 +133,7 @@ def test_topk_cache_keeps_the_top_classes_and_the_rest_mass(tmp_path):
 
 
 def test_cache_is_reused_only_when_nothing_changed(tmp_path):
-    data, teacher = _data(), _teacher()
+    data, teacher = _data(), build_teacher()
     first = _build(tmp_path, teacher, data)
     calls = []
     teacher.register_forward_hook(lambda *a: calls.append(1))
@@ -142,9 +142,9 @@ def test_cache_is_reused_only_when_nothing_changed(tmp_path):
     with torch.no_grad():
         teacher[1].weight.add_(0.01)  # another teacher -> another cache
     assert _build(tmp_path, teacher, data).path != first.path
-    assert _build(tmp_path, _teacher(), data, views=2).path != first.path
+    assert _build(tmp_path, build_teacher(), data, views=2).path != first.path
     (first.path / "meta.json").unlink()  # a build cut off before it finished
-    rebuilt = _build(tmp_path, _teacher(), data)
+    rebuilt = _build(tmp_path, build_teacher(), data)
     assert rebuilt.path == first.path and (rebuilt.path / "meta.json").is_file()
     with pytest.raises(KdkitError, match="cache_topk must be in 0..3"):
         _build(tmp_path, teacher, data, topk=4)
@@ -182,7 +182,7 @@ def test_compile_runs_on_cpu(tmp_path):
     data = _data()
     cfg = apply_overrides(DistillConfig(), {"epochs": 1, "batch_size": 16, "progress": False, "amp": "off",
                                             "compile": "reduce-overhead", "out": str(tmp_path)})  # CUDA graphs: skipped on CPU
-    method = create_method("kd", _teacher(seed=1), _teacher(), temperature=4.0, alpha=0.9)
+    method = create_method("kd", build_teacher(seed=1), build_teacher(), temperature=4.0, alpha=0.9)
     result = fit(method, data, cfg, tmp_path)
     assert hasattr(method.student, "_compiled_call_impl") and method.student._compiled_call_impl is not None
     assert result.best_val_accuracy >= 0 and result.train_images_per_second > 0
@@ -314,7 +314,7 @@ def test_a_teacher_with_a_features_attribute_is_not_taken_for_a_cache():
                                          ("pkt", {"student_layers": ["hidden"], "teacher_layers": ["stage1"]})])
 def test_the_cache_holds_exactly_the_layers_the_online_method_taps(method, sets):
     from kdkit.models.registry import create_model
-    from kdkit.pipeline import cached_layers
+    from kdkit.recipes import cached_layers
 
     torch.manual_seed(0)
     teacher, student = create_model("cnn-tiny", 10, 1, 28).eval(), create_model("cnn-tiny", 10, 1, 28)
@@ -332,11 +332,11 @@ def test_full_disk_while_building_the_cache_is_a_one_line_error(tmp_path, monkey
 
     monkeypatch.setattr(os, "posix_fallocate", _no_space)
     with pytest.raises(KdkitError, match=r"cannot write the 0\.0 GB teacher cache in .*No space left.*cache_views=K"):
-        _build(tmp_path, _teacher(), _data())
+        _build(tmp_path, build_teacher(), _data())
 
 
 def test_cache_built_with_workers_equals_cache_built_without(tmp_path):
-    data, teacher = _data(), _teacher()
+    data, teacher = _data(), build_teacher()
     plain = _build(tmp_path / "plain", teacher, data)
     threaded = _build(tmp_path / "threaded", teacher, data, workers=2)
     for name in ("logits.npy", "views.npy"):

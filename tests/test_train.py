@@ -12,7 +12,7 @@ from kdkit.checkpoint import load_weights
 from kdkit.config import DistillConfig, TrainConfig, apply_overrides
 from kdkit.data import BatchLoader, Split, from_arrays
 from kdkit.errors import KdkitError
-from kdkit.pipeline import run_distill, run_train
+from kdkit.recipes import run_distill, run_train
 from kdkit.train import lr_at
 
 
@@ -117,7 +117,7 @@ def test_channels_last_layout_while_training_only(tmp_path, tiny):
     reloaded copy is (a --resume that skips the finished fit must report the same metrics)."""
     from kdkit.methods import create_method
     from kdkit.models import create_model
-    from kdkit.pipeline import evaluate_model
+    from kdkit.evaluate import evaluate_model
     from kdkit.train import fit, uses_channels_last
 
     assert uses_channels_last("auto", torch.device("cpu")) and uses_channels_last("auto", torch.device("cuda"))

@@ -40,7 +40,7 @@ def tiny_cfg(out, **extra) -> DistillConfig:
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     """A tiny teacher trained once (`kdkit train` in process), shared by the studies below."""
-    from kdkit.pipeline import run_train
+    from kdkit.recipes import run_train
 
     out = tmp_path_factory.mktemp("teacher")
     run_train(resolve(TrainConfig, None, dict(dataset="digits", model="cnn-tiny", epochs=1, batch_size=64,

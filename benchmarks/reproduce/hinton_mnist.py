@@ -220,7 +220,8 @@ def count_errors(path: Path, data, digit: int, bias_shift: float = 0.0) -> dict:
     digit's output bias, through kdkit's API."""
     import torch
 
-    from kdkit.pipeline import evaluate_model, load_model
+    from kdkit.evaluate import evaluate_model
+    from kdkit.weights import load_model
 
     model, _ = load_model(path)
     if bias_shift:
@@ -250,7 +251,7 @@ def chosen_shift(path: Path, data, digit: int, on: str) -> float:
     """best_shift on the training images (`on` "train") or on the test images ("test")."""
     from kdkit.data.loader import BatchLoader
     from kdkit.evaluate import predict_logits
-    from kdkit.pipeline import load_model
+    from kdkit.weights import load_model
 
     model, _ = load_model(path)
     split = data.train if on == "train" else data.test

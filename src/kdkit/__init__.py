@@ -4,7 +4,7 @@
     data = kdkit.load_dataset("fashion-mnist")
     result = kdkit.distill(teacher, "cnn-tiny", data, method="kd", epochs=5)
 """
-__version__ = "0.1.0"
+from kdkit.version import __version__  # noqa: E402,F401
 
 from kdkit.data import from_arrays, load_dataset  # noqa: E402
 from kdkit.distill import DistillResult, distill  # noqa: E402

@@ -116,7 +116,7 @@ def ensemble(
     flags = dict(dataset=dataset, teacher=teacher, bootstrap=bootstrap, combine=combine, student=student, method=method,
                  epochs=epochs, teacher_epochs=teacher_epochs, seeds=_seeds(seeds), out=out)
     cfg = resolve(DistillConfig, config, flags, set_)
-    from kdkit.pipeline import teacher_specs
+    from kdkit.teachers.specs import teacher_specs
 
     specs = teacher_specs(cfg.teacher)
     if len(specs) == 1:
@@ -194,7 +194,7 @@ CLI_COLUMNS = ("row", "acc %", "bal acc %", "macro F1 %", "ECE", "agree %", "par
 
 
 def _run_distill(cfg: DistillConfig):
-    from kdkit.pipeline import run_distill
+    from kdkit.recipes import run_distill
 
     summary = run_distill(cfg)
     if summary.get("stopped_early"):
@@ -239,7 +239,7 @@ def train(
     overwrite: Optional[bool] = OverwriteOpt,
 ):
     """Train one model with cross-entropy (a teacher, usually); weights + summary in --out."""
-    from kdkit.pipeline import run_train
+    from kdkit.recipes import run_train
 
     flags = dict(dataset=dataset, data_dir=data_dir, imbalance=imbalance, model=model, epochs=epochs, lr=lr, batch_size=batch_size,
                  seed=seed, resume=resume, device=device, out=out, overwrite=overwrite)
@@ -267,7 +267,9 @@ def evaluate(
     from kdkit.checkpoint import atomic_write, sidecar
     from kdkit.data import load_dataset
     from kdkit.evaluate import model_facts
-    from kdkit.pipeline import check_teacher, evaluate_model, load_model, parse_device, weights_path
+    from kdkit.evaluate import evaluate_model
+    from kdkit.train import parse_device
+    from kdkit.weights import check_teacher, load_model, weights_path
     from kdkit.rundir import check_out_file
 
     dev = parse_device(device)

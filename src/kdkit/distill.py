@@ -12,7 +12,7 @@ saved outputs combined into one target (prepared on the data here).
 Same loop, losses and files as `kdkit distill`; the teacher is a trained nn.Module (or a
 HybridTeacher), the student any nn.Module or an architecture name. To distill from an architecture
 name, train the teacher first (`kdkit train --model cnn ... --out RUN`) and pass
-kdkit.pipeline.load_model("RUN")[0]. Any config key (`kdkit.config.DistillConfig`) can be passed
+kdkit.weights.load_model("RUN")[0]. Any config key (`kdkit.config.DistillConfig`) can be passed
 as a keyword.
 """
 import dataclasses
@@ -26,7 +26,9 @@ from kdkit.config import DistillConfig, apply_overrides
 from kdkit.data import Dataset, from_arrays
 from kdkit.errors import KdkitError
 from kdkit.methods import create_method
-from kdkit.pipeline import build_model, evaluate_model, method_kwargs
+from kdkit.evaluate import evaluate_model
+from kdkit.recipes import method_kwargs
+from kdkit.weights import build_model
 from kdkit.rundir import check_run_dir, claim_run_dir
 from kdkit.train import FitResult, fit, select_device
 
@@ -85,7 +87,7 @@ def _check_types(teacher, student):
 
     if isinstance(teacher, str) and teacher in list_models():
         raise KdkitError(f"kdkit.distill takes a trained teacher model, got the architecture name '{teacher}'; train it first "
-                         f"(`kdkit train --model {teacher} --dataset D --out RUN`), then pass kdkit.pipeline.load_model('RUN')[0]")
+                         f"(`kdkit train --model {teacher} --dataset D --out RUN`), then pass kdkit.weights.load_model('RUN')[0]")
     if hasattr(teacher, "predict_proba") and not isinstance(teacher, nn.Module):
         raise KdkitError(f"the teacher {type(teacher).__name__} is an estimator with predict_proba, not an nn.Module; wrap it: "
                          "kdkit.teachers.HybridTeacher([kdkit.teachers.ProbaTeacher(estimator)])")
@@ -93,7 +95,7 @@ def _check_types(teacher, student):
         got = f"the string '{teacher}'" if isinstance(teacher, str) else "None" if teacher is None else type(teacher).__name__
         where = f"'{teacher}'" if isinstance(teacher, str) else "PATH"
         raise KdkitError(f"kdkit.distill takes the teacher as an nn.Module or a kdkit.teachers.HybridTeacher, got {got}; for saved "
-                         f"weights pass kdkit.pipeline.load_model({where})[0], other teachers (TorchTeacher, ProbaTeacher, "
+                         f"weights pass kdkit.weights.load_model({where})[0], other teachers (TorchTeacher, ProbaTeacher, "
                          "FileTeacher) go inside a HybridTeacher([...])")
     if not isinstance(student, (nn.Module, str)):
         got = "None" if student is None else type(student).__name__

@@ -13,6 +13,7 @@ scikit-learn is used only for ROC-AUC. Tests compare each metric with scikit-lea
 """
 import contextlib
 import copy
+import platform
 import statistics
 import sys
 import time
@@ -22,6 +23,8 @@ import safetensors.torch
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from kdkit.data import BatchLoader, Dataset
+from kdkit.data.prepare import class_counts
 from kdkit.errors import KdkitError
 
 ECE_BINS = 15  # Guo et al. 2017, "On Calibration of Modern Neural Networks", Sec. 2
@@ -371,3 +374,38 @@ def _peak_rss_bytes(reset_ok: bool) -> int:
 
     max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return max_rss if sys.platform == "darwin" else max_rss * 1024  # macOS reports bytes, Linux KiB
+
+
+def evaluate_model(model, data: Dataset, device, teacher_logits=None, posthoc_tau: float = 0.0) -> tuple[dict, torch.Tensor]:
+    """Test-set metrics (and agreement with the teacher when its test logits are given).
+    posthoc_tau > 0: the logits are first adjusted by - posthoc_tau * log(train prior)."""
+    test = BatchLoader(data.test, 512, shuffle=False, mean=data.mean, std=data.std, device=device)
+    logits, labels = predict_logits(model.to(device), test, device)
+    return test_metrics(logits, labels, data, teacher_logits, posthoc_tau), logits
+
+
+def test_metrics(logits, labels, data: Dataset, teacher_logits=None, posthoc_tau: float = 0.0) -> dict:
+    """classification_metrics, plus many/medium/few-shot accuracy when train is long-tailed."""
+    from kdkit.data.longtail import scaled_thresholds, shot_groups
+    from kdkit.losses.balanced import posthoc_adjust
+
+    counts = class_counts(data)
+    if posthoc_tau > 0:
+        logits = posthoc_adjust(torch.as_tensor(logits), torch.tensor(counts, dtype=torch.float64), posthoc_tau)
+    metrics = classification_metrics(logits, labels, list(data.classes))
+    if teacher_logits is not None:
+        metrics |= agreement(teacher_logits, logits)
+    if max(counts) > min(counts):  # an imbalanced train split: accuracy by how many samples a class had
+        many, few = scaled_thresholds(max(counts))
+        recalls = [metrics["per_class"][name]["recall"] for name in data.classes]
+        for group, members in shot_groups(counts, many, few).items():
+            metrics[f"{group}_shot_accuracy"] = sum(recalls[k] for k in members) / len(members) if members else None
+        metrics["shot_thresholds"] = {"many": many, "few": few}
+    return metrics
+
+
+def environment() -> dict:
+    return {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "cpu_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+

@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdkit import __version__
+from kdkit.version import __version__
 from kdkit import checkpoint as ckpt
 from kdkit.data import BatchLoader, Split, load_dataset
 from kdkit.errors import KdkitError, shown, unknown
 from kdkit.evaluate import predict_logits
-from kdkit.pipeline import load_model, weights_path
+from kdkit.weights import load_model, weights_path
 from kdkit.rundir import check_out_file
 
 ONNX_FORMAT = "kdkit-onnx-1"

@@ -28,7 +28,7 @@ from kdkit import checkpoint as ckpt
 from kdkit import distributed
 from kdkit.config import validate
 from kdkit.data import BatchLoader, Dataset
-from kdkit.errors import KdkitError
+from kdkit.errors import KdkitError, shown
 from kdkit.evaluate import PeakMemory, predict_logits
 
 
@@ -58,6 +58,14 @@ def select_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise KdkitError(f"device '{name}' requested but CUDA is not available; use --set device=cpu (or auto)")
     return torch.device(name)
+
+
+def parse_device(name: str) -> torch.device:
+    """select_device, with a one-line error for a string that names no device (e.g. 'gpu')."""
+    try:
+        return select_device(name)
+    except RuntimeError:
+        raise KdkitError(f"unknown device {shown(name)}; use auto, cpu, cuda, cuda:N or mps, e.g. --device cpu") from None
 
 
 def uses_channels_last(setting: str, device: torch.device) -> bool:

@@ -205,7 +205,7 @@ def is_surplus(study, trial, target: int) -> bool:
 
 def objective(trial, study, ctx: Context) -> float:
     """One distillation with the trial's hyper-parameters; the validation score of its best weights."""
-    from kdkit.pipeline import model_meta
+    from kdkit.weights import model_meta
     from kdkit.train import fit
 
     trial.set_user_attr("host", socket.gethostname())
@@ -292,7 +292,8 @@ def _alive(pid: int) -> bool:
 
 def build_method(cfg: DistillConfig, ctx: Context):
     from kdkit.methods import create_method
-    from kdkit.pipeline import build_model, method_kwargs
+    from kdkit.recipes import method_kwargs
+    from kdkit.weights import build_model
 
     student = build_model(cfg.student, ctx.data, cfg.seed)  # the same initialisation in every trial
     kwargs = method_kwargs(cfg, ctx.data)
@@ -391,7 +392,9 @@ def evaluate_best(ctx: Context, record: dict) -> dict:
     """Test metrics of the best trial's weights (copied to RUN/student/seedS, where reports look) and
     of the teacher: the usual summary, with the search's result under 'tune'."""
     from kdkit.evaluate import model_facts
-    from kdkit.pipeline import build_model, hybrid_facts, teacher_metrics, test_both
+    from kdkit.recipes import test_both
+    from kdkit.teachers.specs import hybrid_facts, teacher_metrics
+    from kdkit.weights import build_model
     from kdkit.summary import summarise, write_summary
     from kdkit.teachers import HybridTeacher
     from kdkit.train import select_device
@@ -415,9 +418,9 @@ def evaluate_best(ctx: Context, record: dict) -> dict:
     summary["tune"] = {k: v for k, v in record.items() if k != "trials"}
     write_summary(summary, ctx.out)
     if cfg.report:
-        from kdkit.pipeline import _write_report  # the same report as `kdkit distill` (plus a tuning section)
+        from kdkit.recipes import write_run_report# the same report as `kdkit distill` (plus a tuning section)
 
-        summary["report"] = _write_report(ctx.out, ctx.data, device)
+        summary["report"] = write_run_report(ctx.out, ctx.data, device)
         write_summary(summary, ctx.out)
     return summary
 
@@ -449,7 +452,7 @@ def finish(study, storage_url: str, ctx: Context) -> dict:
 
 def prepare(cfg: DistillConfig, metric: str, fixed) -> Context:
     """The data and every check that needs no training (a typo never costs a teacher)."""
-    from kdkit.pipeline import prepare_distill
+    from kdkit.recipes import prepare_distill
 
     cfg, data = prepare_distill(cfg, kind="tune")
     return Context(cfg, data, None, {}, search_space(cfg, fixed), metric, Path(cfg.out))
@@ -458,7 +461,7 @@ def prepare(cfg: DistillConfig, metric: str, fixed) -> Context:
 def prepare_teacher(ctx: Context):
     """The teacher, trained once per run directory: the first worker trains it under the lock, the
     others wait, then load it. A run directory holds one tune run's settings (config.yaml)."""
-    from kdkit.pipeline import _teacher, teacher_source
+    from kdkit.recipes import build_teacher, teacher_source
     from kdkit.train import select_device
 
     out, cfg = ctx.out, ctx.cfg
@@ -475,7 +478,7 @@ def prepare_teacher(ctx: Context):
         save_yaml(cfg, out / "config.yaml")
         reused = (out / "teacher" / "fit.json").is_file()
         t0 = time.perf_counter()
-        ctx.teacher, ctx.teacher_info = _teacher(dataclasses.replace(cfg, resume=True), ctx.data, out)  # finished: loaded
+        ctx.teacher, ctx.teacher_info = build_teacher(dataclasses.replace(cfg, resume=True), ctx.data, out)  # finished: loaded
         if ctx.teacher_info.get("source") == "trained":
             print(f"teacher: {'loaded' if reused else 'trained'} in {out / 'teacher'} ({time.perf_counter() - t0:.0f} s)", flush=True)
         # teacher_cache: labelled once here, under the lock; every trial of every worker reads it

@@ -6,8 +6,8 @@
     kdkit report runs/demo [--no-importance]
 
 The page is built from what the run directory holds (summary.json, config.yaml, each phase's
-metrics.jsonl and weights). Models and the test split are rebuilt (pipeline.load_model,
-pipeline.prepare_data) only for the calibration and importance sections. A section or figure that
+metrics.jsonl and weights). Models and the test split are rebuilt (weights.load_model,
+data.prepare.prepare_data) only for the calibration and importance sections. A section or figure that
 cannot be built says why in one line instead of failing the report. Plots use the first seed.
 comparison.py reuses these pieces for compare.html.
 """
@@ -38,7 +38,7 @@ class Run:
     """A distill run directory; its data and models are loaded on first use (and may fail alone)."""
 
     def __init__(self, run_dir, data=None, device="cpu", trusted_hooks=()):
-        from kdkit.pipeline import parse_device
+        from kdkit.train import parse_device
 
         self.dir, self.device, self._data = Path(run_dir), parse_device(str(device)), data
         self.trusted_hooks = tuple(trusted_hooks)  # module:function hooks its sidecars may name
@@ -57,14 +57,15 @@ class Run:
 
     @functools.cached_property
     def data(self):
-        from kdkit.pipeline import prepare_data
+        from kdkit.data.prepare import prepare_data
 
         return self._data or prepare_data(dataclasses.replace(self.config, progress=False), None, self.seed)
 
     @functools.cached_property
     def models(self) -> dict:
         """teacher (when it is one torch model), scratch and student, with their best weights."""
-        from kdkit.pipeline import is_weights, load_model, teacher_specs
+        from kdkit.teachers.specs import teacher_specs
+        from kdkit.weights import is_weights, load_model
 
         found = {}
         for name in ROLES:
@@ -149,7 +150,7 @@ def table(header: list[str], body: list[list], table_id: str = "") -> str:
 
 
 def page(title: str, sections: list[str]) -> str:
-    from kdkit import __version__
+    from kdkit.version import __version__
 
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'

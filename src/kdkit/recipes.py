@@ -1,4 +1,6 @@
-"""Whole runs: `kdkit train` and `kdkit distill`, from a config to a run directory with the evidence.
+"""The run recipes: `kdkit train` (one model, hard labels) and `kdkit distill` (a teacher, then per
+seed the scratch student and the distilled one; the evidence table), from a config to a run
+directory. `kdkit tune` (tune.py) builds on the same pieces.
 
 A distill run directory:
   config.yaml                      the resolved config
@@ -8,218 +10,32 @@ A distill run directory:
 """
 import dataclasses
 import json
-import math
-import platform
 import time
 from pathlib import Path
-
-import torch
 
 from kdkit import checkpoint as ckpt
 from kdkit import distributed
 from kdkit.config import DistillConfig, TrainConfig, apply_overrides, dump_yaml, load_yaml
-from kdkit.data import BatchLoader, Dataset, Split, load_dataset
-from kdkit.errors import KdkitError, shown, unknown
-from kdkit.evaluate import agreement, classification_metrics, model_facts, predict_logits
+from kdkit.data import Dataset
+from kdkit.data.prepare import bootstrap_sample, check_classes, class_counts, prepare_data, transfer_set
+from kdkit.errors import KdkitError
+from kdkit.evaluate import environment, evaluate_model, model_facts
 from kdkit.methods import CrossEntropy, create_method
-from kdkit.models import check_input, create_model
-from kdkit.rundir import check_run_dir, claim_run_dir, short_path
+from kdkit.models import check_input
+from kdkit.rundir import check_run_dir, claim_run_dir
 from kdkit.summary import summarise, write_summary
 from kdkit.teachers import HybridTeacher
-from kdkit.train import (autocast_dtype, check_resume_settings, complete_checkpoints, fit, select_device,
-                         uses_channels_last)
-
-
-def model_meta(arch: str, data: Dataset) -> dict:
-    """What the sidecar must hold to rebuild and use the model without the dataset."""
-    c, h, _ = data.input_shape
-    return {"arch": arch, "num_classes": data.num_classes, "in_channels": c, "image_size": h,
-            "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std), "dataset": data.name}
-
-
-def prepare_data(cfg, data: Dataset | None, seed: int) -> Dataset:
-    """The run's dataset: loaded (unless given), then made long-tailed when `imbalance` is set."""
-    data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, seed=seed, download=cfg.download)
-    if cfg.imbalance:
-        from kdkit.data.longtail import describe_counts, long_tailed
-
-        data = long_tailed(data, cfg.imbalance, seed)
-        if cfg.progress:
-            print(describe_counts(data.train.labels, list(data.classes)))
-    return data
-
-
-def transfer_set(data: Dataset, exclude) -> Dataset:
-    """The distilled student's data: `data` without the classes in `exclude` in train and val (the
-    transfer set of Hinton et al. 2015, section 3: MNIST without 3s); test, classes and the
-    normalisation statistics stay those of the whole dataset."""
-    if not exclude:
-        return data
-    drop = torch.tensor(sorted(set(exclude)))
-
-    def keep(split: Split) -> Split:
-        mask = ~torch.isin(split.labels, drop)  # (N,)
-        return dataclasses.replace(split, images=split.images[mask], labels=split.labels[mask],
-                                   index=None if split.index is None else split.index[mask])
-
-    return dataclasses.replace(data, train=keep(data.train), val=keep(data.val))
-
-
-def class_counts(data: Dataset) -> list[int]:
-    """Training samples per class (the prior that long-tail losses and post-hoc adjustment use)."""
-    return torch.bincount(data.train.labels, minlength=data.num_classes).tolist()
+from kdkit.teachers.specs import (hybrid_facts, member_rows, other_teacher, sklearn_estimator, teacher_kind,
+                                  teacher_metrics, teacher_specs, user_hooks)
+from kdkit.train import (autocast_dtype, check_resume_settings, complete_checkpoints, fit, parse_device,
+                         select_device, uses_channels_last)
+from kdkit.weights import build_model, check_teacher, is_weights, load_model, model_meta
 
 
 def cross_entropy(model, cfg, data: Dataset) -> CrossEntropy:
     """The hard-label training of teachers and scratch students (balanced when `balance` says so)."""
     return CrossEntropy(model, label_smoothing=cfg.label_smoothing, balance=cfg.balance, tau=cfg.tau,
                         cb_beta=cfg.cb_beta, class_counts=class_counts(data))
-
-
-def build_model(arch: str, data: Dataset, seed: int) -> torch.nn.Module:
-    """A fresh model for this dataset; the seed fixes its initialisation (scratch and student share it)."""
-    c, h, _ = data.input_shape
-    torch.manual_seed(seed)
-    model = create_model(arch, num_classes=data.num_classes, in_channels=c, image_size=h)
-    check_input(model, data.input_shape, data.num_classes)
-    return model
-
-
-def is_weights(teacher: str) -> bool:
-    """--teacher names saved weights (a run directory or a file), not an architecture to train."""
-    return Path(teacher).exists() or teacher.endswith(".safetensors")
-
-
-def weights_path(path) -> Path:
-    """A run directory (its best weights) or a .safetensors file."""
-    path = Path(path)
-    if path.is_dir():
-        for name in ("best.safetensors", "last.safetensors", "teacher/best.safetensors"):
-            if (path / name).is_file():
-                return path / name
-        raise KdkitError(f"no weights in run directory '{path}' (expected best.safetensors); point at a `kdkit train` run or a .safetensors file")
-    return path
-
-
-def check_not_checkpoint(path: Path):
-    """A training checkpoint (RUN/checkpoints/state-NNNNNN.safetensors) holds the model, optimizer
-    and position for --resume, and its sidecar names no architecture: say so, and name the run's weights."""
-    meta = ckpt.load_meta(path)
-    resumable = "optimizer" in meta and "step" in meta
-    named_like_one = path.parent.name == "checkpoints" and path.stem.startswith("state-") and path.stem[6:].isdigit()
-    if "arch" not in meta and (resumable or named_like_one):
-        run = path.parent.parent
-        raise KdkitError(f"'{short_path(path)}' is a training checkpoint (the state --resume continues from), not "
-                         f"model weights; use best.safetensors or last.safetensors of the run '{short_path(run, 100)}'")
-
-
-def load_model(path, trusted_hooks=()) -> tuple[torch.nn.Module, dict]:
-    """Rebuild a model from weights + sidecar written by kdkit (safetensors only, checksum verified).
-    The sidecar's architecture must be a registered one, or a module:function hook in `trusted_hooks`."""
-    from kdkit.models.registry import create_model_from_file
-
-    path = weights_path(path)
-    check_not_checkpoint(path)
-    tensors, meta = ckpt.load_weights(path)
-    side = ckpt.sidecar(path)
-    if not meta:
-        raise KdkitError(f"'{path}' has no sidecar '{side.name}' naming its architecture; "
-                         "save weights with kdkit, or build the model in Python and pass it to kdkit.distill()")
-    sizes = check_model_meta(meta, side)
-    model = create_model_from_file(meta["arch"], side, trusted_hooks, **sizes)
-    mismatch = state_dict_mismatch(model, tensors)
-    if mismatch:
-        raise KdkitError(f"weights '{path}' do not fit architecture '{meta['arch']}' that its sidecar "
-                         f"'{side.name}' names ({mismatch}); they belong to another model: point at the "
-                         "weights the sidecar describes")
-    model.load_state_dict(tensors)
-    return model.eval(), meta
-
-
-# What a weights sidecar must hold to rebuild its model, with the values it may take.
-MODEL_META = {"num_classes": (2, 1_000_000), "in_channels": (1, 1024), "image_size": (1, 65_536)}
-
-
-def check_model_meta(meta: dict, side: Path) -> dict:
-    """The sizes a weights sidecar gives, checked (a hand-edited or foreign sidecar is refused with the field)."""
-    if "arch" not in meta:
-        raise KdkitError(f"sidecar '{side}' has no 'arch' naming the architecture; restore the sidecar kdkit wrote")
-    sizes = {}
-    for key, (low, high) in MODEL_META.items():
-        value = meta.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            got = "missing" if key not in meta else f"{str(value)[:40]!r}"
-            raise KdkitError(f"sidecar '{side}' has {key} {got}; it must be an integer in [{low}, {high}]: restore "
-                             "the sidecar kdkit wrote")
-        sizes[key] = value
-    classes = meta.get("classes")
-    if classes is not None and (not isinstance(classes, list) or len(classes) != sizes["num_classes"]
-                                or not all(isinstance(c, (str, int)) for c in classes)):
-        raise KdkitError(f"sidecar '{side}' has classes {str(classes)[:40]!r}; it must list {sizes['num_classes']} "
-                         "class names (num_classes): restore the sidecar kdkit wrote")
-    for key in ("mean", "std"):
-        value = meta.get(key)
-        if value is not None and (not isinstance(value, list) or len(value) != sizes["in_channels"]
-                                  or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value)
-                                  or (key == "std" and not all(v > 0 for v in value))):
-            raise KdkitError(f"sidecar '{side}' has {key} {str(value)[:40]!r}; it must list {sizes['in_channels']} finite "
-                             f"numbers (one per channel{', > 0' if key == 'std' else ''}): restore the sidecar kdkit wrote")
-    return sizes
-
-
-def state_dict_mismatch(model: torch.nn.Module, tensors: dict) -> str:
-    """'' when `tensors` load into `model`; else what does not fit: missing, unexpected, other shapes."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in tensors]
-    unexpected = [k for k in tensors if k not in expected]
-    shapes = [k for k in expected if k in tensors and tuple(tensors[k].shape) != tuple(expected[k].shape)]
-    parts = [f"{len(missing)} tensors missing, e.g. '{missing[0]}'"] if missing else []
-    parts += [f"{len(unexpected)} unexpected, e.g. '{unexpected[0]}'"] if unexpected else []
-    if shapes:
-        k = shapes[0]
-        parts.append(f"{len(shapes)} of another shape, e.g. '{k}' is {tuple(tensors[k].shape)} in the file, "
-                     f"{tuple(expected[k].shape)} in the model")
-    return "; ".join(parts)
-
-
-def check_teacher(meta: dict, data: Dataset):
-    """The teacher must predict the dataset's classes, in the same order."""
-    if meta["num_classes"] != data.num_classes:
-        raise KdkitError(f"teacher predicts {meta['num_classes']} classes but dataset '{data.name}' has {data.num_classes}; "
-                         "use a teacher trained on this dataset")
-    classes = meta.get("classes")
-    if classes and list(classes) != list(data.classes):
-        i = next(i for i, (a, b) in enumerate(zip(classes, data.classes)) if a != b)
-        raise KdkitError(f"teacher class {i} is '{classes[i]}' but the dataset's is '{data.classes[i]}'; "
-                         "the teacher was trained with another class order or dataset")
-
-
-def evaluate_model(model, data: Dataset, device, teacher_logits=None, posthoc_tau: float = 0.0) -> tuple[dict, torch.Tensor]:
-    """Test-set metrics (and agreement with the teacher when its test logits are given).
-    posthoc_tau > 0: the logits are first adjusted by - posthoc_tau * log(train prior)."""
-    test = BatchLoader(data.test, 512, shuffle=False, mean=data.mean, std=data.std, device=device)
-    logits, labels = predict_logits(model.to(device), test, device)
-    return test_metrics(logits, labels, data, teacher_logits, posthoc_tau), logits
-
-
-def test_metrics(logits, labels, data: Dataset, teacher_logits=None, posthoc_tau: float = 0.0) -> dict:
-    """classification_metrics, plus many/medium/few-shot accuracy when train is long-tailed."""
-    from kdkit.data.longtail import scaled_thresholds, shot_groups
-    from kdkit.losses.balanced import posthoc_adjust
-
-    counts = class_counts(data)
-    if posthoc_tau > 0:
-        logits = posthoc_adjust(torch.as_tensor(logits), torch.tensor(counts, dtype=torch.float64), posthoc_tau)
-    metrics = classification_metrics(logits, labels, list(data.classes))
-    if teacher_logits is not None:
-        metrics |= agreement(teacher_logits, logits)
-    if max(counts) > min(counts):  # an imbalanced train split: accuracy by how many samples a class had
-        many, few = scaled_thresholds(max(counts))
-        recalls = [metrics["per_class"][name]["recall"] for name in data.classes]
-        for group, members in shot_groups(counts, many, few).items():
-            metrics[f"{group}_shot_accuracy"] = sum(recalls[k] for k in members) / len(members) if members else None
-        metrics["shot_thresholds"] = {"many": many, "few": few}
-    return metrics
 
 
 def _fit_or_skip(method, data, cfg, run_dir: Path, meta: dict, desc: str):
@@ -238,7 +54,7 @@ def _fit_or_skip(method, data, cfg, run_dir: Path, meta: dict, desc: str):
     return info
 
 
-def _load(model, run_dir: Path, which: str = "best"):
+def load_weights_into(model, run_dir: Path, which: str = "best"):
     tensors, _ = ckpt.load_weights(run_dir / f"{which}.safetensors")
     model.load_state_dict(tensors)
     return model
@@ -247,19 +63,13 @@ def _load(model, run_dir: Path, which: str = "best"):
 def test_both(model, run_dir: Path, data: Dataset, device, teacher_logits=None, posthoc_tau: float = 0.0) -> dict:
     """Full test metrics of the best-by-validation weights, plus the last weights' accuracy; both are
     also written into the weights' sidecars."""
-    last, _ = evaluate_model(_load(model, run_dir, "last"), data, device, posthoc_tau=posthoc_tau)
-    metrics, _ = evaluate_model(_load(model, run_dir, "best"), data, device, teacher_logits, posthoc_tau)
+    last, _ = evaluate_model(load_weights_into(model, run_dir, "last"), data, device, posthoc_tau=posthoc_tau)
+    metrics, _ = evaluate_model(load_weights_into(model, run_dir, "best"), data, device, teacher_logits, posthoc_tau)
     metrics["accuracy_last"] = last["accuracy"]
     for which, m in (("best", metrics), ("last", last)):
         keep = {k: m[k] for k in ("accuracy", "balanced_accuracy", "f1_macro", "nll", "ece") if k in m}
         ckpt.update_meta(run_dir / f"{which}.safetensors", test_metrics=keep)
     return metrics
-
-
-def environment() -> dict:
-    return {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-            "cpu_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
 def start_run(cfg, kind: str):
@@ -279,21 +89,6 @@ def start_run(cfg, kind: str):
         lock.release()
         raise
     return lock
-
-
-def parse_device(name: str) -> torch.device:
-    """select_device, with a one-line error for a string that names no device (e.g. 'gpu')."""
-    try:
-        return select_device(name)
-    except RuntimeError:
-        raise KdkitError(f"unknown device {shown(name)}; use auto, cpu, cuda, cuda:N or mps, e.g. --device cpu") from None
-
-
-def check_classes(data: Dataset):
-    """A classifier needs two classes; one would train, then fail when its metrics are computed."""
-    if data.num_classes < 2:
-        raise KdkitError(f"dataset '{data.name}' has {data.num_classes} class ({', '.join(map(str, data.classes))}); "
-                         "a classifier needs at least 2: add a train/<class>/ and test/<class>/ folder per class")
 
 
 def run_train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
@@ -322,23 +117,23 @@ def _train(cfg: TrainConfig, data: Dataset, out: Path) -> dict:
     return summary
 
 
-def _teacher(cfg: DistillConfig, data: Dataset, out: Path):
+def build_teacher(cfg: DistillConfig, data: Dataset, out: Path):
     """The teacher: one torch model (loaded, or trained here), or several teachers of any kind
     (`--teacher a,b,c`: weights, architectures, saved outputs, sklearn:NAME) combined by `combine`."""
     specs = teacher_specs(cfg.teacher)
-    if len(specs) == 1 and _kind(specs[0]) == "torch":
-        return _torch_teacher(specs[0], cfg, data, out / "teacher", cfg.seeds[0])
+    if len(specs) == 1 and teacher_kind(specs[0]) == "torch":
+        return torch_teacher(specs[0], cfg, data, out / "teacher", cfg.seeds[0])
     from kdkit.teachers import HybridTeacher, TorchTeacher
 
     sources, members = [], []
     for i, spec in enumerate(specs):
         name = f"teacher{i + 1}"
-        if _kind(spec) == "torch":
-            model, info = _torch_teacher(spec, cfg, data, out / name, cfg.seeds[0] + i, bootstrap=cfg.bootstrap)
+        if teacher_kind(spec) == "torch":
+            model, info = torch_teacher(spec, cfg, data, out / name, cfg.seeds[0] + i, bootstrap=cfg.bootstrap)
             sources.append(TorchTeacher(model, classes=list(data.classes), name=name))
             members.append((name, model, info))
         else:
-            sources.append(_other_teacher(spec, name, data, cfg.seeds[0] + i))
+            sources.append(other_teacher(spec, name, data, cfg.seeds[0] + i))
             members.append((name, None, {"source": spec, "arch": spec}))
     teacher = HybridTeacher(sources, cfg.combine, cfg.teacher_weights or None).prepare(data)
     info = {"source": "hybrid", "arch": f"{cfg.combine}({', '.join(specs)})", "members": teacher.report(),
@@ -379,30 +174,7 @@ def console_log(message: str):
         print(message)
 
 
-def user_hooks(cfg) -> set[str]:
-    """The module:function model hooks the user named (flags, --set, a config file they passed):
-    the only ones a weights sidecar may name (trust_hooks adds others)."""
-    named = [getattr(cfg, key, None) for key in ("model", "student", "peer")] + teacher_specs(getattr(cfg, "teacher", ""))
-    return {name for name in named if name and ":" in name} | set(cfg.trust_hooks)
-
-
-def teacher_specs(teacher: str) -> list[str]:
-    return [spec.strip() for spec in str(teacher).split(",") if spec.strip()]
-
-
-def _kind(spec: str) -> str:
-    """'torch' (weights or an architecture), 'sklearn' (sklearn:NAME) or 'file' (saved outputs)."""
-    from kdkit.teachers import teacher_from_spec
-    from kdkit.teachers.sources import TEXT_SUFFIXES
-
-    if spec.startswith("sklearn:"):
-        return "sklearn"
-    if Path(spec).suffix.lower() in (".npy", ".parquet", *TEXT_SUFFIXES) or (spec.endswith(".safetensors") and teacher_from_spec(spec) is not None):
-        return "file"
-    return "torch"
-
-
-def _torch_teacher(spec: str, cfg: DistillConfig, data: Dataset, run_dir: Path, seed: int, bootstrap: bool = False):
+def torch_teacher(spec: str, cfg: DistillConfig, data: Dataset, run_dir: Path, seed: int, bootstrap: bool = False):
     """Load the teacher from a run/weights path, or train the named architecture first."""
     if is_weights(spec):
         teacher, meta = load_model(spec, user_hooks(cfg))
@@ -417,76 +189,7 @@ def _torch_teacher(spec: str, cfg: DistillConfig, data: Dataset, run_dir: Path, 
                         run_dir, model_meta(spec, data), desc=f"{run_dir.name} {spec}")
     if info.get("stopped_early"):
         raise _Stopped()
-    return _load(teacher, run_dir).eval(), {"source": "trained", "arch": spec, "fit": info, "bootstrap": bootstrap}
-
-
-def bootstrap_sample(data: Dataset, seed: int) -> Dataset:
-    """The same dataset with its train split resampled with replacement (seeded): bagging."""
-    g = torch.Generator().manual_seed(10_000 + seed)
-    pick = torch.randint(0, len(data.train), (len(data.train),), generator=g)
-    train = dataclasses.replace(data.train, images=data.train.images[pick], labels=data.train.labels[pick],
-                                index=None if data.train.index is None else data.train.index[pick])
-    return dataclasses.replace(data, train=train)
-
-
-# scikit-learn teachers the CLI can train itself (the Python API takes any object with predict_proba).
-SKLEARN = ("logistic", "forest", "hgb")
-
-
-def _other_teacher(spec: str, name: str, data: Dataset, seed: int):
-    from kdkit.teachers import FileTeacher, ProbaTeacher, flatten_raw
-
-    if spec.startswith("sklearn:"):
-        estimator = sklearn_estimator(spec.split(":", 1)[1], seed)
-        estimator.fit(flatten_raw(data.train.images.numpy()), data.train.labels.numpy())
-        return ProbaTeacher(estimator, name=name)
-    return FileTeacher(spec, name=name)
-
-
-def sklearn_estimator(kind: str, seed: int):
-    """An untrained scikit-learn classifier, fitted by the caller on the raw flattened train split."""
-    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if kind == "logistic":
-        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=300))
-    if kind == "forest":
-        return RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=-1)
-    if kind == "hgb":
-        return HistGradientBoostingClassifier(max_iter=100, random_state=seed)
-    raise unknown("scikit-learn teacher", f"sklearn:{kind}", [f"sklearn:{k}" for k in SKLEARN])
-
-
-def teacher_metrics(teacher, data: Dataset, device) -> tuple[dict, torch.Tensor | None]:
-    """Test metrics of the teacher (and its test logits, for agreement). A combination that
-    includes saved outputs (training data only) is measured on the validation split instead."""
-    from kdkit.teachers import HybridTeacher
-
-    if not isinstance(teacher, HybridTeacher):
-        return evaluate_model(teacher, data, device)
-    try:
-        log_probs = teacher.split_log_probs("test")
-    except KdkitError:
-        metrics = classification_metrics(teacher.split_log_probs("val"), data.val.labels, list(data.classes))
-        return dict(metrics, measured_on="val"), None
-    return test_metrics(log_probs, data.test.labels, data), log_probs
-
-
-def member_rows(teacher, data: Dataset) -> dict:
-    """Each member of a combination, measured alone on test (on validation for saved outputs)."""
-    from kdkit.teachers import FileTeacher, HybridTeacher
-
-    if not isinstance(teacher, HybridTeacher) or len(teacher.sources) < 2:
-        return {}
-    rows = {}
-    for i, source in enumerate(teacher.sources):
-        split = "val" if isinstance(source, FileTeacher) else "test"
-        labels = getattr(data, split).labels
-        metrics = classification_metrics(teacher.source_log_probs(i, split), labels, list(data.classes))
-        rows[source.name] = [dict(metrics, measured_on=split)]
-    return rows
+    return load_weights_into(teacher, run_dir).eval(), {"source": "trained", "arch": spec, "fit": info, "bootstrap": bootstrap}
 
 
 def _preflight(cfg: DistillConfig, data: Dataset):
@@ -501,7 +204,7 @@ def _preflight(cfg: DistillConfig, data: Dataset):
     if not specs:
         raise KdkitError("no teacher given; --teacher names weights, an architecture, saved outputs or sklearn:NAME")
     for spec in specs:
-        kind = _kind(spec)
+        kind = teacher_kind(spec)
         if kind == "torch" and not is_weights(spec) and ":" not in spec and ("/" in spec or "\\" in spec):
             raise KdkitError(f"teacher '{spec}' not found: no such run directory or weights file; check the path, "
                              "or name an architecture (`kdkit models`)")
@@ -516,7 +219,7 @@ def _preflight(cfg: DistillConfig, data: Dataset):
     from kdkit.methods import METHODS
     from kdkit.methods.features import FeatureMethod
 
-    hybrid = len(specs) > 1 or _kind(specs[0]) != "torch"
+    hybrid = len(specs) > 1 or teacher_kind(specs[0]) != "torch"
     feature = [p for p in parts if issubclass(METHODS[p], FeatureMethod)]
     if hybrid and feature:
         raise KdkitError(f"method {feature[0]} matches features of one torch teacher, but --teacher names "
@@ -577,7 +280,7 @@ def _distill(cfg: DistillConfig, data: Dataset, out: Path) -> dict:
     device = select_device(cfg.device)
     t0 = time.perf_counter()
     try:
-        teacher, teacher_info = _teacher(cfg, data, out)
+        teacher, teacher_info = build_teacher(cfg, data, out)
         teacher_row, teacher_logits = teacher_metrics(teacher, data, device)
         # Born-again networks: generation g's student teaches generation g + 1; the last is "student".
         generations = [f"gen{g}" for g in range(1, cfg.generations)] + ["student"]
@@ -627,11 +330,11 @@ def _distill(cfg: DistillConfig, data: Dataset, out: Path) -> dict:
     summary["wall_seconds"] = time.perf_counter() - t0
     write_summary(summary, out)
     if cfg.report and distributed.is_main():
-        summary["report"] = _write_report(out, data, device, user_hooks(cfg))
+        summary["report"] = write_run_report(out, data, device, user_hooks(cfg))
     return summary
 
 
-def _write_report(out: Path, data: Dataset, device, trusted_hooks=()) -> str | None:
+def write_run_report(out: Path, data: Dataset, device, trusted_hooks=()) -> str | None:
     """report.html for the run; a report that cannot be built never costs the run's results."""
     from kdkit.report import write_report
 
@@ -640,12 +343,6 @@ def _write_report(out: Path, data: Dataset, device, trusted_hooks=()) -> str | N
     except Exception as e:  # noqa: BLE001 -- the summary is written; say why the report is missing
         print(f"report not written ({type(e).__name__}: {str(e)[:120]}); retry with `kdkit report {out}`")
         return None
-
-
-def hybrid_facts(teacher, data: Dataset) -> dict:
-    """Size of a combination: the parameters of its torch members (estimators and files: not counted)."""
-    return {"parameters": sum(p.numel() for p in teacher.parameters()),
-            "note": "torch members only; latency and FLOPs are per member"}
 
 
 def with_method_defaults(cfg: DistillConfig) -> DistillConfig:
@@ -665,3 +362,4 @@ def method_kwargs(cfg, data: Dataset | None = None) -> dict:
     if data is not None:
         kwargs |= {"input_shape": data.input_shape, "num_train": len(data.train), "class_counts": class_counts(data)}
     return kwargs
+

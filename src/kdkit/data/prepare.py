@@ -1,0 +1,60 @@
+"""A run's dataset, prepared: loaded, made long-tailed when asked, resampled for bagging, with
+the distilled student's transfer set (classes left out) and the class counts long-tail losses use.
+"""
+import dataclasses
+
+import torch
+
+from kdkit.data.dataset import Dataset, Split
+from kdkit.data.registry import load_dataset
+from kdkit.errors import KdkitError
+
+
+def prepare_data(cfg, data: Dataset | None, seed: int) -> Dataset:
+    """The run's dataset: loaded (unless given), then made long-tailed when `imbalance` is set."""
+    data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, seed=seed, download=cfg.download)
+    if cfg.imbalance:
+        from kdkit.data.longtail import describe_counts, long_tailed
+
+        data = long_tailed(data, cfg.imbalance, seed)
+        if cfg.progress:
+            print(describe_counts(data.train.labels, list(data.classes)))
+    return data
+
+
+def transfer_set(data: Dataset, exclude) -> Dataset:
+    """The distilled student's data: `data` without the classes in `exclude` in train and val (the
+    transfer set of Hinton et al. 2015, section 3: MNIST without 3s); test, classes and the
+    normalisation statistics stay those of the whole dataset."""
+    if not exclude:
+        return data
+    drop = torch.tensor(sorted(set(exclude)))
+
+    def keep(split: Split) -> Split:
+        mask = ~torch.isin(split.labels, drop)  # (N,)
+        return dataclasses.replace(split, images=split.images[mask], labels=split.labels[mask],
+                                   index=None if split.index is None else split.index[mask])
+
+    return dataclasses.replace(data, train=keep(data.train), val=keep(data.val))
+
+
+def class_counts(data: Dataset) -> list[int]:
+    """Training samples per class (the prior that long-tail losses and post-hoc adjustment use)."""
+    return torch.bincount(data.train.labels, minlength=data.num_classes).tolist()
+
+
+def check_classes(data: Dataset):
+    """A classifier needs two classes; one would train, then fail when its metrics are computed."""
+    if data.num_classes < 2:
+        raise KdkitError(f"dataset '{data.name}' has {data.num_classes} class ({', '.join(map(str, data.classes))}); "
+                         "a classifier needs at least 2: add a train/<class>/ and test/<class>/ folder per class")
+
+
+def bootstrap_sample(data: Dataset, seed: int) -> Dataset:
+    """The same dataset with its train split resampled with replacement (seeded): bagging."""
+    g = torch.Generator().manual_seed(10_000 + seed)
+    pick = torch.randint(0, len(data.train), (len(data.train),), generator=g)
+    train = dataclasses.replace(data.train, images=data.train.images[pick], labels=data.train.labels[pick],
+                                index=None if data.train.index is None else data.train.index[pick])
+    return dataclasses.replace(data, train=train)
+

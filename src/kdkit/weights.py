@@ -1,0 +1,141 @@
+"""Models and their weights: a fresh model built for a dataset, and a model rebuilt from the
+weights and sidecar kdkit saved (safetensors only, both checksums verified, every sidecar field
+checked; a sidecar's architecture can only select a registered one, or a hook the user trusts).
+Used by `kdkit evaluate`, `export`, `report`, `predict` and by every run that loads a teacher.
+"""
+import math
+from pathlib import Path
+
+import torch
+
+from kdkit import checkpoint as ckpt
+from kdkit.data import Dataset
+from kdkit.errors import KdkitError
+from kdkit.models import check_input, create_model
+from kdkit.rundir import short_path
+
+
+def model_meta(arch: str, data: Dataset) -> dict:
+    """What the sidecar must hold to rebuild and use the model without the dataset."""
+    c, h, _ = data.input_shape
+    return {"arch": arch, "num_classes": data.num_classes, "in_channels": c, "image_size": h,
+            "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std), "dataset": data.name}
+
+
+def build_model(arch: str, data: Dataset, seed: int) -> torch.nn.Module:
+    """A fresh model for this dataset; the seed fixes its initialisation (scratch and student share it)."""
+    c, h, _ = data.input_shape
+    torch.manual_seed(seed)
+    model = create_model(arch, num_classes=data.num_classes, in_channels=c, image_size=h)
+    check_input(model, data.input_shape, data.num_classes)
+    return model
+
+
+def is_weights(teacher: str) -> bool:
+    """--teacher names saved weights (a run directory or a file), not an architecture to train."""
+    return Path(teacher).exists() or teacher.endswith(".safetensors")
+
+
+def weights_path(path) -> Path:
+    """A run directory (its best weights) or a .safetensors file."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.safetensors", "last.safetensors", "teacher/best.safetensors"):
+            if (path / name).is_file():
+                return path / name
+        raise KdkitError(f"no weights in run directory '{path}' (expected best.safetensors); point at a `kdkit train` run or a .safetensors file")
+    return path
+
+
+def check_not_checkpoint(path: Path):
+    """A training checkpoint (RUN/checkpoints/state-NNNNNN.safetensors) holds the model, optimizer
+    and position for --resume, and its sidecar names no architecture: say so, and name the run's weights."""
+    meta = ckpt.load_meta(path)
+    resumable = "optimizer" in meta and "step" in meta
+    named_like_one = path.parent.name == "checkpoints" and path.stem.startswith("state-") and path.stem[6:].isdigit()
+    if "arch" not in meta and (resumable or named_like_one):
+        run = path.parent.parent
+        raise KdkitError(f"'{short_path(path)}' is a training checkpoint (the state --resume continues from), not "
+                         f"model weights; use best.safetensors or last.safetensors of the run '{short_path(run, 100)}'")
+
+
+def load_model(path, trusted_hooks=()) -> tuple[torch.nn.Module, dict]:
+    """Rebuild a model from weights + sidecar written by kdkit (safetensors only, checksum verified).
+    The sidecar's architecture must be a registered one, or a module:function hook in `trusted_hooks`."""
+    from kdkit.models.registry import create_model_from_file
+
+    path = weights_path(path)
+    check_not_checkpoint(path)
+    tensors, meta = ckpt.load_weights(path)
+    side = ckpt.sidecar(path)
+    if not meta:
+        raise KdkitError(f"'{path}' has no sidecar '{side.name}' naming its architecture; "
+                         "save weights with kdkit, or build the model in Python and pass it to kdkit.distill()")
+    sizes = check_model_meta(meta, side)
+    model = create_model_from_file(meta["arch"], side, trusted_hooks, **sizes)
+    mismatch = state_dict_mismatch(model, tensors)
+    if mismatch:
+        raise KdkitError(f"weights '{path}' do not fit architecture '{meta['arch']}' that its sidecar "
+                         f"'{side.name}' names ({mismatch}); they belong to another model: point at the "
+                         "weights the sidecar describes")
+    model.load_state_dict(tensors)
+    return model.eval(), meta
+
+
+# What a weights sidecar must hold to rebuild its model, with the values it may take.
+MODEL_META = {"num_classes": (2, 1_000_000), "in_channels": (1, 1024), "image_size": (1, 65_536)}
+
+
+def check_model_meta(meta: dict, side: Path) -> dict:
+    """The sizes a weights sidecar gives, checked (a hand-edited or foreign sidecar is refused with the field)."""
+    if "arch" not in meta:
+        raise KdkitError(f"sidecar '{side}' has no 'arch' naming the architecture; restore the sidecar kdkit wrote")
+    sizes = {}
+    for key, (low, high) in MODEL_META.items():
+        value = meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            got = "missing" if key not in meta else f"{str(value)[:40]!r}"
+            raise KdkitError(f"sidecar '{side}' has {key} {got}; it must be an integer in [{low}, {high}]: restore "
+                             "the sidecar kdkit wrote")
+        sizes[key] = value
+    classes = meta.get("classes")
+    if classes is not None and (not isinstance(classes, list) or len(classes) != sizes["num_classes"]
+                                or not all(isinstance(c, (str, int)) for c in classes)):
+        raise KdkitError(f"sidecar '{side}' has classes {str(classes)[:40]!r}; it must list {sizes['num_classes']} "
+                         "class names (num_classes): restore the sidecar kdkit wrote")
+    for key in ("mean", "std"):
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, list) or len(value) != sizes["in_channels"]
+                                  or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value)
+                                  or (key == "std" and not all(v > 0 for v in value))):
+            raise KdkitError(f"sidecar '{side}' has {key} {str(value)[:40]!r}; it must list {sizes['in_channels']} finite "
+                             f"numbers (one per channel{', > 0' if key == 'std' else ''}): restore the sidecar kdkit wrote")
+    return sizes
+
+
+def state_dict_mismatch(model: torch.nn.Module, tensors: dict) -> str:
+    """'' when `tensors` load into `model`; else what does not fit: missing, unexpected, other shapes."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [k for k in tensors if k not in expected]
+    shapes = [k for k in expected if k in tensors and tuple(tensors[k].shape) != tuple(expected[k].shape)]
+    parts = [f"{len(missing)} tensors missing, e.g. '{missing[0]}'"] if missing else []
+    parts += [f"{len(unexpected)} unexpected, e.g. '{unexpected[0]}'"] if unexpected else []
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} of another shape, e.g. '{k}' is {tuple(tensors[k].shape)} in the file, "
+                     f"{tuple(expected[k].shape)} in the model")
+    return "; ".join(parts)
+
+
+def check_teacher(meta: dict, data: Dataset):
+    """The teacher must predict the dataset's classes, in the same order."""
+    if meta["num_classes"] != data.num_classes:
+        raise KdkitError(f"teacher predicts {meta['num_classes']} classes but dataset '{data.name}' has {data.num_classes}; "
+                         "use a teacher trained on this dataset")
+    classes = meta.get("classes")
+    if classes and list(classes) != list(data.classes):
+        i = next(i for i, (a, b) in enumerate(zip(classes, data.classes)) if a != b)
+        raise KdkitError(f"teacher class {i} is '{classes[i]}' but the dataset's is '{data.classes[i]}'; "
+                         "the teacher was trained with another class order or dataset")
+
