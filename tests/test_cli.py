@@ -52,8 +52,9 @@ def test_distill_end_to_end(tmp_path, teacher_run):
     assert len(student["per_seed"]) == 2 and [p["seed"] for p in student["per_seed"]] == [0, 1]
     for key in ("accuracy", "top5", "balanced_accuracy", "f1_macro", "precision_weighted", "auc", "nll", "ece",
                 "top1_agreement", "mean_kl"):
-        assert student["metrics"][key]["mean"] is not None, key
-        assert student["metrics"][key]["std"] >= 0
+        values = [seed_row[key] for seed_row in student["per_seed"]]
+        assert student["metrics"][key]["mean"] == pytest.approx(sum(values) / 2), key
+        assert student["metrics"][key]["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5), key
     for key in ("parameters", "size_mb", "flops_per_sample", "latency_ms_b1", "latency_ms_b64"):
         assert student["facts"][key] > 0
     assert student["fit"]["peak_memory_mb"]["mean"] > 0

@@ -18,7 +18,7 @@ import torch
 from kdkit import checkpoint as ckpt
 from kdkit.config import DistillConfig, apply_overrides
 from kdkit.errors import KdkitError
-from kdkit.export import FP32_TOLERANCE, export_onnx, export_run, ort_session, quantize_int8, require_onnx
+from kdkit.export import export_onnx, export_run, ort_session, quantize_int8, require_onnx
 from kdkit.predict import predict
 from kdkit.recipes import run_distill
 from kdkit.weights import load_model, model_meta
@@ -59,7 +59,7 @@ def test_export_matches_pytorch_and_writes_sidecar(run_dir, report):
     assert report["onnx"] == str(onnx_path) and report["source"].endswith("student/seed0/best.safetensors")
     check = report["verification"]
     assert check["passed"] and check["n"] == 359  # the whole digits test split
-    assert check["max_abs_logit_diff"] < FP32_TOLERANCE and check["identical_predictions"] >= 0.999
+    assert check["max_abs_logit_diff"] < 1e-3 and check["identical_predictions"] >= 0.999  # docs/export.md's bound
     assert check["accuracy_onnx"] == pytest.approx(check["accuracy_torch"])
     side = json.loads(onnx_path.with_suffix(".json").read_text())
     weights = run_dir / "student" / "seed0" / "best.safetensors"

@@ -50,7 +50,7 @@ def test_parse_imbalance_and_errors():
     assert parse_imbalance("exp:100") == ("exp", 100.0)
     assert parse_imbalance(" step:10 ") == ("step", 10.0)
     assert parse_imbalance("exp:2.5") == ("exp", 2.5)
-    assert PROFILES == ("exp", "step")
+    assert all(parse_imbalance(f"{profile}:10") == (profile, 10.0) for profile in PROFILES)  # each one it lists parses
     with pytest.raises(KdkitError, match="exp:100 or step:10"):
         parse_imbalance("exp100")
     with pytest.raises(KdkitError, match="exp:100 or step:10"):
@@ -199,7 +199,9 @@ def test_samplers_draw_with_replacement_and_from_own_class():
     x, y, idx = next(iter(loader))
     assert len(idx) == len(split) and len(set(idx.tolist())) < len(split)
     assert torch.equal(split.labels[idx], y) and torch.equal(x.view(-1).long(), idx)
-    assert SAMPLERS == ("none", "class_balanced", "sqrt")
+    for sampler in SAMPLERS:  # each sampler it lists draws a whole epoch of the split's own labels
+        _, y, idx = next(iter(BatchLoader(split, 500, shuffle=True, seed=0, sampler=sampler)))
+        assert len(idx) == len(split) and torch.equal(split.labels[idx], y)
 
 
 @pytest.mark.parametrize("sampler", ["class_balanced", "sqrt"])

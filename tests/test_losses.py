@@ -50,3 +50,25 @@ def test_kd_gradient_closed_form():
     kd_loss(s, t, T).backward()
     expected = T * (torch.softmax(s.detach() / T, 1) - torch.softmax(t / T, 1)) / B
     torch.testing.assert_close(s.grad.double(), expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("alpha,T", [(0.9, 4.0), (0.5, 1.0), (0.0, 2.0), (1.0, 20.0)])
+def test_kd_method_loss_is_the_papers_whole_loss(alpha, T):
+    """The KD method's whole loss, (1 - alpha) CE + alpha T^2 KL (Hinton et al. 2015), against float64
+    numpy: the cross-entropy written out, the KL term from numpy_kd."""
+    from kdkit.methods import create_method
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(12, 5)).astype(np.float32)
+    y = rng.integers(0, 3, size=12)
+    torch.manual_seed(0)
+    student, teacher = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    method = create_method("kd", student, teacher, temperature=T, alpha=alpha)
+    out = method(torch.tensor(x), torch.tensor(y))
+    with torch.no_grad():
+        s, t = student(torch.tensor(x)).double().numpy(), teacher(torch.tensor(x)).double().numpy()
+    log_p = s - s.max(axis=1, keepdims=True)
+    log_p = log_p - np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+    ce = -np.mean(log_p[np.arange(12), y])
+    expected = (1 - alpha) * ce + alpha * numpy_kd(s, t, T)
+    assert out["loss"].item() == pytest.approx(expected, rel=1e-4)  # float32 logits; T^2 = 400 scales their rounding
