@@ -15,7 +15,7 @@ only the run can look up (dataset, model, teacher, out, ...: config.TEXT) count 
 Through the CLI every cell must exit 2 with one `error:` line: the dataset is a path that does not
 exist, so a value the config accepts fails on the data, before anything trains or is written.
 The JSON (benchmarks/results/robustness_config.json) holds the counts, any failing cells and the
-command that wrote it. tests/test_robustness_config.py runs the same grid (KDKIT_ROBUSTNESS=full: the
+command that wrote it. tests/robustness/test_robustness_config.py runs the same grid (KDKIT_ROBUSTNESS=full: the
 CLI for every cell too).
 """
 import collections

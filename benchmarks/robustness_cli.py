@@ -14,7 +14,7 @@ no file of the probe folder (the files and links the probes point at) may change
 
 `kdkit demo` is left out: with its data on the machine, an accepted value would run the demo.
 The JSON (benchmarks/results/robustness_cli.json) holds the counts, any failing cells and the command.
-tests/test_robustness_cli.py runs the quick grid (KDKIT_ROBUSTNESS=full: every cell).
+tests/robustness/test_robustness_cli.py runs the quick grid (KDKIT_ROBUSTNESS=full: every cell).
 """
 import collections
 import contextlib

@@ -1,7 +1,19 @@
-"""Shared fixtures: a tiny real dataset (scikit-learn digits) and tiny configs."""
+"""Shared fixtures: a tiny real dataset (scikit-learn digits) and tiny configs.
+
+The tests mirror the package (tests/data/ for src/kdkit/data/, ...); the suites that span it stand
+apart (robustness/: bad input, fuzzing, the generated grids, file safety; bench/: the benchmark
+scripts at toy size). Test modules import a few helpers from each other by name (module names are
+unique across the folders), so every folder is put on sys.path here, before any of them is imported.
+"""
+import sys
+from pathlib import Path
+
 import pytest
 
-from kdkit.data import load_dataset
+TESTS = Path(__file__).resolve().parent
+sys.path[:0] = [str(TESTS)] + [str(p) for p in sorted(TESTS.iterdir()) if p.is_dir() and p.name[0] not in "._"]
+
+from kdkit.data import load_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Tests for kdkit.models: every registered model builds, runs forward/backward and exposes its
 feature taps; parameter counts match the reference architectures; names, hooks and input checks
-fail with clear KdkitErrors.  Run: PYTHONPATH=src python -m pytest tests/test_models.py -q
+fail with clear KdkitErrors.  Run: PYTHONPATH=src python -m pytest tests/models/test_models.py -q
 """
 import sys
 

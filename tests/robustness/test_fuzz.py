@@ -8,7 +8,7 @@ escaping is a bug: a traceback instead of a message.
 Each property runs FUZZ_EXAMPLES examples (default 100: about 30 s for the whole file on one core).
 A longer campaign (2000 each: about 8 minutes):
 
-    KDKIT_FUZZ_EXAMPLES=2000 OMP_NUM_THREADS=1 python -m pytest -q tests/test_fuzz.py
+    KDKIT_FUZZ_EXAMPLES=2000 OMP_NUM_THREADS=1 python -m pytest -q tests/robustness/test_fuzz.py
 
 Nothing is written into the repository (no .hypothesis database) and nothing is downloaded: every
 example works in its own temporary folder, with $HOME / $KDKIT_CACHE pointing into it.

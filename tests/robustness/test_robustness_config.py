@@ -3,7 +3,7 @@
 Each cell is accepted as a value the key can really use, or refused with one line under 300 characters;
 never a traceback, never an invalid value taken silently.
 
-    KDKIT_ROBUSTNESS=full python -m pytest -q tests/test_robustness_config.py   # every cell through the CLI too
+    KDKIT_ROBUSTNESS=full python -m pytest -q tests/robustness/test_robustness_config.py   # every cell through the CLI too
 """
 import os
 import sys
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import robustness  # noqa: E402
 
 FULL = os.environ.get("KDKIT_ROBUSTNESS") == "full"

@@ -1,6 +1,6 @@
 """Kill `kdkit` anywhere with SIGKILL, resume, and compare with an uninterrupted run.
 
-    python tests/kill_harness.py --points 24 [--seed 0] [--json benchmarks/results/kill_resume.json]
+    python tests/train/kill_harness.py --points 24 [--seed 0] [--json benchmarks/results/kill_resume.json]
 
 For each scenario (a `kdkit train` or `kdkit distill` command on the built-in digits data, in
 deterministic mode, with mid-epoch checkpoints), one uninterrupted reference run is timed; then
@@ -8,7 +8,7 @@ each kill point starts the same command in a fresh directory, sends SIGKILL afte
 drawn over the reference's duration, sometimes kills the `--resume` run again, and finally lets
 `--resume` finish. The point passes when every weights file (best, last: teacher, scratch,
 student) is bit-identical to the reference and the test metrics in summary.json are equal.
-tests/test_kill_resume.py runs a few points; this script runs the full tally.
+tests/train/test_kill_resume.py runs a few points; this script runs the full tally.
 """
 import argparse
 import json
@@ -181,7 +181,7 @@ def main():
     t0 = time.perf_counter()
     result = harness(args.points, args.seed)
     result |= {"seed": args.seed, "wall_seconds": round(time.perf_counter() - t0, 1),
-               "command": f"python tests/kill_harness.py --points {args.points} --seed {args.seed}"}
+               "command": f"python tests/train/kill_harness.py --points {args.points} --seed {args.seed}"}
     for r in result["results"]:
         print(f"{r['scenario']:22s} kills at {r['kills']} s ({'; '.join(r['killed_at'])}): "
               f"{'identical' if r['identical'] else r['problems']}")

@@ -22,7 +22,7 @@ from kdkit.data import registry
 from kdkit.data.dataset import stratified_split
 from kdkit.errors import KdkitError
 
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)

@@ -160,7 +160,7 @@ def test_training_from_disk_with_workers_equals_training_in_memory(tmp_path, mon
 
 def test_large_data_benchmark_runs_every_mode_and_writes_ratios(tmp_path):
     """benchmarks/large_data.py at a toy size: every mode runs in its own process, the file is written."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     import large_data
 
     out = tmp_path / "large.json"

@@ -27,7 +27,7 @@ import kill_harness  # noqa: E402
 
 def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
     """One kill point per scenario here (train; distill's three fits; CRD + long tail + sampler;
-    a tune study): the full tally is `python tests/kill_harness.py --points 32`, results in
+    a tune study): the full tally is `python tests/train/kill_harness.py --points 32`, results in
     benchmarks/results/kill_resume.json."""
     result = kill_harness.harness(points=int(os.environ.get("KDKIT_KILL_POINTS", 4)), seed=0, workdir=tmp_path)
     assert result["kills"] >= 1

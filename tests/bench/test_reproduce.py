@@ -13,7 +13,7 @@ from kdkit.errors import KdkitError
 from kdkit.methods import METHODS
 from kdkit.models import count_parameters, create_model, list_models
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "configs/reproduce/cifar100"
 MNIST = ROOT.parent / "shared/data"
 

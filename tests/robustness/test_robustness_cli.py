@@ -3,13 +3,13 @@
 and one `error:` line under 300 characters (the listing commands may exit 0 for a value they can
 use); no traceback, no invalid value taken silently, no probe file changed.
 
-    KDKIT_ROBUSTNESS=full python -m pytest -q tests/test_robustness_cli.py   # every probe (about 20 s more)
+    KDKIT_ROBUSTNESS=full python -m pytest -q tests/robustness/test_robustness_cli.py   # every probe (about 20 s more)
 """
 import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import robustness_cli  # noqa: E402
 
 
