@@ -20,7 +20,7 @@ from kdkit.data import Dataset
 from kdkit.data.prepare import bootstrap_sample, check_classes, class_counts, prepare_data, transfer_set
 from kdkit.errors import KdkitError
 from kdkit.evaluate import environment, evaluate_model, model_facts
-from kdkit.methods import CrossEntropy, create_method
+from kdkit.methods import CrossEntropy, create_method, needs_peer
 from kdkit.models import check_input
 from kdkit.rundir import check_run_dir, claim_run_dir
 from kdkit.summary import summarise, write_summary
@@ -301,7 +301,7 @@ def _distill(cfg: DistillConfig, data: Dataset, out: Path) -> dict:
                     method = cross_entropy(student, cfg, data)
                 else:
                     kwargs = method_kwargs(cfg, fit_data)
-                    if "dml" in cfg.method.split("+"):
+                    if needs_peer(cfg.method):
                         kwargs["peer"] = build_model(cfg.peer or cfg.student, data, seed + 1000)
                     source, cache_info = teacher_source(current_teacher, seed_cfg, fit_data, out, device)
                     method = create_method(cfg.method, student, source, **kwargs)

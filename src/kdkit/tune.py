@@ -45,11 +45,9 @@ DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 def search_space(cfg: DistillConfig, fixed=()) -> dict:
     """name -> optuna distribution: the hyper-parameters `cfg.method` reads, plus lr and
     weight_decay; keys in `fixed` (given with --set) keep their config value and are not searched."""
-    from kdkit.methods import defaults_of, hyperparameters_of
+    from kdkit.methods import defaults_of, used_hyperparameters
 
-    keys, defaults = set(hyperparameters_of(cfg.method)), defaults_of(cfg.method)
-    if cfg.method == "fitnet" and not cfg.hint_epochs:  # one-stage FitNets never reads them
-        keys -= {"temperature", "alpha"}
+    keys, defaults = set(used_hyperparameters(cfg.method, cfg)), defaults_of(cfg.method)
     space = {}
     if "temperature" in keys:
         space["temperature"] = FloatDistribution(1.0, 8.0, log=True)
@@ -291,13 +289,13 @@ def _alive(pid: int) -> bool:
 
 
 def build_method(cfg: DistillConfig, ctx: Context):
-    from kdkit.methods import create_method
+    from kdkit.methods import create_method, needs_peer
     from kdkit.recipes import method_kwargs
     from kdkit.weights import build_model
 
     student = build_model(cfg.student, ctx.data, cfg.seed)  # the same initialisation in every trial
     kwargs = method_kwargs(cfg, ctx.data)
-    if "dml" in cfg.method.split("+"):
+    if needs_peer(cfg.method):
         kwargs["peer"] = build_model(cfg.peer or cfg.student, ctx.data, cfg.seed + 1000)
     return create_method(cfg.method, student, ctx.source or ctx.teacher, **kwargs)
 

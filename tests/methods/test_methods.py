@@ -187,3 +187,17 @@ def test_composite_moves_its_parts_buffers():
     method.to(torch.float64)
     assert method.parts["bkd"].class_weights.dtype == torch.float64
     assert next(student.parameters()).dtype == torch.float64
+
+
+def test_capabilities_come_from_the_method_classes():
+    """What the recipes and the tuner ask of a method, answered by its class (no name tested in an if)."""
+    from types import SimpleNamespace
+
+    from kdkit.methods import needs_peer, used_hyperparameters
+
+    assert [name for name in METHODS if needs_peer(name)] == ["dml"] and needs_peer("kd+dml") and not needs_peer("kd")
+    one_stage, two_stage = SimpleNamespace(hint_epochs=0.0), SimpleNamespace(hint_epochs=2.0)
+    assert set(hyperparameters_of("fitnet")) - set(used_hyperparameters("fitnet", one_stage)) == {"temperature", "alpha"}
+    assert used_hyperparameters("fitnet", two_stage) == hyperparameters_of("fitnet")
+    assert used_hyperparameters("kd+fitnet", one_stage) == hyperparameters_of("kd+fitnet")  # kd reads them
+    assert all(used_hyperparameters(name, one_stage) == hyperparameters_of(name) for name in METHODS if name != "fitnet")

@@ -63,6 +63,18 @@ def hyperparameters_of(name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(k for part in method_parts(name) for k in METHODS[part].hyperparameters))
 
 
+def needs_peer(name: str) -> bool:
+    """Whether method `name` (or a part of it) trains a peer network beside the student."""
+    return any(METHODS[part].needs_peer for part in method_parts(name))
+
+
+def used_hyperparameters(name: str, cfg) -> tuple[str, ...]:
+    """hyperparameters_of(name), less the keys no part reads with cfg's settings."""
+    unused = set.intersection(*(METHODS[part].unused_hyperparameters(cfg) | (set(hyperparameters_of(name)) -
+                                set(METHODS[part].hyperparameters)) for part in method_parts(name)))
+    return tuple(k for k in hyperparameters_of(name) if k not in unused)
+
+
 def defaults_of(name: str) -> dict:
     """Each hyper-parameter's default (the first part's, for a key several parts share)."""
     out = {}
@@ -93,5 +105,6 @@ def create_method(name: str, student, teacher=None, **kwargs) -> Method:
 
 
 __all__ = ["METHODS", "Method", "Outputs", "create_method", "hyperparameters_of", "defaults_of", "method_parts",
+           "needs_peer", "used_hyperparameters",
            "AT", "BKD", "LAKD", "CRD", "Composite", "CrossEntropy", "DIST", "DKD", "DML", "DistillationVector", "FitNet", "KD",
            "NST", "PKT", "RKD", "SP"]

@@ -38,12 +38,19 @@ class Method(nn.Module):
     """
 
     needs_teacher = True
+    # Trains a second network beside the student (dml): the run builds it and passes it as `peer`.
+    needs_peer = False
     # Epochs completed so far (fractional), set by fit() before every step, for methods that warm up.
     epoch: float = 0.0
     # Hyper-parameters a user can set (config key -> constructor argument), shown by `kdkit methods`.
     hyperparameters: tuple[str, ...] = ()
     # One line for `kdkit methods`: what it matches, and the paper.
     paper: str = ""
+
+    @classmethod
+    def unused_hyperparameters(cls, cfg) -> set[str]:
+        """Keys of `hyperparameters` this method does not read with these settings (a tuner leaves them out)."""
+        return set()
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None):
         super().__init__()

@@ -19,6 +19,7 @@ from kdkit.methods.base import Method
 
 class DML(Method):
     needs_teacher = False
+    needs_peer = True
     hyperparameters = ("temperature", "label_smoothing")
     paper = "a peer network and the student teach each other online (Zhang et al., CVPR 2018)"
 

@@ -21,6 +21,10 @@ class FitNet(FeatureMethod):
     paper = "hint layer + regressor, one or two stages (Romero et al., ICLR 2015)"
     pick = "middle"
 
+    @classmethod
+    def unused_hyperparameters(cls, cfg) -> set[str]:
+        return set() if cfg.hint_epochs else {"temperature", "alpha"}  # one stage: no KD stage to read them
+
     def __init__(self, student, teacher, input_shape=None, student_layers=(), teacher_layers=(),
                  feature_weight: float = 100.0, ce_weight: float = 1.0, label_smoothing: float = 0.0,
                  hint_epochs: float = 0.0, temperature: float = 4.0, alpha: float = 0.9):
