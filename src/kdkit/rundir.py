@@ -32,7 +32,7 @@ def short_path(path, limit: int = 120) -> str:
 
 
 def run_kind(folder: Path) -> str | None:
-    """The command that made `folder` ('train', 'distill', 'tune'), or None when kdkit did not."""
+    """The command that made `folder` (one of KINDS), or None when kdkit did not."""
     try:
         marker = json.loads((Path(folder) / MARKER).read_text())
     except (OSError, ValueError):
