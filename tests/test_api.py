@@ -98,3 +98,17 @@ def test_student_that_is_not_a_model(student, pattern):
     train, val = _blobs(60, 0), _blobs(30, 1)
     with pytest.raises(KdkitError, match=pattern):
         kdkit.distill(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), student, train, val, epochs=1)
+
+
+def test_out_that_is_a_file_or_a_folder_of_user_files(tmp_path):
+    """kdkit.distill(out=...) follows the run-directory rules of the CLI: one line, the user's files untouched."""
+    train, val = _blobs(60, 0), _blobs(30, 1)
+    teacher, student = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(KdkitError) as error:
+        kdkit.distill(teacher, student, train, val, epochs=1, out=tmp_path / "notes.txt")
+    assert str(error.value) == (f"--out '{tmp_path / 'notes.txt'}' is a file, not a run directory; choose a folder (new, "
+                                "empty or an earlier `kdkit.distill()` run)")
+    with pytest.raises(KdkitError, match="holds files kdkit did not write \\(e.g. 'notes.txt'\\)"):
+        kdkit.distill(teacher, student, train, val, epochs=1, out=tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

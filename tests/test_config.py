@@ -231,22 +231,20 @@ BILLION_LAUGHS = ('dataset: &a ["lol","lol","lol","lol","lol","lol","lol","lol",
 
 def test_billion_laughs_is_refused_quickly_in_little_memory(tmp_path):
     """Nested aliases (~300 bytes) once gave a 351 MB message and 1.27 GB of memory."""
-    import time
     import tracemalloc
 
     f = tmp_path / "laughs.yaml"
     f.write_text(BILLION_LAUGHS)
     assert len(BILLION_LAUGHS) < 400
     tracemalloc.start()
-    start = time.perf_counter()
     with pytest.raises(KdkitError) as error:
         resolve(DistillConfig, f)
-    seconds, (_, peak) = time.perf_counter() - start, tracemalloc.get_traced_memory()
+    _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     message = str(error.value)
     assert message == (f"config file '{f}' uses the YAML alias '*a' at line 2; write the value out "
                        "(kdkit takes no YAML aliases: a few bytes of them can expand to gigabytes)")
-    assert len(message) < 300 and "\n" not in message and seconds < 2 and peak < 5 * 2**20
+    assert len(message) < 300 and "\n" not in message and peak < 5 * 2**20  # nothing was expanded
 
 
 def test_an_alias_in_a_set_value_is_refused():

@@ -1,7 +1,6 @@
 """Nothing the user owns is written over, one writer per run, and --resume never changes only the
 record (issue 20, items 2-5; src/kdkit/rundir.py)."""
 import dataclasses
-import hashlib
 import json
 import os
 import signal
@@ -17,18 +16,15 @@ from kdkit.errors import KdkitError
 from kdkit.recipes import run_train
 from kdkit.rundir import check_out_file, check_path, check_run_dir, claim_run_dir, is_kdkit_output
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from robustness_cli import snapshot  # noqa: E402  (every file's hash, every link's target)
+
 KDKIT = [sys.executable, "-m", "kdkit"]
 
 
 def config(out, **changes) -> TrainConfig:
     return apply_overrides(TrainConfig(), {"dataset": "digits", "model": "cnn-tiny", "epochs": 1, "batch_size": 64,
                                            "progress": False, "amp": "off", "out": str(out)} | changes)
-
-
-def snapshot(folder: Path) -> dict:
-    """Every file under `folder` and the SHA-256 of its bytes."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture

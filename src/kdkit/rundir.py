@@ -22,7 +22,7 @@ from kdkit.errors import KdkitError
 
 MARKER = ".kdkit-run.json"
 LOCK = ".kdkit.lock"
-KINDS = ("train", "distill", "tune", "api")
+KINDS = {"train": "`kdkit train`", "distill": "`kdkit distill`", "tune": "`kdkit tune`", "api": "`kdkit.distill()`"}
 
 
 def short_path(path, limit: int = 120) -> str:
@@ -101,7 +101,7 @@ def check_run_dir(out, kind: str, overwrite: bool = False) -> Path:
         return path
     if path.exists() and not path.is_dir():
         raise KdkitError(f"--out '{short_path(out)}' is a file, not a run directory; choose a folder (new, empty or an earlier "
-                         f"`kdkit {kind}` run)")
+                         f"{KINDS[kind]} run)")
     if not path.is_dir() or overwrite:
         return path
     found = run_kind(path)
@@ -114,7 +114,7 @@ def check_run_dir(out, kind: str, overwrite: bool = False) -> Path:
     if not entries:
         return path
     if found is not None:
-        raise KdkitError(f"--out '{short_path(out)}' is a `kdkit {found}` run, not a `kdkit {kind}` run; choose another "
+        raise KdkitError(f"--out '{short_path(out)}' is a {KINDS[found]} run, not a {KINDS[kind]} run; choose another "
                          "folder, or add --overwrite to write into it anyway")
     raise KdkitError(f"--out '{short_path(out)}' holds files kdkit did not write (e.g. '{short_path(entries[0], 60)}'); choose a new "
                      "or empty folder, or add --overwrite to write into it anyway (files of the same name are replaced)")

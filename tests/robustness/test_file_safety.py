@@ -2,24 +2,16 @@
 against a folder of the user's files with every --out trick (the folder itself, a file in it, a
 symlink to one, a path inside a file, a dangling link), and every file is hashed before and after.
 Each cell must end with exit code 2 and one line on stderr, before any work."""
-import hashlib
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from robustness_cli import snapshot  # noqa: E402  (every file's hash, every link's target)
+
 FAST = ["--epochs", "1", "--set", "progress=false", "--set", "batch_size=64"]
-
-
-def snapshot(folder) -> dict:
-    """Every entry under `folder`: a file's SHA-256, a link's target."""
-    entries = {}
-    for p in sorted(folder.rglob("*")):
-        if p.is_symlink():
-            entries[str(p)] = "link -> " + str(p.readlink())
-        elif p.is_file():
-            entries[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return entries
 
 
 @pytest.fixture
