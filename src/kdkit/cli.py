@@ -55,6 +55,11 @@ def _seeds(text: Optional[str]):
         raise KdkitError(f"--seeds expects comma-separated integers, got {shown(text)}; e.g. --seeds 0,1,2") from None
 
 
+def _keys(text: Optional[str]):
+    """'temperature, alpha' -> ['temperature', 'alpha']; None stays None."""
+    return None if text is None else [k.strip().replace("-", "_") for k in text.split(",") if k.strip()]
+
+
 @app.command()
 def distill(
     config: Optional[Path] = ConfigOpt,
@@ -138,6 +143,9 @@ def tune(
     set_: Optional[list[str]] = typer.Option(None, "--set", help="set any config key, e.g. --set temperature=2 "
                                              "(repeatable); a key set here is not searched"),
     trials: int = typer.Option(20, help="finished trials the study should have, counting every worker's"),
+    search: Optional[str] = typer.Option(None, help="the method's hyper-parameters to search, comma-separated, e.g. "
+                                         "temperature,alpha,ce_weight (default: those `kdkit methods NAME` marks tuned); "
+                                         "lr and weight_decay are searched too"),
     storage: Optional[str] = typer.Option(None, help="database URL shared by the workers (default: sqlite:///OUT/study.db)"),
     study_name: Optional[str] = typer.Option(None, help="study to start or join (default: the --out path)"),
     metric: Optional[str] = typer.Option(None, help="validation score to maximise: accuracy or balanced_accuracy "
@@ -175,7 +183,7 @@ def tune(
         cfg = dataclasses.replace(cfg, out="runs/tune")
     fixed = [key.replace("-", "_") for key in parse_set(set_)]
     summary = run_tune(cfg, trials, storage=storage, study_name=study_name, metric=metric, resume=resume,
-                       timeout=timeout, fixed=fixed)
+                       timeout=timeout, fixed=fixed, searched=_keys(search))
     record = summary["tune"]
     plot = f"; importance: {cfg.out}/param_importance.png" if record["importance"] else ""
     console.out(f"{record['finished']} of {record['trials_wanted']} trials finished ({record['complete']} complete, "
@@ -362,15 +370,38 @@ def models(
 
 
 @app.command()
-def methods():
+def methods(name: Optional[str] = typer.Argument(None, help="a method: show each hyper-parameter's default, valid "
+                                                            "values, search range and meaning")):
     """Distillation methods and their hyper-parameters (config keys)."""
-    from kdkit.methods import METHODS
+    from kdkit.methods import METHODS, names
 
+    if name is not None:
+        console.print(_method_table(name))
+        return
     table = Table("name", "what it transfers (paper)", "hyper-parameters (config keys)")
-    for name, cls in METHODS.items():
-        table.add_row(name, cls.paper, ", ".join(cls.hyperparameters))
+    for method, cls in METHODS.items():
+        table.add_row(method, cls.paper, ", ".join(names(cls)))
     console.print(table)
-    console.print("Compose with +, e.g. --method kd+fitnet (CE counted once; every term logged).")
+    console.print("Compose with +, e.g. --method kd+fitnet (CE counted once; every term logged). "
+                  "`kdkit methods NAME` shows one method's hyper-parameters.")
+
+
+def _method_table(name: str) -> Table:
+    """One method's hyper-parameters: key, default, valid values, search range (* = searched by default), meaning."""
+    from kdkit.config import METHOD_KEYS, DistillConfig, valid_values
+    from kdkit.methods import defaults_of, hyperparameters_of, method_parts
+
+    method_parts(name)
+    table = Table("key", "default", "valid", "search (* by default)", "meaning", title=f"method {name}")
+    defaults = defaults_of(name)
+    for key in hyperparameters_of(name):
+        declared = METHOD_KEYS.get(key)
+        meaning = declared.hyper.doc if declared else "a training key (`kdkit train` reads it too)"
+        default = defaults.get(key, getattr(DistillConfig, key, ""))
+        default = list(default) if isinstance(default, tuple) else default
+        search = declared.hyper.describe_search() if declared else "-"
+        table.add_row(key, str(default), valid_values(DistillConfig, key), search, meaning)
+    return table
 
 
 @app.command()

@@ -19,6 +19,8 @@ from pathlib import Path
 import yaml
 
 from kdkit.errors import KdkitError, shown
+from kdkit.methods import declared_keys
+from kdkit.methods.hyper import INT_MAX
 
 
 @dataclass
@@ -80,34 +82,12 @@ class DistillConfig(TrainConfig):
     teacher_epochs: int = 0  # epochs when the teacher is trained here; 0 = same as epochs
     student: str = "cnn-tiny"  # student architecture (`kdkit models`) or my_pkg.my_module:make_net
     method: str = "kd"  # distillation method (`kdkit methods`)
-    temperature: float | None = None  # softmax temperature T; empty = the method's own default (kd 4, dkd 4, dist 1)
-    alpha: float = 0.9  # kd: weight of the KD term; (1 - alpha) weights the hard-label cross-entropy
-    ce_weight: float = 1.0  # dkd, dist: weight of the hard-label cross-entropy (their KD parts have their own weights)
-    dkd_alpha: float = 1.0  # dkd: weight of the target-class part TCKD (Zhao et al. 2022: 1.0)
-    dkd_beta: float = 8.0  # dkd: weight of the non-target part NCKD (Zhao et al. 2022: 8.0 on CIFAR-100)
-    kd_warmup_epochs: float = 0.0  # dkd: ramp the KD part linearly from 0 over this many epochs (paper: 20 of 240)
-    dist_beta: float = 1.0  # dist: weight of the inter-class relation loss (Huang et al. 2022: 1.0)
-    dist_gamma: float = 1.0  # dist: weight of the intra-class relation loss (Huang et al. 2022: 1.0)
-    # feature methods (fitnet, at, sp, rkd, pkt, nst, crd, vector)
-    student_layers: list[str] = field(default_factory=list)  # student layers to tap (`kdkit models --layers`); empty = the method's pick of its stage outputs
-    teacher_layers: list[str] = field(default_factory=list)  # teacher layers, paired with student_layers by position
-    feature_weight: float | None = None  # weight of the feature term; empty = the method's default (fitnet 100, at 1000, sp 3000, rkd 1, pkt 30000, nst 50, crd 0.8, vector 1)
-    hint_epochs: float = 0.0  # fitnet: > 0 = two-stage FitNets, hint loss only for this many epochs, then KD
-    rkd_distance: float = 25.0  # rkd: weight of the distance term (Park et al. 2019: 25)
-    rkd_angle: float = 50.0  # rkd: weight of the angle term (Park et al. 2019: 50)
-    crd_dim: int = 128  # crd: embedding size (Tian et al. 2020: 128)
-    nce_k: int = 16384  # crd: negatives per sample from the memory bank (capped at the training set size - 1)
-    nce_t: float = 0.07  # crd: temperature of the contrastive scores
-    vector_dim: int = 128  # vector: size of the shared distillation-vector space
-    vector_loss: str = "cosine"  # vector: how z_s matches z_t: mse, cosine or cka
     # other teachers
     peer: str | None = None  # dml: the peer's architecture; empty = the student's
     generations: int = 1  # born-again networks: > 1 = each generation's student teaches the next (same architecture)
     combine: str = "mean"  # several teachers (--teacher a,b,...): mean, weights, entropy or stacker
     teacher_weights: list[float] = field(default_factory=list)  # combine=weights: one weight per teacher
     teacher_sampler: str | None = None  # sampler of a teacher trained here; empty = sampler (e.g. class_balanced teacher, natural student)
-    kd_weight: float = 1.0  # bkd: weight of the class-balanced KD term
-    rebalance_tau: float = 0.0  # kd: > 0 re-balances the teacher's soft targets (logits - tau * log prior) for long tails
     bootstrap: bool = False  # several teachers trained here: each on its own bootstrap resample of train (bagging)
     teacher_cache: bool = False  # offline KD: label the training set once per recorded view, then distill from the stored outputs (logit methods; crd, rkd, pkt, vector from pooled features)
     cache_views: int = 8  # teacher_cache with augmentation: recorded views per sample (K); epoch e replays view e % K
@@ -118,12 +98,12 @@ class DistillConfig(TrainConfig):
     baseline: bool = True  # also train the scratch student (same architecture and budget, no teacher)
     report: bool = True  # write report.html (plots, importance of the distillation vector) at the end of the run
     out: str = "runs/distill"  # run directory
+    # ... and, after these, one key per hyper-parameter the methods declare (see the end of the schema below)
 
 
 # ---- what every key accepts, in one place ----------------------------------------------------------
 # validate() checks it for flags, YAML files, --set and kdkit.distill(**config) alike; docs/config.md
 # shows it; tests/test_config.py fails when a key has no entry here.
-INT_MAX = 2**31 - 1  # counts: a larger one is a typo, and overflows torch's 32-bit index paths
 SEED_MAX = 2**32 - 1  # np.random.seed and torch's generators both take any seed in [0, 2**32 - 1]
 TEXT_MAX = 4096  # characters of any text value: longer than any path the OS takes
 
@@ -135,19 +115,15 @@ RANGES = {
     "tau": "[0, inf)", "cb_beta": "[0, 1)", "posthoc_tau": "[0, inf)", "grad_clip": "[0, inf)", "max_norm": "[0, inf)",
     "seed": f"[0, {SEED_MAX}]", "log_every": f"[1, {INT_MAX}]", "checkpoint_every": f"[0, {INT_MAX}]",
     "max_steps": f"[0, {INT_MAX}]",  # distill:
-    "teacher_epochs": f"[0, {INT_MAX}]", "temperature": "(0, inf)", "alpha": "[0, 1]", "ce_weight": "[0, inf)",
-    "dkd_alpha": "[0, inf)", "dkd_beta": "[0, inf)", "kd_warmup_epochs": "[0, inf)", "dist_beta": "[0, inf)",
-    "dist_gamma": "[0, inf)", "feature_weight": "[0, inf)", "hint_epochs": "[0, inf)", "rkd_distance": "[0, inf)",
-    "rkd_angle": "[0, inf)", "crd_dim": f"[1, {INT_MAX}]", "nce_k": f"[1, {INT_MAX}]", "nce_t": "(0, inf)",
-    "vector_dim": f"[1, {INT_MAX}]", "generations": f"[1, {INT_MAX}]", "teacher_weights": "[0, inf)",
-    "kd_weight": "[0, inf)", "rebalance_tau": "[0, inf)", "cache_views": f"[1, {INT_MAX}]",
+    "teacher_epochs": f"[0, {INT_MAX}]", "generations": f"[1, {INT_MAX}]", "teacher_weights": "[0, inf)",
+    "cache_views": f"[1, {INT_MAX}]",
     "cache_topk": f"[0, {INT_MAX}]", "transfer_exclude": f"[0, {INT_MAX}]", "seeds": f"[0, {SEED_MAX}]",
 }
 # Words from a fixed list.
 CHOICES = {
     "optimizer": ("sgd", "adamw"), "schedule": ("cosine", "multistep", "constant"), "amp": ("auto", "bf16", "off"),
     "channels_last": ("auto", "on", "off"), "augment": ("auto", "none", "flip", "crop", "crop_flip"),
-    "vector_loss": ("mse", "cosine", "cka"), "combine": ("mean", "weights", "entropy", "stacker"),
+    "combine": ("mean", "weights", "entropy", "stacker"),
     "balance": ("none", "class_balanced", "balanced_softmax", "logit_adjusted"),
     "sampler": ("none", "class_balanced", "sqrt"), "teacher_sampler": ("none", "class_balanced", "sqrt"),
     "nan_policy": ("stop", "skip"), "cache_dtype": ("float16", "float32"),
@@ -160,10 +136,30 @@ TEXT = {
     "dataset": "checked when the data loads", "data_dir": "checked when the data loads",
     "model": "checked when the model is built", "student": "checked when the model is built",
     "peer": "checked when the model is built", "teacher": "checked when the teacher loads", "out": "checked when the run starts",
-    "student_layers": "checked when the layers are tapped", "teacher_layers": "checked when the layers are tapped",
     "trust_hooks": "module:function hooks, checked when a sidecar names one"}
-EXAMPLES = {"temperature": "4", "feature_weight": "100", "milestones": "30,60", "teacher_weights": "0.5,0.5",
+EXAMPLES = {"milestones": "30,60", "teacher_weights": "0.5,0.5",
             "transfer_exclude": "3", "imbalance": "exp:100", "data_dir": "data"}  # for messages: the default is empty
+# The methods' hyper-parameters: declared once, by each method (kdkit.methods.hyper); each becomes a
+# DistillConfig key with its type, default (empty where the methods' own defaults differ) and valid values.
+METHOD_KEYS = declared_keys()
+
+
+def _with_method_keys(cls):
+    """`cls` with one more field per key of METHOD_KEYS (after its own), and those keys in the schema."""
+    fields = []
+    for name, key in METHOD_KEYS.items():
+        if isinstance(key.default, (list, tuple)):
+            fields.append((name, key.type, field(default_factory=lambda d=key.default: list(d))))
+        else:
+            fields.append((name, key.type if key.default is not None else key.type | None, field(default=key.default)))
+        valid = key.hyper.valid
+        (CHOICES if isinstance(valid, tuple) else RANGES if valid[0] in "[(" else TEXT)[name] = valid
+    new = dataclasses.make_dataclass(cls.__name__, fields, bases=(cls,), namespace={"__doc__": cls.__doc__})
+    new.__module__, new.__qualname__ = cls.__module__, cls.__qualname__
+    return new
+
+
+DistillConfig = _with_method_keys(DistillConfig)
 
 
 def fields_of(cls) -> dict[str, dataclasses.Field]:
@@ -339,10 +335,21 @@ def in_range(value, interval: str) -> bool:
     return (value >= low if interval[0] == "[" else value > low) and (value <= high if interval[-1] == "]" else value < high)
 
 
+def valid_values(cls, key: str) -> str:
+    """What `key` accepts, in words, from the schema (RANGES, CHOICES, TEXT)."""
+    if key in RANGES:
+        return RANGES[key]
+    if key in CHOICES:
+        return ", ".join(CHOICES[key])
+    return "true, false" if fields_of(cls)[key].type is bool else TEXT[key]
+
+
 def example(cls, key: str) -> str:
     """A valid value of `key` for the messages: its default, or EXAMPLES where the default is empty."""
     f = fields_of(cls)[key]
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    if default in (None, []) and key in METHOD_KEYS and METHOD_KEYS[key].default is None:
+        return f"{next(iter(METHOD_KEYS[key].defaults.values())):g}"  # the first method's own
     if default in (None, []):
         return EXAMPLES.get(key, "...")
     return ",".join(map(str, default)) if isinstance(default, list) else str(default).lower() if isinstance(default, bool) else str(default)
@@ -384,7 +391,7 @@ def validate(cfg):
 
         parse_imbalance(cfg.imbalance)
     if hasattr(cfg, "method"):
-        from kdkit.methods import method_parts  # kdkit.methods does not import this module: no cycle
+        from kdkit.methods import method_parts
 
         method_parts(cfg.method)
     if hasattr(cfg, "seeds"):

@@ -25,9 +25,8 @@ from kdkit.checkpoint import load_weights
 from kdkit.config import DistillConfig, apply_overrides
 from kdkit.data import Dataset, from_arrays
 from kdkit.errors import KdkitError
-from kdkit.methods import create_method
 from kdkit.evaluate import evaluate_model
-from kdkit.recipes import method_kwargs
+from kdkit.recipes import distillation
 from kdkit.weights import build_model
 from kdkit.rundir import check_run_dir, claim_run_dir
 from kdkit.train import FitResult, fit, select_device
@@ -70,7 +69,7 @@ def distill(teacher: nn.Module, student, train, val=None, method: str = "kd", *,
     if isinstance(student, str):
         student = build_model(student, data, cfg.seed)
     _check_pair(teacher, student, data)
-    distiller = create_method(cfg.method, student, teacher, **method_kwargs(cfg, data))
+    distiller = distillation(cfg, data, teacher, student)
     with claim_run_dir(cfg.out, "api", cfg.overwrite):  # kdkit's own folder, one writer at a time
         result = fit(distiller, data, cfg, Path(cfg.out), meta={"arch": "python-api", "classes": list(data.classes)})
     student.load_state_dict(load_weights(Path(cfg.out) / "best.safetensors")[0])

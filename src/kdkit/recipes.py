@@ -1,6 +1,8 @@
 """The run recipes: `kdkit train` (one model, hard labels) and `kdkit distill` (a teacher, then per
 seed the scratch student and the distilled one; the evidence table), from a config to a run
-directory. `kdkit tune` (tune.py) builds on the same pieces.
+directory. `kdkit train`, `kdkit distill`, `kdkit tune` (tune.py) and `kdkit.distill()` (distill.py)
+are peers over two public steps: `distillation` (a student and the method that distils it) and
+`summarise_run` (the evidence table, summary.json/.md and report.html).
 
 A distill run directory:
   config.yaml                      the resolved config
@@ -294,17 +296,15 @@ def _distill(cfg: DistillConfig, data: Dataset, out: Path) -> dict:
             phases = (["scratch"] if cfg.baseline else []) + generations
             current_teacher = teacher
             for phase in phases:
-                student = build_model(cfg.student, data, seed)
                 fit_data = data if phase == "scratch" else transfer
                 cache_info = {}  # teacher_cache: where the cache is and how long it took
                 if phase == "scratch":
+                    student = build_model(cfg.student, data, seed)
                     method = cross_entropy(student, cfg, data)
                 else:
-                    kwargs = method_kwargs(cfg, fit_data)
-                    if needs_peer(cfg.method):
-                        kwargs["peer"] = build_model(cfg.peer or cfg.student, data, seed + 1000)
                     source, cache_info = teacher_source(current_teacher, seed_cfg, fit_data, out, device)
-                    method = create_method(cfg.method, student, source, **kwargs)
+                    method = distillation(seed_cfg, fit_data, source)
+                    student = method.student
                 run_dir = out / phase / f"seed{seed}"
                 info = _fit_or_skip(method, fit_data, seed_cfg, run_dir, model_meta(cfg.student, data), desc=f"{phase} seed {seed}")
                 if cache_info:
@@ -319,6 +319,25 @@ def _distill(cfg: DistillConfig, data: Dataset, out: Path) -> dict:
                     current_teacher = student.eval()  # best-by-validation weights, loaded by test_both
     except _Stopped:
         return {"stopped_early": True, "run_dir": str(out)}
+    return summarise_run(cfg, data, teacher, teacher_info, rows, fits, out, device, {"wall_seconds": time.perf_counter() - t0})
+
+
+def distillation(cfg: DistillConfig, data: Dataset, teacher, student=None):
+    """cfg.method around `student` (built from cfg.student with cfg.seed when not given) and `teacher`
+    (a model, a combination, or its output cache), with a peer network when the method trains one
+    (cfg.peer, else the student's architecture; a given student and no cfg.peer: the method copies it)."""
+    built = student is None
+    student = build_model(cfg.student, data, cfg.seed) if built else student
+    kwargs = method_kwargs(cfg, data)
+    if needs_peer(cfg.method) and (built or cfg.peer):
+        kwargs["peer"] = build_model(cfg.peer or cfg.student, data, cfg.seed + 1000)
+    return create_method(cfg.method, student, teacher, **kwargs)
+
+
+def summarise_run(cfg: DistillConfig, data: Dataset, teacher, teacher_info: dict, rows: dict, fits: dict, out: Path,
+                  device, extra: dict | None = None) -> dict:
+    """The evidence table of a run's rows (teacher, members, scratch, students; summary.summarise) with the
+    models' size and speed, written to summary.json/.md, then report.html (when cfg.report)."""
     facts = {"teacher": hybrid_facts(teacher, data) if isinstance(teacher, HybridTeacher) else model_facts(teacher, data.input_shape),
              "student": model_facts(build_model(cfg.student, data, 0), data.input_shape)}
     for source in getattr(teacher, "sources", []):  # members of a combination
@@ -327,7 +346,7 @@ def _distill(cfg: DistillConfig, data: Dataset, out: Path) -> dict:
     summary = summarise(cfg, data, rows, fits, facts, teacher_info)
     summary["train_class_counts"] = dict(zip(data.classes, class_counts(data)))
     summary["environment"] = environment()
-    summary["wall_seconds"] = time.perf_counter() - t0
+    summary |= extra or {}
     write_summary(summary, out)
     if cfg.report and distributed.is_main():
         summary["report"] = write_run_report(out, data, device, user_hooks(cfg))

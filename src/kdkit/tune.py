@@ -12,6 +12,7 @@ trial) and RUN/param_importance.png.
 """
 import contextlib
 import dataclasses
+import difflib
 import json
 import os
 import random
@@ -27,42 +28,43 @@ from optuna.trial import TrialState
 
 from kdkit import checkpoint as ckpt
 from kdkit.config import DistillConfig, load_config, save_yaml
-from kdkit.errors import KdkitError, unknown
+from kdkit.errors import KdkitError, shown, unknown
 from kdkit.rundir import check_run_dir, claim_run_dir
 
 METRICS = ("accuracy", "balanced_accuracy")
 # Keys that may differ between the workers of one study (paths, devices, logging) and between reruns.
 BOOKKEEPING = ("out", "resume", "progress", "device", "data_dir", "download", "log_every", "checkpoint_every", "report",
                "workers")
-# Part weights searched on a log scale from a tenth to ten times the method's default.
-PART_WEIGHTS = ("feature_weight", "dkd_beta", "dist_beta", "dist_gamma", "rkd_distance", "rkd_angle")
-ADAPTER_WIDTHS = ("vector_dim", "crd_dim")
 HEARTBEAT_SECONDS, GRACE_SECONDS = 30, 120  # a killed worker's trial is failed (and rerun) after GRACE_SECONDS
 POLL_SECONDS = 2.0  # how often a worker with no free trial looks again
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def search_space(cfg: DistillConfig, fixed=()) -> dict:
-    """name -> optuna distribution: the hyper-parameters `cfg.method` reads, plus lr and
+def search_space(cfg: DistillConfig, fixed=(), searched=None) -> dict:
+    """name -> optuna distribution: the hyper-parameters `cfg.method` reads that its methods declare
+    `tuned` (or those named in `searched`), each over its declared search range, plus lr and
     weight_decay; keys in `fixed` (given with --set) keep their config value and are not searched."""
+    from kdkit.config import METHOD_KEYS
     from kdkit.methods import defaults_of, used_hyperparameters
 
-    keys, defaults = set(used_hyperparameters(cfg.method, cfg)), defaults_of(cfg.method)
-    space = {}
-    if "temperature" in keys:
-        space["temperature"] = FloatDistribution(1.0, 8.0, log=True)
-    if "alpha" in keys:
-        space["alpha"] = FloatDistribution(0.0, 1.0)
-    for key in PART_WEIGHTS:
-        centre = getattr(cfg, key, None) or defaults.get(key)
-        if key in keys and centre:
-            space[key] = FloatDistribution(centre / 10, centre * 10, log=True)
-    space["lr"] = FloatDistribution(cfg.lr / 3, cfg.lr * 3, log=True)
-    space["weight_decay"] = FloatDistribution(min(1e-5, cfg.weight_decay / 3 or 1e-5), max(1e-3, cfg.weight_decay * 3), log=True)
-    for key in ADAPTER_WIDTHS:
-        if key in keys:
-            space[key] = CategoricalDistribution([64, 128, 256])
-    return {k: v for k, v in space.items() if k not in fixed}
+    used, defaults = used_hyperparameters(cfg.method, cfg), defaults_of(cfg.method)
+    chosen = [k for k in used if k in METHOD_KEYS and (k in searched if searched is not None else METHOD_KEYS[k].hyper.tuned)]
+    numbers, choices = {}, {}
+    for key in chosen:
+        search = METHOD_KEYS[key].hyper.search
+        if search is None:
+            continue
+        if search.choices:
+            choices[key] = CategoricalDistribution(list(search.choices))
+            continue
+        centre = getattr(cfg, key) or defaults.get(key)
+        if search.factor and not centre:
+            continue  # a weight of 0 (off) has nothing to search around
+        numbers[key] = FloatDistribution(*search.bounds(centre), log=search.log)
+    numbers["lr"] = FloatDistribution(cfg.lr / 3, cfg.lr * 3, log=True)
+    numbers["weight_decay"] = FloatDistribution(min(1e-5, cfg.weight_decay / 3 or 1e-5), max(1e-3, cfg.weight_decay * 3),
+                                                log=True)
+    return {k: v for k, v in (numbers | choices).items() if k not in fixed}
 
 
 def suggest(trial, name: str, distribution):
@@ -203,8 +205,9 @@ def is_surplus(study, trial, target: int) -> bool:
 
 def objective(trial, study, ctx: Context) -> float:
     """One distillation with the trial's hyper-parameters; the validation score of its best weights."""
-    from kdkit.weights import model_meta
+    from kdkit.recipes import distillation
     from kdkit.train import fit
+    from kdkit.weights import model_meta
 
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
@@ -234,7 +237,8 @@ def objective(trial, study, ctx: Context) -> float:
 
     t0 = time.perf_counter()
     try:
-        result = fit(build_method(cfg, ctx), ctx.data, cfg, run_dir, meta=model_meta(cfg.student, ctx.data),
+        result = fit(distillation(cfg, ctx.data, ctx.source or ctx.teacher), ctx.data, cfg, run_dir,
+                     meta=model_meta(cfg.student, ctx.data),
                      desc=f"trial {trial.number}", on_epoch=on_epoch)
     except KdkitError as e:
         if "became NaN/inf" not in str(e):  # a diverged trial is a result of its hyper-parameters; other errors are not
@@ -286,18 +290,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
-
-
-def build_method(cfg: DistillConfig, ctx: Context):
-    from kdkit.methods import create_method, needs_peer
-    from kdkit.recipes import method_kwargs
-    from kdkit.weights import build_model
-
-    student = build_model(cfg.student, ctx.data, cfg.seed)  # the same initialisation in every trial
-    kwargs = method_kwargs(cfg, ctx.data)
-    if needs_peer(cfg.method):
-        kwargs["peer"] = build_model(cfg.peer or cfg.student, ctx.data, cfg.seed + 1000)
-    return create_method(cfg.method, student, ctx.source or ctx.teacher, **kwargs)
 
 
 def say_trial(study, trial):
@@ -388,14 +380,11 @@ def write_importance_plot(record: dict, out: Path):
 
 def evaluate_best(ctx: Context, record: dict) -> dict:
     """Test metrics of the best trial's weights (copied to RUN/student/seedS, where reports look) and
-    of the teacher: the usual summary, with the search's result under 'tune'."""
-    from kdkit.evaluate import model_facts
-    from kdkit.recipes import test_both
-    from kdkit.teachers.specs import hybrid_facts, teacher_metrics
-    from kdkit.weights import build_model
-    from kdkit.summary import summarise, write_summary
-    from kdkit.teachers import HybridTeacher
+    of the teacher: the usual summary (recipes.summarise_run), with the search's result under 'tune'."""
+    from kdkit.recipes import summarise_run, test_both
+    from kdkit.teachers.specs import teacher_metrics
     from kdkit.train import select_device
+    from kdkit.weights import build_model
 
     best, seed = record["best"], ctx.seed
     cfg = dataclasses.replace(ctx.cfg, **best["params"], seed=seed, seeds=[seed], baseline=False)
@@ -409,18 +398,9 @@ def evaluate_best(ctx: Context, record: dict) -> dict:
     fit_info = json.loads((student_dir / "fit.json").read_text())
     rows = {"teacher": [teacher_row], "scratch": [], "student": [dict(metrics, seed=seed, last_val_accuracy=fit_info["last_val_accuracy"])]}
     fits = {"teacher": [ctx.teacher_info.get("fit", {})], "scratch": [], "student": [fit_info]}
-    hybrid = isinstance(ctx.teacher, HybridTeacher)
-    facts = {"teacher": hybrid_facts(ctx.teacher, ctx.data) if hybrid else model_facts(ctx.teacher, ctx.data.input_shape),
-             "student": model_facts(student, ctx.data.input_shape)}
-    summary = summarise(cfg, ctx.data, rows, fits, facts, ctx.teacher_info)
-    summary["tune"] = {k: v for k, v in record.items() if k != "trials"}
-    write_summary(summary, ctx.out)
-    if cfg.report:
-        from kdkit.recipes import write_run_report# the same report as `kdkit distill` (plus a tuning section)
-
-        summary["report"] = write_run_report(ctx.out, ctx.data, device)
-        write_summary(summary, ctx.out)
-    return summary
+    # the same summary and report as `kdkit distill` (the report adds a tuning section)
+    tuned = {"tune": {k: v for k, v in record.items() if k != "trials"}}
+    return summarise_run(cfg, ctx.data, ctx.teacher, ctx.teacher_info, rows, fits, ctx.out, device, tuned)
 
 
 def finish(study, storage_url: str, ctx: Context) -> dict:
@@ -448,12 +428,25 @@ def finish(study, storage_url: str, ctx: Context) -> dict:
         return evaluate_best(ctx, record)
 
 
-def prepare(cfg: DistillConfig, metric: str, fixed) -> Context:
+def prepare(cfg: DistillConfig, metric: str, fixed, searched=None) -> Context:
     """The data and every check that needs no training (a typo never costs a teacher)."""
     from kdkit.recipes import prepare_distill
 
     cfg, data = prepare_distill(cfg, kind="tune")
-    return Context(cfg, data, None, {}, search_space(cfg, fixed), metric, Path(cfg.out))
+    return Context(cfg, data, None, {}, search_space(cfg, fixed, searched), metric, Path(cfg.out))
+
+
+def check_searched(cfg: DistillConfig, searched) -> None:
+    """--search names hyper-parameters of cfg.method that have a search range (kdkit methods NAME lists them)."""
+    from kdkit.config import METHOD_KEYS
+    from kdkit.methods import used_hyperparameters
+
+    can = [k for k in used_hyperparameters(cfg.method, cfg) if k in METHOD_KEYS and METHOD_KEYS[k].hyper.search]
+    for key in searched:
+        if key not in can:
+            close = difflib.get_close_matches(key, can, n=1, cutoff=0.5)
+            hint = f"did you mean '{close[0]}'?" if close else f"method {cfg.method} can search: {', '.join(can) or 'none'}"
+            raise KdkitError(f"--search {shown(key)} is not a searchable hyper-parameter of method {cfg.method}; {hint}")
 
 
 def prepare_teacher(ctx: Context):
@@ -483,7 +476,9 @@ def prepare_teacher(ctx: Context):
         ctx.source, _ = teacher_source(ctx.teacher, dataclasses.replace(cfg, seed=ctx.seed), ctx.data, out, select_device(cfg.device))
 
 
-def check_arguments(cfg: DistillConfig, trials: int, metric: str, timeout: float | None):
+def check_arguments(cfg: DistillConfig, trials: int, metric: str, timeout: float | None, searched=None):
+    if searched is not None:
+        check_searched(cfg, searched)
     if trials < 1:
         raise KdkitError(f"--trials must be at least 1, got {trials}; e.g. --trials 20")
     check_run_dir(cfg.out, "tune", cfg.overwrite)
@@ -502,18 +497,19 @@ def check_arguments(cfg: DistillConfig, trials: int, metric: str, timeout: float
 
 def tune(cfg: DistillConfig, trials: int, storage: str | None = None, study_name: str | None = None,
          metric: str | None = None, resume: bool = False, timeout: float | None = None, fixed=(),
-         sampler=None, pruner=None) -> dict:
+         sampler=None, pruner=None, searched=None) -> dict:
     """Join (or start) the study, run trials until it has `trials`, evaluate the best on test.
     Returns the summary (as `kdkit distill` writes it, plus 'tune'), or {'tune': ..., 'note': why
-    there is no summary}. `fixed`: config keys not to search (those given with --set)."""
+    there is no summary}. `fixed`: config keys not to search (those given with --set). `searched`: the
+    method's hyper-parameters to search (None: those its methods mark tuned), beside lr and weight_decay."""
     deadline = time.monotonic() + timeout if timeout else None
     metric = metric or ("balanced_accuracy" if cfg.imbalance else "accuracy")
-    check_arguments(cfg, trials, metric, timeout)
+    check_arguments(cfg, trials, metric, timeout, searched)
     out = Path(cfg.out)
     storage = storage or f"sqlite:///{out.resolve() / 'study.db'}"
     study_name = study_name or os.path.normpath(cfg.out)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    ctx = prepare(cfg, metric, fixed)
+    ctx = prepare(cfg, metric, fixed, searched)
     ctx.sampler_seed = ctx.seed if sampler is None else None
     claim_run_dir(out, "tune", cfg.overwrite, lock=False)  # shared by the workers: each trial has its own folder
     with file_lock(out / "tune.lock"):  # on one machine, workers that start together create the tables in turn

@@ -7,6 +7,7 @@ from torch import nn
 
 from kdkit.losses.dist import dist_loss
 from kdkit.methods.dist import DIST
+from kdkit.methods import names
 
 
 def numpy_dist(s, t, T, beta, gamma):
@@ -100,4 +101,4 @@ def test_dist_method_parts_and_frozen_teacher():
     assert not teacher.training
     assert torch.equal(teacher[1].running_mean, running_mean)
     assert torch.equal(teacher[1].running_var, running_var)
-    assert set(DIST.hyperparameters) <= set(vars(method))
+    assert set(names(DIST)) <= set(vars(method))

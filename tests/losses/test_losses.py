@@ -72,3 +72,61 @@ def test_kd_method_loss_is_the_papers_whole_loss(alpha, T):
     ce = -np.mean(log_p[np.arange(12), y])
     expected = (1 - alpha) * ce + alpha * numpy_kd(s, t, T)
     assert out["loss"].item() == pytest.approx(expected, rel=1e-4)  # float32 logits; T^2 = 400 scales their rounding
+
+
+def numpy_standardize(z):
+    """Sun et al. 2024, eq. 9: (z - mean) / std over the classes (the authors' code: sample std, + 1e-7)."""
+    return (z - z.mean(axis=1, keepdims=True)) / (z.std(axis=1, ddof=1, keepdims=True) + 1e-7)
+
+
+@pytest.mark.parametrize("method,T", [("kd", 2.0), ("kd", 4.0), ("dkd", 1.0), ("dist", 1.0), ("bkd", 2.0), ("lakd", 3.0)])
+def test_logit_standardization_matches_numpy(method, T):
+    """Every logit method's distillation term with logit_standardize=True equals the same term on
+    z-scored float64 logits, and a teacher's logits shifted and scaled per sample give the same term."""
+    from kdkit.methods import create_method
+
+    rng = np.random.default_rng(2)
+    x, y = torch.tensor(rng.normal(size=(10, 5)).astype(np.float32)), torch.tensor(rng.integers(0, 4, size=10))
+    torch.manual_seed(0)
+    student, teacher = torch.nn.Linear(5, 4), torch.nn.Linear(5, 4)
+    counts = [40, 20, 10, 5]
+    kwargs = {"temperature": T, "logit_standardize": True} | ({"class_counts": counts} if method in ("bkd", "lakd") else {})
+    out = create_method(method, student, teacher, **kwargs)(x, y)
+    with torch.no_grad():
+        s, t = student(x).double().numpy(), teacher(x).double().numpy()
+    if method == "lakd":  # its teacher is balanced first (t - tau log prior), then z-scored
+        t = t - np.log(np.array(counts) / sum(counts))
+    distill = [k for k in out if k not in ("loss", "logits", "ce")]
+    if method in ("kd", "lakd"):  # the KD term written out in numpy
+        assert out["kd"].item() == pytest.approx(numpy_kd(numpy_standardize(s), numpy_standardize(t), T), rel=1e-4)
+    else:  # the method's own (reference-tested) term on logits z-scored in numpy
+        z_s, z_t = torch.tensor(numpy_standardize(s)), torch.tensor(numpy_standardize(t))
+        plain = create_method(method, _Fixed(z_s), _Fixed(z_t), **(kwargs | {"logit_standardize": False}))(x, y)
+        for key in distill:
+            assert out[key].item() == pytest.approx(plain[key].item(), rel=1e-4, abs=1e-6), key
+    if method == "lakd":  # its prior shift comes after the teacher's scale: not invariant to it
+        return
+    scale = torch.tensor(rng.uniform(0.2, 5.0, size=(10, 1)), dtype=torch.float32)
+    shifted = create_method(method, student, _Affine(teacher, scale, 3.0), **kwargs)(x, y)
+    for key in distill:  # invariant to each sample's logit range (the point of the method)
+        assert shifted[key].item() == pytest.approx(out[key].item(), rel=1e-3, abs=1e-5), key
+
+
+class _Fixed(torch.nn.Module):
+    """Returns the given logits whatever the input (the z-scored reference)."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = torch.nn.Parameter(logits.float())
+
+    def forward(self, x):
+        return self.logits
+
+
+class _Affine(torch.nn.Module):
+    def __init__(self, model, scale, shift):
+        super().__init__()
+        self.model, self.scale, self.shift = model, scale, shift
+
+    def forward(self, x):
+        return self.model(x) * self.scale + self.shift

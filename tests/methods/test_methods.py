@@ -201,3 +201,41 @@ def test_capabilities_come_from_the_method_classes():
     assert used_hyperparameters("fitnet", two_stage) == hyperparameters_of("fitnet")
     assert used_hyperparameters("kd+fitnet", one_stage) == hyperparameters_of("kd+fitnet")  # kd reads them
     assert all(used_hyperparameters(name, one_stage) == hyperparameters_of(name) for name in METHODS if name != "fitnet")
+
+
+HARD_LABEL_TERMS = ("ce", "distiller", "peer_ce")  # the terms that read labels (vector's head, dml's peer)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_unlabelled_samples_never_reach_a_hard_label_term(name):
+    """Samples marked UNLABELED: the hard-label terms are plain CE over the labelled samples only; every
+    other term is what it is when those samples carry the teacher's predicted class (the one DKD's and
+    BKD's class-dependent terms use); gradients are finite, and a batch without labels is fine. (In eval
+mode, so BatchNorm does not make a sample's logits depend on the rest of its batch.)"""
+    from kdkit.losses.labels import UNLABELED
+
+    x, y, index = batch()
+    hidden = y.clone()
+    hidden[::3] = UNLABELED
+    labelled = hidden != UNLABELED
+    teacher, student, layers = pair("kdkit")
+    out = build(name, teacher, student, layers).eval()(x, hidden, index)
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in student.parameters() if p.grad is not None)
+    if "ce" in out and name in ("kd", "dkd", "dist", "fitnet", "at", "crd"):  # plain CE, written out
+        expected = torch.nn.functional.cross_entropy(out["logits"].detach()[labelled].float(), y[labelled])
+        assert out["ce"].item() == pytest.approx(expected.item(), rel=1e-5)
+    teacher, student, layers = pair("kdkit")  # the same models and adapters, on the labelled samples alone
+    alone = build(name, teacher, student, layers).eval()(x[labelled], y[labelled], index[labelled])
+    for term in set(HARD_LABEL_TERMS) & set(out):
+        assert out[term].item() == pytest.approx(alone[term].item(), rel=1e-5), term
+    teacher, student, layers = pair("kdkit")  # the same models and adapters again
+    with torch.no_grad():
+        predicted = torch.where(labelled, hidden, teacher.eval()(x).argmax(1))
+    known = build(name, teacher, student, layers).eval()(x, predicted, index)
+    for term in set(out) - set(HARD_LABEL_TERMS) - {"loss", "logits"}:
+        assert torch.equal(out[term], known[term]), term
+    teacher, student, layers = pair("kdkit")
+    none = build(name, teacher, student, layers).eval()(x, torch.full_like(y, UNLABELED), index)
+    assert torch.isfinite(none["loss"]) and all(none[t].item() == 0.0 for t in set(HARD_LABEL_TERMS) & set(none))

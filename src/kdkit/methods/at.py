@@ -12,7 +12,7 @@ class AT(FeatureMethod):
     paper = "spatial attention maps of each stage (Zagoruyko & Komodakis, ICLR 2017)"
     pick = "spatial"
 
-    def __init__(self, student, teacher, input_shape=None, student_layers=(), teacher_layers=(),
+    def __init__(self, student, teacher, input_shape=None, student_layers: list[str] = (), teacher_layers: list[str] = (),
                  feature_weight: float = 1000.0, ce_weight: float = 1.0, label_smoothing: float = 0.0):
         super().__init__(student, teacher, input_shape, student_layers, teacher_layers, feature_weight, ce_weight, label_smoothing)
 

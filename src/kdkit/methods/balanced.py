@@ -17,13 +17,20 @@ lakd  Logit-adjusted KD: the teacher's logits are made balanced (t - tau log pi,
       prior twice).
           loss = (1 - alpha) * CE(s + tau log pi, y) + alpha * T^2 KL(softmax((t - tau log pi)/T) || softmax(s/T))
       With a teacher that is already balanced (teacher_sampler=class_balanced), use kd instead.
+Both take logit_standardize: the KD term's logits z-scored (for lakd, after the teacher's adjustment;
+Sun et al. 2024); the CE term keeps the raw logits.
 """
 import torch
-import torch.nn.functional as F
 
 from kdkit.errors import KdkitError
-from kdkit.losses.balanced import balanced_kd_loss, effective_number_weights, logit_adjusted_kd_loss, logit_adjusted_loss
+from kdkit.losses.balanced import (balanced_kd_loss, effective_number_weights, logit_adjusted_kd_loss, logit_adjusted_loss,
+                                   posthoc_adjust)
+from kdkit.losses.kd import kd_loss, standardize
+from kdkit.losses.labels import hard_ce, known_labels
 from kdkit.methods.base import Method
+from kdkit.methods.hyper import ALPHA, CE_WEIGHT, LOGIT_STANDARDIZE, TEMPERATURE, WEIGHT, Hyper, around
+
+KD_WEIGHT = Hyper("kd_weight", WEIGHT, "weight of the class-balanced KD term", around())
 
 
 def _counts(class_counts, name):
@@ -33,31 +40,38 @@ def _counts(class_counts, name):
 
 
 class BKD(Method):
-    hyperparameters = ("temperature", "ce_weight", "kd_weight", "cb_beta", "label_smoothing")
+    hyperparameters = (TEMPERATURE, CE_WEIGHT, KD_WEIGHT, "cb_beta", "label_smoothing", LOGIT_STANDARDIZE)
     paper = "instance-balanced CE + class-balanced KD for long tails (Zhang, Chen, Hu, Peng 2021)"
 
     def __init__(self, student, teacher, temperature: float = 4.0, ce_weight: float = 1.0, kd_weight: float = 1.0,
-                 cb_beta: float = 0.9999, label_smoothing: float = 0.0, class_counts=None):
+                 cb_beta: float = 0.9999, label_smoothing: float = 0.0, logit_standardize: bool = False, class_counts=None):
         super().__init__(student, teacher)
         self.temperature, self.ce_weight, self.kd_weight, self.label_smoothing = temperature, ce_weight, kd_weight, label_smoothing
+        self.logit_standardize = logit_standardize
         self.register_buffer("class_weights", effective_number_weights(_counts(class_counts, "bkd"), cb_beta).float())
 
     def terms(self, s, t, y, index):
-        ce = F.cross_entropy(s.logits.float(), y, label_smoothing=self.label_smoothing)
-        kd = balanced_kd_loss(s.logits, t.logits, y, self.class_weights, self.temperature)
+        ce = hard_ce(s.logits, y, self.label_smoothing)
+        student, teacher = (standardize(s.logits), standardize(t.logits)) if self.logit_standardize else (s.logits, t.logits)
+        kd = balanced_kd_loss(student, teacher, known_labels(y, t.logits), self.class_weights, self.temperature)
         return {"ce": (self.ce_weight, ce), "kd": (self.kd_weight, kd)}
 
 
 class LAKD(Method):
-    hyperparameters = ("temperature", "alpha", "tau")
+    hyperparameters = (TEMPERATURE, ALPHA, "tau", LOGIT_STANDARDIZE)
     paper = "KD from a logit-adjusted (balanced) teacher to a logit-adjusted student (after Menon et al., ICLR 2021)"
 
-    def __init__(self, student, teacher, temperature: float = 4.0, alpha: float = 0.9, tau: float = 1.0, class_counts=None):
+    def __init__(self, student, teacher, temperature: float = 4.0, alpha: float = 0.9, tau: float = 1.0,
+                 logit_standardize: bool = False, class_counts=None):
         super().__init__(student, teacher)
-        self.temperature, self.alpha, self.tau = temperature, alpha, tau
+        self.temperature, self.alpha, self.tau, self.logit_standardize = temperature, alpha, tau, logit_standardize
         self.register_buffer("class_counts", _counts(class_counts, "lakd").float())
 
     def terms(self, s, t, y, index):
-        ce = logit_adjusted_loss(s.logits, y, self.class_counts, self.tau)
-        kd = logit_adjusted_kd_loss(s.logits, t.logits, self.class_counts, self.temperature, self.tau)
+        ce = hard_ce(s.logits, y, loss=lambda z, y: logit_adjusted_loss(z, y, self.class_counts, self.tau))
+        if self.logit_standardize:  # the balanced teacher, then both z-scored
+            balanced = posthoc_adjust(t.logits, self.class_counts, self.tau)
+            kd = kd_loss(standardize(s.logits), standardize(balanced), self.temperature)
+        else:
+            kd = logit_adjusted_kd_loss(s.logits, t.logits, self.class_counts, self.temperature, self.tau)
         return {"ce": (1 - self.alpha, ce), "kd": (self.alpha, kd)}

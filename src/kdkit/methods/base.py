@@ -42,8 +42,9 @@ class Method(nn.Module):
     needs_peer = False
     # Epochs completed so far (fractional), set by fit() before every step, for methods that warm up.
     epoch: float = 0.0
-    # Hyper-parameters a user can set (config key -> constructor argument), shown by `kdkit methods`.
-    hyperparameters: tuple[str, ...] = ()
+    # Its hyper-parameters (methods/hyper.py): Hyper declarations, and the training keys it reads as
+    # strings; each is also a constructor argument, whose annotation and default give its type and default.
+    hyperparameters: tuple = ()
     # One line for `kdkit methods`: what it matches, and the paper.
     paper: str = ""
 

@@ -8,10 +8,10 @@
 The last three need the training split's class counts.
 """
 import torch
-import torch.nn.functional as F
 
 from kdkit.errors import KdkitError, unknown
 from kdkit.losses.balanced import balanced_softmax_loss, class_balanced_ce, effective_number_weights, logit_adjusted_loss
+from kdkit.losses.labels import hard_ce
 from kdkit.methods.base import Method
 
 BALANCES = ("none", "class_balanced", "balanced_softmax", "logit_adjusted")
@@ -45,5 +45,5 @@ class CrossEntropy(Method):
         elif self.balance == "logit_adjusted":
             ce = logit_adjusted_loss(logits, y, self.class_counts, self.tau)
         else:
-            ce = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+            ce = hard_ce(logits, y, self.label_smoothing)
         return {"ce": (1.0, ce)}

@@ -5,6 +5,12 @@ from kdkit.adapters import pool, pooled_size
 from kdkit.errors import KdkitError
 from kdkit.losses.crd import CRDLoss
 from kdkit.methods.features import COMMON, FeatureMethod
+from kdkit.methods.hyper import COUNT, Hyper, Search
+
+CRD_DIM = Hyper("crd_dim", COUNT, "embedding size (Tian et al. 2020: 128)", Search(choices=(64, 128, 256)), tuned=True)
+NCE_K = Hyper("nce_k", COUNT, "negatives per sample from the memory bank (capped at the training set size - 1)",
+              Search(choices=(4096, 16384)))
+NCE_T = Hyper("nce_t", "(0, inf)", "temperature of the contrastive scores", Search(0.03, 0.3, log=True))
 
 
 class CRD(FeatureMethod):
@@ -12,11 +18,11 @@ class CRD(FeatureMethod):
     embed both pooled representations in crd_dim, contrast each sample against nce_k negatives
     drawn from momentum memory banks of the whole training set (which need each sample's index)."""
 
-    hyperparameters = COMMON + ("crd_dim", "nce_k", "nce_t")
+    hyperparameters = COMMON + (CRD_DIM, NCE_K, NCE_T)
     paper = "contrastive objective with a memory bank of negatives (Tian et al., ICLR 2020)"
     pooled_teacher = True  # the teacher's features only through pool(): a teacher cache serves them
 
-    def __init__(self, student, teacher, input_shape=None, student_layers=(), teacher_layers=(),
+    def __init__(self, student, teacher, input_shape=None, student_layers: list[str] = (), teacher_layers: list[str] = (),
                  feature_weight: float = 0.8, ce_weight: float = 1.0, label_smoothing: float = 0.0,
                  crd_dim: int = 128, nce_k: int = 16384, nce_t: float = 0.07, num_train: int | None = None):
         super().__init__(student, teacher, input_shape, student_layers, teacher_layers, feature_weight, ce_weight, label_smoothing)

@@ -8,28 +8,38 @@ Huang, You, Wang, Qian, Xu, "Knowledge Distillation from A Stronger Teacher", Ne
 The defaults (T = 1, beta = 1, gamma = 1, ce_weight = 1) are the paper's CIFAR-100 and ImageNet
 baseline setting. intra correlates each class over the batch, so it depends on the batch size.
 """
-import torch.nn.functional as F
 
 from kdkit.losses.dist import dist_loss
+from kdkit.losses.kd import standardize
+from kdkit.losses.labels import hard_ce
 from kdkit.methods.base import Method
+from kdkit.methods.hyper import CE_WEIGHT, LOGIT_STANDARDIZE, TEMPERATURE, WEIGHT, Hyper, around
+
+DIST_BETA = Hyper("dist_beta", WEIGHT, "weight of the inter-class relation loss (Huang et al. 2022: 1.0)", around(),
+                  tuned=True)
+DIST_GAMMA = Hyper("dist_gamma", WEIGHT, "weight of the intra-class relation loss (Huang et al. 2022: 1.0)", around(),
+                   tuned=True)
 
 
 class DIST(Method):
-    hyperparameters = ("temperature", "dist_beta", "dist_gamma", "ce_weight", "label_smoothing")
+    hyperparameters = (TEMPERATURE, DIST_BETA, DIST_GAMMA, CE_WEIGHT, "label_smoothing", LOGIT_STANDARDIZE)
     paper = "inter- and intra-class relations of predictions (Huang et al., NeurIPS 2022)"
 
     def __init__(self, student, teacher, temperature: float = 1.0, dist_beta: float = 1.0,
-                 dist_gamma: float = 1.0, ce_weight: float = 1.0, label_smoothing: float = 0.0):
+                 dist_gamma: float = 1.0, ce_weight: float = 1.0, label_smoothing: float = 0.0,
+                 logit_standardize: bool = False):
         super().__init__(student, teacher)
         self.temperature = temperature
         self.dist_beta = dist_beta
         self.dist_gamma = dist_gamma
         self.ce_weight = ce_weight
         self.label_smoothing = label_smoothing
+        self.logit_standardize = logit_standardize
 
     def terms(self, s, t, y, index):
-        ce = F.cross_entropy(s.logits.float(), y, label_smoothing=self.label_smoothing)
-        dist = dist_loss(s.logits, t.logits, self.temperature)
+        ce = hard_ce(s.logits, y, self.label_smoothing)
+        student, teacher = (standardize(s.logits), standardize(t.logits)) if self.logit_standardize else (s.logits, t.logits)
+        dist = dist_loss(student, teacher, self.temperature)
         scale = self.temperature**2
         return {"ce": (self.ce_weight, ce), "inter": (scale * self.dist_beta, dist["inter"]),
                 "intra": (scale * self.dist_gamma, dist["intra"])}

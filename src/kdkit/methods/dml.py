@@ -10,17 +10,18 @@ optimizer step instead of two. The peer defaults to a fresh copy of the student'
 """
 import copy
 
-import torch.nn.functional as F
 from torch import nn
 
 from kdkit.losses.kd import kd_loss
+from kdkit.losses.labels import hard_ce
 from kdkit.methods.base import Method
+from kdkit.methods.hyper import TEMPERATURE
 
 
 class DML(Method):
     needs_teacher = False
     needs_peer = True
-    hyperparameters = ("temperature", "label_smoothing")
+    hyperparameters = (TEMPERATURE, "label_smoothing")
     paper = "a peer network and the student teach each other online (Zhang et al., CVPR 2018)"
 
     def __init__(self, student, teacher=None, peer: nn.Module | None = None, temperature: float = 1.0,
@@ -36,8 +37,8 @@ class DML(Method):
 
     def forward(self, x, y, index=None):
         logits, peer_logits = self.student(x), self.peer(x)
-        ce = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
-        peer_ce = F.cross_entropy(peer_logits.float(), y, label_smoothing=self.label_smoothing)
+        ce = hard_ce(logits, y, self.label_smoothing)
+        peer_ce = hard_ce(peer_logits, y, self.label_smoothing)
         mutual = kd_loss(logits, peer_logits.detach(), self.temperature)
         peer_mutual = kd_loss(peer_logits, logits.detach(), self.temperature)
         loss = ce + mutual + peer_ce + peer_mutual

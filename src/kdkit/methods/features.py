@@ -13,16 +13,17 @@ Every method: loss = ce_weight * CE + feature_weight * (its feature term, summed
 The default feature_weight of each is the one its paper or the reference implementations
 (RepDistiller, mdistiller) use on CIFAR-100.
 """
-import torch.nn.functional as F
 from torch import nn
 
 from kdkit.adapters import default_layers, probe
 from kdkit.errors import KdkitError
+from kdkit.losses.labels import hard_ce
 from kdkit.methods.base import Method
+from kdkit.methods.hyper import CE_WEIGHT, FEATURE_WEIGHT, STUDENT_LAYERS, TEACHER_LAYERS
 from kdkit.taps import check_names
 from kdkit.teachers.cache import TeacherCache
 
-COMMON = ("feature_weight", "ce_weight", "student_layers", "teacher_layers", "label_smoothing")
+COMMON = (FEATURE_WEIGHT, CE_WEIGHT, STUDENT_LAYERS, TEACHER_LAYERS, "label_smoothing")
 
 
 class FeatureMethod(Method):
@@ -32,7 +33,7 @@ class FeatureMethod(Method):
     paired = True  # student and teacher layers pair up by position
     pooled_teacher = False  # uses the teacher's features only through adapters.pool: a cache can serve them
 
-    def __init__(self, student, teacher, input_shape, student_layers=(), teacher_layers=(),
+    def __init__(self, student, teacher, input_shape, student_layers: list[str] = (), teacher_layers: list[str] = (),
                  feature_weight: float = 1.0, ce_weight: float = 1.0, label_smoothing: float = 0.0):
         super().__init__(student, teacher)
         name = type(self).__name__.lower()
@@ -97,4 +98,4 @@ class FeatureMethod(Method):
         return [(s.feats[a], t.feats[b]) for a, b in zip(self.student_layers, self.teacher_layers)]
 
     def ce(self, s, y):
-        return F.cross_entropy(s.logits.float(), y, label_smoothing=self.label_smoothing)
+        return hard_ce(s.logits, y, self.label_smoothing)

@@ -5,6 +5,10 @@ from kdkit.adapters import make_adapter
 from kdkit.losses.feature import fitnet_loss
 from kdkit.losses.kd import kd_loss
 from kdkit.methods.features import COMMON, FeatureMethod
+from kdkit.methods.hyper import ALPHA, TEMPERATURE, Hyper, Search
+
+HINT_EPOCHS = Hyper("hint_epochs", "[0, inf)", "> 0 = two-stage FitNets, hint loss only for this many epochs, then KD",
+                    Search(0.0, 5.0))
 
 
 class FitNet(FeatureMethod):
@@ -17,7 +21,7 @@ class FitNet(FeatureMethod):
     alpha * KD(T), the paper's stage 2 (section 2.3).
     """
 
-    hyperparameters = COMMON + ("hint_epochs", "temperature", "alpha")
+    hyperparameters = (HINT_EPOCHS, TEMPERATURE, ALPHA) + COMMON
     paper = "hint layer + regressor, one or two stages (Romero et al., ICLR 2015)"
     pick = "middle"
 
@@ -25,7 +29,7 @@ class FitNet(FeatureMethod):
     def unused_hyperparameters(cls, cfg) -> set[str]:
         return set() if cfg.hint_epochs else {"temperature", "alpha"}  # one stage: no KD stage to read them
 
-    def __init__(self, student, teacher, input_shape=None, student_layers=(), teacher_layers=(),
+    def __init__(self, student, teacher, input_shape=None, student_layers: list[str] = (), teacher_layers: list[str] = (),
                  feature_weight: float = 100.0, ce_weight: float = 1.0, label_smoothing: float = 0.0,
                  hint_epochs: float = 0.0, temperature: float = 4.0, alpha: float = 0.9):
         super().__init__(student, teacher, input_shape, student_layers, teacher_layers, feature_weight, ce_weight, label_smoothing)

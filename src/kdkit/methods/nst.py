@@ -11,7 +11,7 @@ class NST(FeatureMethod):
     paper = "MMD between neuron activation patterns (Huang & Wang 2017)"
     pick = "spatial"
 
-    def __init__(self, student, teacher, input_shape=None, student_layers=(), teacher_layers=(),
+    def __init__(self, student, teacher, input_shape=None, student_layers: list[str] = (), teacher_layers: list[str] = (),
                  feature_weight: float = 50.0, ce_weight: float = 1.0, label_smoothing: float = 0.0):
         super().__init__(student, teacher, input_shape, student_layers, teacher_layers, feature_weight, ce_weight, label_smoothing)
 

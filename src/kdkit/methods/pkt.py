@@ -12,7 +12,7 @@ class PKT(FeatureMethod):
     paper = "distributions of cosine similarity between samples (Passalis & Tefas, ECCV 2018)"
     pooled_teacher = True  # the teacher's features only through pool(): a teacher cache serves them
 
-    def __init__(self, student, teacher, input_shape=None, student_layers=(), teacher_layers=(),
+    def __init__(self, student, teacher, input_shape=None, student_layers: list[str] = (), teacher_layers: list[str] = (),
                  feature_weight: float = 30000.0, ce_weight: float = 1.0, label_smoothing: float = 0.0):
         super().__init__(student, teacher, input_shape, student_layers, teacher_layers, feature_weight, ce_weight, label_smoothing)
 

@@ -2,17 +2,21 @@
 from kdkit.adapters import pool
 from kdkit.losses.feature import rkd_loss
 from kdkit.methods.features import COMMON, FeatureMethod
+from kdkit.methods.hyper import WEIGHT, Hyper, around
+
+RKD_DISTANCE = Hyper("rkd_distance", WEIGHT, "weight of the distance term (Park et al. 2019: 25)", around(), tuned=True)
+RKD_ANGLE = Hyper("rkd_angle", WEIGHT, "weight of the angle term (Park et al. 2019: 50)", around(), tuned=True)
 
 
 class RKD(FeatureMethod):
     """Relational KD (Park et al., CVPR 2019, eqs. 3-7): distances and angles between the pooled
     embeddings of the samples of a batch; loss = ce + feature_weight * (rkd_distance * d + rkd_angle * a)."""
 
-    hyperparameters = COMMON + ("rkd_distance", "rkd_angle")
+    hyperparameters = COMMON + (RKD_DISTANCE, RKD_ANGLE)
     paper = "distance and angle relations between samples (Park et al., CVPR 2019)"
     pooled_teacher = True  # the teacher's features only through pool(): a teacher cache serves them
 
-    def __init__(self, student, teacher, input_shape=None, student_layers=(), teacher_layers=(),
+    def __init__(self, student, teacher, input_shape=None, student_layers: list[str] = (), teacher_layers: list[str] = (),
                  feature_weight: float = 1.0, ce_weight: float = 1.0, label_smoothing: float = 0.0,
                  rkd_distance: float = 25.0, rkd_angle: float = 50.0):
         super().__init__(student, teacher, input_shape, student_layers, teacher_layers, feature_weight, ce_weight, label_smoothing)

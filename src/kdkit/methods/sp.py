@@ -10,7 +10,7 @@ class SP(FeatureMethod):
     hyperparameters = COMMON
     paper = "batch similarity matrices (Tung & Mori, ICCV 2019)"
 
-    def __init__(self, student, teacher, input_shape=None, student_layers=(), teacher_layers=(),
+    def __init__(self, student, teacher, input_shape=None, student_layers: list[str] = (), teacher_layers: list[str] = (),
                  feature_weight: float = 3000.0, ce_weight: float = 1.0, label_smoothing: float = 0.0):
         super().__init__(student, teacher, input_shape, student_layers, teacher_layers, feature_weight, ce_weight, label_smoothing)
 

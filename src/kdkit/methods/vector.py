@@ -23,20 +23,25 @@ from torch import nn
 from kdkit.adapters import pool, pooled_size
 from kdkit.errors import unknown
 from kdkit.losses.feature import linear_cka
+from kdkit.losses.labels import hard_ce
 from kdkit.methods.features import COMMON, FeatureMethod
+from kdkit.methods.hyper import COUNT, Hyper, Search
 from kdkit.teachers.cache import TeacherCache
 
 MATCHES = ("mse", "cosine", "cka")
+VECTOR_DIM = Hyper("vector_dim", COUNT, "size of the shared distillation-vector space", Search(choices=(64, 128, 256)),
+                   tuned=True)
+VECTOR_LOSS = Hyper("vector_loss", MATCHES, "how z_s matches z_t: mse, cosine or cka", Search(choices=MATCHES))
 
 
 class DistillationVector(FeatureMethod):
-    hyperparameters = COMMON + ("vector_dim", "vector_loss")
+    hyperparameters = COMMON + (VECTOR_DIM, VECTOR_LOSS)
     paper = "multi-layer pooled features matched through learned adapters (kdkit; the design's tiny-model KD)"
     pick = "all"
     paired = False
     pooled_teacher = True  # the teacher's features only through pool(): a teacher cache serves them
 
-    def __init__(self, student, teacher, input_shape=None, student_layers=(), teacher_layers=(),
+    def __init__(self, student, teacher, input_shape=None, student_layers: list[str] = (), teacher_layers: list[str] = (),
                  feature_weight: float = 1.0, ce_weight: float = 1.0, label_smoothing: float = 0.0,
                  vector_dim: int = 128, vector_loss: str = "cosine"):
         super().__init__(student, teacher, input_shape, student_layers, teacher_layers, feature_weight, ce_weight, label_smoothing)
@@ -62,7 +67,7 @@ class DistillationVector(FeatureMethod):
     def terms(self, s, t, y, index):
         v_s, v_t = self.vectors(s, t)
         z_s, z_t = self.student_adapter(v_s), self.teacher_adapter(v_t)  # (B, vector_dim) each
-        distiller = F.cross_entropy(self.teacher_head(z_t).float(), y)
+        distiller = hard_ce(self.teacher_head(z_t), y)
         target = z_t.detach().float()
         if self.vector_loss == "mse":
             match = F.mse_loss(z_s.float(), target)
