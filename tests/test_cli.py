@@ -184,7 +184,7 @@ def test_debug_shows_traceback(tmp_path):
 def test_demo_config_file_matches_the_demo():
     import yaml
 
-    from kdkit.cli import DEMO
+    from kdkit.cli.runs import DEMO
 
     shipped = yaml.safe_load((Path(__file__).parents[1] / "configs" / "demo.yaml").read_text())
     assert shipped == {k: v for k, v in DEMO.items()}

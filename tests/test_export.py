@@ -1,4 +1,4 @@
-"""ONNX export, int8 quantisation, the deployment table and `kdkit predict` (src/kdkit/export.py).
+"""ONNX export, int8 quantisation, the deployment table and `kdkit predict` (src/kdkit/export/).
 
 One tiny distill run on digits (teacher cnn-x0.25, student cnn-tiny, 3 epochs) is exported once for
 the module; the CLI tests run the real `kdkit` entry point in a subprocess, as a user would.

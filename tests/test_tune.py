@@ -24,7 +24,8 @@ import pytest
 
 from kdkit.config import DistillConfig, TrainConfig, resolve, save_yaml
 from kdkit.errors import KdkitError
-from kdkit.tune import open_storage, open_study, search_space, tune
+from kdkit.tune import search_space, tune
+from kdkit.tune_study import open_storage, open_study
 
 KDKIT = [sys.executable, "-m", "kdkit"]
 TINY = ["--dataset", "digits", "--student", "cnn-tiny", "--method", "kd", "--epochs", "1", "--no-report",
@@ -145,7 +146,7 @@ def test_a_trial_beyond_the_target_is_surplus():
     target number of trials before it (by number) are finished or running; failed ones free a place."""
     from optuna.trial import TrialState
 
-    from kdkit.tune import is_surplus
+    from kdkit.tune_workers import is_surplus
 
     study = optuna.create_study(direction="maximize")
     first, second, third = study.ask(), study.ask(), study.ask()

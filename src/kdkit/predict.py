@@ -14,7 +14,7 @@ import numpy as np
 
 from kdkit.data.images import opened, to_array
 from kdkit.errors import KdkitError
-from kdkit.export import INPUT_NAME, OUTPUT_NAME, load_sidecar, ort_session, require_onnx
+from kdkit.export.onnx_file import INPUT_NAME, OUTPUT_NAME, load_sidecar, ort_session, require_onnx
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 

@@ -9,35 +9,31 @@ Processes that share a storage and a study name share one study and together fin
 --trials trials (see `run_worker`). At the end the best trial's weights are evaluated on test, once,
 and written like a distill run (summary.json, summary.md, report.html), with RUN/tune.json (every
 trial) and RUN/param_importance.png.
+
+This file holds the search space, one trial (`objective`) and the whole run (`tune`); the study's
+storage and who may join it are in tune_study.py, the workers' coordination (`run_worker`) in
+tune_workers.py, tune.json and the final test evaluation in tune_results.py.
 """
-import contextlib
 import dataclasses
 import difflib
-import json
 import os
-import random
 import shutil
-import socket
 import time
 import warnings
 from pathlib import Path
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution
-from optuna.trial import TrialState
 
 from kdkit import checkpoint as ckpt
 from kdkit.config import DistillConfig, load_config, save_yaml
 from kdkit.errors import KdkitError, shown, unknown
 from kdkit.rundir import check_run_dir, claim_run_dir
+from kdkit.tune_results import finish
+from kdkit.tune_study import file_lock, fingerprint, first_difference, open_storage, open_study, shown_url
+from kdkit.tune_workers import Context, claim_place, counts, run_worker
 
 METRICS = ("accuracy", "balanced_accuracy")
-# Keys that may differ between the workers of one study (paths, devices, logging) and between reruns.
-BOOKKEEPING = ("out", "resume", "progress", "device", "data_dir", "download", "log_every", "checkpoint_every", "report",
-               "workers")
-HEARTBEAT_SECONDS, GRACE_SECONDS = 30, 120  # a killed worker's trial is failed (and rerun) after GRACE_SECONDS
-POLL_SECONDS = 2.0  # how often a worker with no free trial looks again
-DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def search_space(cfg: DistillConfig, fixed=(), searched=None) -> dict:
@@ -73,147 +69,13 @@ def suggest(trial, name: str, distribution):
     return trial.suggest_float(name, distribution.low, distribution.high, log=distribution.log)
 
 
-@contextlib.contextmanager
-def file_lock(path: Path):
-    """An exclusive lock on `path` between processes of one machine (one trains the teacher, the
-    others wait, then load it). Without fcntl (Windows) there is no lock."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def shown_url(url: str) -> str:
-    """The storage URL without its password, for messages and tune.json."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 -- an unparsable URL is shown as given (it is reported anyway)
-        return url
-
-
-def open_storage(url: str):
-    """optuna's RDBStorage with a lock timeout (SQLite) or a connect timeout (PostgreSQL) and a
-    heartbeat; a few quick retries, because workers that start together race to create its tables."""
-    if "://" not in url:
-        raise KdkitError(f"--storage expects a database URL, got '{url}'; e.g. sqlite:///runs/tune/study.db "
-                         "or postgresql://user:password@host:5432/kdkit")
-    connect = {"timeout": 60} if url.startswith("sqlite") else {"connect_timeout": 10} if url.startswith("postgres") else {}
-    for attempt in range(4):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # (optuna marks the heartbeat experimental)
-                return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": connect},
-                                                  heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS)
-        except Exception as e:  # noqa: BLE001 -- sqlalchemy's and the drivers' errors: reported below in one line
-            error = e
-            if not any(race in str(e) for race in ("already exists", "duplicate key", "locked")):
-                break  # (only another worker creating the same tables is worth a retry)
-            time.sleep(0.2 + random.random())
-    why = " ".join(str(error).split("\n")[0].split())[:200] or type(error).__name__
-    driver = "; install its driver, e.g. pip install 'psycopg[binary]' for postgresql+psycopg://" if isinstance(error, ImportError) else ""
-    raise KdkitError(f"cannot open study storage '{shown_url(url)}' ({why}); check the URL and that the database "
-                     f"server is running and reachable{driver}")
-
-
-def fingerprint(values: dict) -> dict:
-    """The settings every worker of a study must share: the config's values but BOOKKEEPING."""
-    return {k: v for k, v in values.items() if k not in BOOKKEEPING}
-
-
-def first_difference(old: dict, new: dict) -> str:
-    """'epochs: 2 -> 3' for the first key whose value differs, '' when none does."""
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            return f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
-    return ""
-
-
-def open_study(storage, name: str, cfg: DistillConfig, trials: int, metric: str, resume: bool, sampler=None, pruner=None):
-    """Create the study, or join it when another worker (or an earlier run) made it. Joining needs
-    the same settings and --trials; --resume sets a new --trials for everyone."""
-    try:
-        study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler, pruner=pruner)
-    except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-    attrs, mine = study.user_attrs, {"kdkit_config": fingerprint(dataclasses.asdict(cfg)), "kdkit_metric": metric}
-    if "kdkit_config" not in attrs:  # new (a worker that joins before the creator wrote them writes the same)
-        for key, value in (mine | {"kdkit_trials": trials}).items():
-            study.set_user_attr(key, value)
-        return study
-    diff = first_difference(attrs["kdkit_config"], mine["kdkit_config"])
-    if diff or attrs.get("kdkit_metric") != metric:
-        diff = diff or f"metric: {attrs.get('kdkit_metric')!r} -> {metric!r}"
-        raise KdkitError(f"study '{name}' was started with other settings ({diff}); use the same settings to join it, "
-                         "or another --study-name")
-    if attrs["kdkit_trials"] != trials:
-        if not resume:
-            raise KdkitError(f"study '{name}' was started with --trials {attrs['kdkit_trials']}; use --trials "
-                             f"{attrs['kdkit_trials']} to join it, or --resume --trials {trials} to continue it to {trials}")
-        study.set_user_attr("kdkit_trials", trials)
-    return study
-
-
-@dataclasses.dataclass
-class Context:
-    """What every trial of one worker shares: the config, the data, the teacher, the search."""
-
-    cfg: DistillConfig
-    data: object
-    teacher: object
-    teacher_info: dict
-    space: dict
-    metric: str
-    out: Path
-    sampler_seed: int | None = None  # kdkit's own sampler: reseeded per trial (see run_worker)
-    source: object = None  # what trials distil from: the teacher, or its output cache (teacher_cache)
-
-    @property
-    def seed(self) -> int:
-        return self.cfg.seeds[0]
-
-
-class _Surplus(Exception):
-    """This trial would make one more than --trials: another worker took the last one meanwhile."""
-
-
-def counts(study) -> tuple[int, int]:
-    """(finished, still running) trials; failed and surplus trials count as neither, and a queued
-    (WAITING) trial is a free place: the next trial started takes its parameters."""
-    trials = study.get_trials(deepcopy=False)
-    done = sum(t.state in DONE for t in trials)
-    running = sum(t.state == TrialState.RUNNING and not t.user_attrs.get("surplus") for t in trials)
-    return done, running
-
-
-def is_surplus(study, trial, target: int) -> bool:
-    """Trial numbers are handed out one at a time by the storage (it locks the study), so the
-    trials before this one are a fixed list: if `target` of them are finished or running, this one
-    is one too many. No two workers can both see a free place for the same last trial."""
-    before = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number]
-    taken = sum(t.state in DONE or (t.state == TrialState.RUNNING and not t.user_attrs.get("surplus")) for t in before)
-    return taken >= target
-
-
 def objective(trial, study, ctx: Context) -> float:
     """One distillation with the trial's hyper-parameters; the validation score of its best weights."""
     from kdkit.recipes import distillation
     from kdkit.train import fit
     from kdkit.weights import model_meta
 
-    trial.set_user_attr("host", socket.gethostname())
-    trial.set_user_attr("pid", os.getpid())
-    if is_surplus(study, trial, study.user_attrs["kdkit_trials"]):
-        trial.set_user_attr("surplus", True)
-        raise _Surplus()
+    claim_place(study, trial)
     params = {name: suggest(trial, name, dist) for name, dist in ctx.space.items()}
     continues = trial.user_attrs.get("continues")  # the run dir of a killed trial with these parameters
     run_dir = Path(continues) if continues else ctx.out / "trials" / f"{trial.number:04d}"
@@ -263,169 +125,6 @@ def checkpointed_history(run_dir: Path) -> list | None:
         if meta.get("sha256"):
             return meta["history"]
     return None
-
-
-def recover_killed(study):
-    """Trials this machine's workers were running when they were killed (their process is gone):
-    failed now, not after the heartbeat's grace period, and their parameters queued again with
-    their run directory, so the next trial continues the killed fit from its checkpoint. With
-    kdkit's sampler (reseeded per trial) a study killed anywhere ends as it would have uninterrupted."""
-    host = socket.gethostname()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("host") != host or pid is None or _alive(pid) or t.user_attrs.get("surplus"):
-            continue
-        study.tell(t.number, state=TrialState.FAIL)
-        if "run_dir" in t.user_attrs:
-            study.enqueue_trial(t.params, user_attrs={"continues": t.user_attrs["run_dir"]}, skip_if_exists=False)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():  # an earlier process had the number this one has now
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-def say_trial(study, trial):
-    """One line per trial this worker ran (an optuna callback)."""
-    if trial.user_attrs.get("surplus"):
-        return
-    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
-    seconds = trial.user_attrs.get("seconds", 0.0)
-    if trial.state == TrialState.COMPLETE:
-        what = f"val {study.user_attrs['kdkit_metric']} {trial.value:.4f}"
-    elif trial.state == TrialState.PRUNED:
-        steps = sorted(trial.intermediate_values)
-        what = trial.user_attrs.get("diverged") or f"pruned after epoch {steps[-1] if steps else 0}"
-    else:
-        what = trial.state.name.lower()
-    print(f"trial {trial.number}: {what} ({params}) {seconds:.1f} s", flush=True)
-
-
-def run_worker(study, ctx: Context, deadline: float | None = None):
-    """Run trials until the study has --trials finished ones (counting every worker's), then wait
-    for the others' running trials. A place whose worker died (no heartbeat for GRACE_SECONDS) is
-    failed and run again here. No trial starts after `deadline` (time.monotonic())."""
-    recover_killed(study)
-    while True:
-        done, running = counts(study)
-        if done >= study.user_attrs["kdkit_trials"] or (deadline and time.monotonic() > deadline):
-            return
-        if done + running < study.user_attrs["kdkit_trials"]:
-            if ctx.sampler_seed is not None:  # trial k's draws depend on (seed, k) only, not on restarts
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    study.sampler = optuna.samplers.TPESampler(constant_liar=True, seed=ctx.sampler_seed * 100_003 + done)
-            study.optimize(lambda trial: objective(trial, study, ctx), n_trials=1, catch=(_Surplus,),
-                           callbacks=[say_trial], gc_after_trial=True)
-        else:
-            time.sleep(POLL_SECONDS)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # (optuna marks fail_stale_trials experimental)
-                optuna.storages.fail_stale_trials(study)
-
-
-def param_importance(study) -> tuple[dict | None, str]:
-    """(parameter -> importance, how it was measured), or (None, why not)."""
-    from optuna.importance import FanovaImportanceEvaluator, MeanDecreaseImpurityImportanceEvaluator
-
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(complete) < 2:
-        return None, f"not measured: needs 2 complete trials, the study has {len(complete)}"
-    error = None
-    for name, evaluator in (("fANOVA", FanovaImportanceEvaluator), ("mean decrease impurity", MeanDecreaseImpurityImportanceEvaluator)):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                found = optuna.importance.get_param_importances(study, evaluator=evaluator(seed=0))
-            return {k: float(v) for k, v in found.items()}, f"{name} over {len(complete)} complete trials"
-        except Exception as e:  # noqa: BLE001 -- e.g. every trial with the same values; the note says why
-            error = e
-    return None, f"not measured ({type(error).__name__}: {str(error)[:120]})"
-
-
-def tune_record(study, storage_url: str, ctx: Context) -> dict:
-    """What tune.json holds: the study, every trial, the best one and the parameter importance."""
-    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
-    rows = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-             "seconds": t.user_attrs.get("seconds"), "best_epoch": t.user_attrs.get("best_epoch"),
-             "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
-             "host": t.user_attrs.get("host"), "run_dir": t.user_attrs.get("run_dir")}
-            | ({"diverged": t.user_attrs["diverged"]} if "diverged" in t.user_attrs else {}) for t in trials]
-    complete = [r for r in rows if r["state"] == "COMPLETE"]
-    best = max(complete, key=lambda r: (r["value"], -r["number"])) if complete else None
-    importance, how = param_importance(study)
-    return {"study": study.study_name, "storage": shown_url(storage_url), "metric": ctx.metric, "direction": "maximize",
-            "trials_wanted": study.user_attrs["kdkit_trials"], "finished": sum(r["state"] in ("COMPLETE", "PRUNED") for r in rows),
-            "complete": len(complete), "pruned": sum(r["state"] == "PRUNED" for r in rows),
-            "search_space": {k: repr(v) for k, v in ctx.space.items()}, "best": best,
-            "importance": importance, "importance_method": how, "trials": rows}
-
-
-def write_importance_plot(record: dict, out: Path):
-    from kdkit.report import plots
-
-    path = out / "param_importance.png"
-    if record["importance"]:
-        ckpt.atomic_write(path, plots.param_importance(record["importance"]))
-    else:
-        path.unlink(missing_ok=True)
-
-
-def evaluate_best(ctx: Context, record: dict) -> dict:
-    """Test metrics of the best trial's weights (copied to RUN/student/seedS, where reports look) and
-    of the teacher: the usual summary (recipes.summarise_run), with the search's result under 'tune'."""
-    from kdkit.recipes import summarise_run, test_both
-    from kdkit.teachers.specs import teacher_metrics
-    from kdkit.train import select_device
-    from kdkit.weights import build_model
-
-    best, seed = record["best"], ctx.seed
-    cfg = dataclasses.replace(ctx.cfg, **best["params"], seed=seed, seeds=[seed], baseline=False)
-    device = select_device(cfg.device)
-    student_dir = ctx.out / "student" / f"seed{seed}"
-    shutil.rmtree(student_dir, ignore_errors=True)
-    shutil.copytree(best["run_dir"], student_dir, ignore=shutil.ignore_patterns("checkpoints"))
-    teacher_row, teacher_logits = teacher_metrics(ctx.teacher, ctx.data, device)
-    student = build_model(cfg.student, ctx.data, seed)
-    metrics = test_both(student, student_dir, ctx.data, device, teacher_logits, cfg.posthoc_tau)
-    fit_info = json.loads((student_dir / "fit.json").read_text())
-    rows = {"teacher": [teacher_row], "scratch": [], "student": [dict(metrics, seed=seed, last_val_accuracy=fit_info["last_val_accuracy"])]}
-    fits = {"teacher": [ctx.teacher_info.get("fit", {})], "scratch": [], "student": [fit_info]}
-    # the same summary and report as `kdkit distill` (the report adds a tuning section)
-    tuned = {"tune": {k: v for k, v in record.items() if k != "trials"}}
-    return summarise_run(cfg, ctx.data, ctx.teacher, ctx.teacher_info, rows, fits, ctx.out, device, tuned)
-
-
-def finish(study, storage_url: str, ctx: Context) -> dict:
-    """tune.json and the importance plot; then the best trial on test, once per run directory: a
-    worker that finds summary.json already made for the same best trial only updates its 'tune'.
-    The best trial's weights are where its worker ran: on another machine, that worker evaluates them."""
-    from kdkit.summary import write_summary
-
-    with file_lock(ctx.out / "tune.lock"):
-        record = tune_record(study, storage_url, ctx)
-        ckpt.write_json(ctx.out / "tune.json", record)
-        write_importance_plot(record, ctx.out)
-        best = record["best"]
-        if best is None:
-            return {"tune": record, "note": f"no trial completed ({record['finished']} finished, all pruned); nothing to evaluate"}
-        if best["host"] != socket.gethostname() or not (Path(best["run_dir"]) / "best.safetensors").is_file():
-            return {"tune": record, "note": f"best trial {best['number']} ran on {best['host']} ({best['run_dir']}); "
-                                            "its worker evaluates it on test there"}
-        path = ctx.out / "summary.json"
-        previous = json.loads(path.read_text()) if path.is_file() else {}
-        if previous.get("tune", {}).get("best", {}).get("number") == best["number"] and previous["tune"]["study"] == record["study"]:
-            previous["tune"] = {k: v for k, v in record.items() if k != "trials"}  # already evaluated on test
-            write_summary(previous, ctx.out)
-            return previous
-        return evaluate_best(ctx, record)
 
 
 def prepare(cfg: DistillConfig, metric: str, fixed, searched=None) -> Context:
@@ -522,5 +221,5 @@ def tune(cfg: DistillConfig, trials: int, storage: str | None = None, study_name
     prepare_teacher(ctx)
     print(f"study '{study_name}' in {shown_url(storage)}: {counts(study)[0]} of {trials} trials finished; "
           f"searching {', '.join(ctx.space) or 'nothing (every key fixed)'} by validation {metric}", flush=True)
-    run_worker(study, ctx, deadline)
+    run_worker(study, ctx, objective, deadline)
     return finish(study, storage, ctx)

@@ -31,11 +31,11 @@ def test_every_command_but_demo_is_in_the_grid():
 
 def test_the_grid_catches_a_traceback(monkeypatch):
     """A check that cannot fail is no check: an option whose command raises a plain exception counts."""
-    import kdkit.cli
+    import kdkit.cli.results
 
     def broken(*args, **kwargs):
         raise ValueError("a bug")
 
-    monkeypatch.setattr(kdkit.cli, "check_dataset_option", broken)
+    monkeypatch.setattr(kdkit.cli.results, "check_dataset_option", broken)
     verdict, detail = robustness_cli.cell("evaluate", ["nowhere", "--dataset", "x"])
     assert verdict == "traceback" and "ValueError: a bug" in detail

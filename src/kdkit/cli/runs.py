@@ -1,0 +1,243 @@
+"""The commands that make a run directory: train, distill, ensemble, tune and demo, and the
+evidence table they print at the end."""
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich import box
+from rich.table import Table
+
+from kdkit.cli.shared import TrustOpt, console
+from kdkit.config import DistillConfig, TrainConfig, resolve
+from kdkit.errors import KdkitError, shown
+
+# The demo recipe (configs/demo.yaml holds the same values; docs/demo.md says how it was chosen).
+DEMO = {"dataset": "fashion-mnist", "teacher": "cnn", "teacher_epochs": 8, "student": "cnn-tiny", "method": "kd",
+        "epochs": 15, "optimizer": "adamw", "lr": 0.003, "weight_decay": 0.01, "batch_size": 128,
+        "augment": "flip", "temperature": 1.0, "alpha": 1.0, "seeds": [0], "out": "runs/demo"}
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file with config keys (see docs/config.md)")
+OverwriteOpt = typer.Option(None, "--overwrite", help="write into an --out folder holding files kdkit did not write")
+SetOpt = typer.Option(None, "--set", help="override any config key: --set lr=0.1 (repeatable)")
+
+
+def _seeds(text: Optional[str]):
+    if text is None:
+        return None
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise KdkitError(f"--seeds expects comma-separated integers, got {shown(text)}; e.g. --seeds 0,1,2") from None
+
+
+def _keys(text: Optional[str]):
+    """'temperature, alpha' -> ['temperature', 'alpha']; None stays None."""
+    return None if text is None else [k.strip().replace("-", "_") for k in text.split(",") if k.strip()]
+
+
+def distill(
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    dataset: Optional[str] = typer.Option(None, help="named dataset or ImageFolder path (`kdkit datasets`)"),
+    data_dir: Optional[str] = typer.Option(None, help="folder holding the dataset files"),
+    imbalance: Optional[str] = typer.Option(None, help="long-tailed train/val splits: exp:100 or step:10 (test stays balanced)"),
+    teacher: Optional[str] = typer.Option(None, help="run dir or .safetensors from `kdkit train`, or an architecture to train first"),
+    student: Optional[str] = typer.Option(None, help="student architecture (`kdkit models`) or pkg.module:make_net"),
+    method: Optional[str] = typer.Option(None, help="distillation method (`kdkit methods`)"),
+    epochs: Optional[int] = typer.Option(None, help="student epochs (scratch and distilled)"),
+    teacher_epochs: Optional[int] = typer.Option(None, help="teacher epochs when it is trained here (0 = --epochs)"),
+    seeds: Optional[str] = typer.Option(None, help="comma-separated seeds, e.g. 0,1,2"),
+    temperature: Optional[float] = typer.Option(None, help="softmax temperature T"),
+    alpha: Optional[float] = typer.Option(None, help="weight of the KD term; 1-alpha weights cross-entropy"),
+    lr: Optional[float] = typer.Option(None, help="learning rate"),
+    batch_size: Optional[int] = typer.Option(None, help="batch size"),
+    baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline", help="train the scratch student too"),
+    report: Optional[bool] = typer.Option(None, "--report/--no-report", help="write report.html at the end (default on)"),
+    teacher_cache: Optional[bool] = typer.Option(None, "--teacher-cache/--no-teacher-cache",
+                                                 help="offline KD: store the teacher's outputs once (per recorded view), distill from them"),
+    compile_mode: Optional[str] = typer.Option(None, "--compile", help="torch.compile mode: off | default | reduce-overhead | max-autotune"),
+    resume: Optional[bool] = typer.Option(None, "--resume", help="continue a killed run in --out"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | mps"),
+    out: Optional[str] = typer.Option(None, help="run directory"),
+    overwrite: Optional[bool] = OverwriteOpt,
+    trust_hook: Optional[list[str]] = TrustOpt,
+):
+    """Distill a teacher into a student; also train the scratch baseline; write the evidence table."""
+    flags = dict(dataset=dataset, data_dir=data_dir, imbalance=imbalance, teacher=teacher, student=student, method=method, epochs=epochs,
+                 teacher_epochs=teacher_epochs, seeds=_seeds(seeds), temperature=temperature, alpha=alpha, lr=lr,
+                 batch_size=batch_size, baseline=baseline, report=report, teacher_cache=teacher_cache, compile=compile_mode,
+                 resume=resume, device=device, out=out, overwrite=overwrite, trust_hooks=trust_hook or None)
+    cfg = resolve(DistillConfig, config, flags, set_)
+    _run_distill(cfg)
+
+
+MAX_MEMBERS = 1000  # teachers in one ensemble (each trained here): more is a typo
+
+
+def ensemble(
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    dataset: Optional[str] = typer.Option(None, help="named dataset or ImageFolder path (`kdkit datasets`)"),
+    teacher: Optional[str] = typer.Option(None, help="teacher architecture(s); one is repeated --members times"),
+    members: int = typer.Option(3, help="ensemble size when --teacher names one architecture"),
+    bootstrap: Optional[bool] = typer.Option(None, "--bootstrap/--no-bootstrap", help="train each member on a bootstrap resample"),
+    combine: Optional[str] = typer.Option(None, help="mean | weights | entropy | stacker"),
+    student: Optional[str] = typer.Option(None, help="student architecture"),
+    method: Optional[str] = typer.Option(None, help="distillation method (kd, dkd, dist)"),
+    epochs: Optional[int] = typer.Option(None, help="student epochs"),
+    teacher_epochs: Optional[int] = typer.Option(None, help="epochs of each member (0 = --epochs)"),
+    seeds: Optional[str] = typer.Option(None, help="comma-separated student seeds; member i uses seeds[0] + i"),
+    out: Optional[str] = typer.Option(None, help="run directory"),
+):
+    """Train K teachers (seeds, bootstrap samples or a list of architectures), report each and their
+    combination, and distill the ensemble into one student."""
+    flags = dict(dataset=dataset, teacher=teacher, bootstrap=bootstrap, combine=combine, student=student, method=method,
+                 epochs=epochs, teacher_epochs=teacher_epochs, seeds=_seeds(seeds), out=out)
+    cfg = resolve(DistillConfig, config, flags, set_)
+    from kdkit.teachers.specs import teacher_specs
+
+    specs = teacher_specs(cfg.teacher)
+    if len(specs) == 1:
+        if members > MAX_MEMBERS:
+            raise KdkitError(f"--members {shown(members)} is more than {MAX_MEMBERS} teachers; give at most {MAX_MEMBERS}")
+        if members < 2:
+            raise KdkitError(f"an ensemble needs at least 2 members, got --members {members}; use --members 2 or more, "
+                             "or list the architectures: --teacher cnn,resnet8")
+        cfg = dataclasses.replace(cfg, teacher=",".join(specs * members))
+    if cfg.out == DistillConfig.out:
+        cfg = dataclasses.replace(cfg, out="runs/ensemble")
+    _run_distill(cfg)
+
+
+def tune(
+    config_file: Optional[Path] = typer.Argument(None, help="YAML config (as `kdkit tune CONFIG`; same as --config)"),
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="set any config key, e.g. --set temperature=2 "
+                                             "(repeatable); a key set here is not searched"),
+    trials: int = typer.Option(20, help="finished trials the study should have, counting every worker's"),
+    search: Optional[str] = typer.Option(None, help="the method's hyper-parameters to search, comma-separated, e.g. "
+                                         "temperature,alpha,ce_weight (default: those `kdkit methods NAME` marks tuned); "
+                                         "lr and weight_decay are searched too"),
+    storage: Optional[str] = typer.Option(None, help="database URL shared by the workers (default: sqlite:///OUT/study.db)"),
+    study_name: Optional[str] = typer.Option(None, help="study to start or join (default: the --out path)"),
+    metric: Optional[str] = typer.Option(None, help="validation score to maximise: accuracy or balanced_accuracy "
+                                         "(default: balanced_accuracy when imbalance is set)"),
+    timeout: Optional[float] = typer.Option(None, help="start no trial after this many seconds (then evaluate the best so far)"),
+    dataset: Optional[str] = typer.Option(None, help="named dataset or ImageFolder path (`kdkit datasets`)"),
+    data_dir: Optional[str] = typer.Option(None, help="folder holding the dataset files"),
+    imbalance: Optional[str] = typer.Option(None, help="long-tailed train/val splits: exp:100 or step:10 (test stays balanced)"),
+    teacher: Optional[str] = typer.Option(None, help="run dir or .safetensors from `kdkit train`, or an architecture to train once first"),
+    student: Optional[str] = typer.Option(None, help="student architecture (`kdkit models`) or pkg.module:make_net"),
+    method: Optional[str] = typer.Option(None, help="distillation method (`kdkit methods`)"),
+    epochs: Optional[int] = typer.Option(None, help="epochs of each trial"),
+    teacher_epochs: Optional[int] = typer.Option(None, help="teacher epochs when it is trained here (0 = --epochs)"),
+    seeds: Optional[str] = typer.Option(None, help="the one seed of every trial, e.g. 0"),
+    lr: Optional[float] = typer.Option(None, help="learning rate: the search spans lr/3 .. 3 lr"),
+    batch_size: Optional[int] = typer.Option(None, help="batch size"),
+    report: Optional[bool] = typer.Option(None, "--report/--no-report", help="write report.html at the end (default on)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the study, also to a new --trials"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | mps"),
+    out: Optional[str] = typer.Option(None, help="run directory (default runs/tune)"),
+):
+    """Search the method's hyper-parameters with Optuna (pruning on validation), then evaluate the
+    best trial on test. The same command on several machines, with one --storage URL, shares the
+    study (docs/tune.md)."""
+    from kdkit.config import parse_set
+    from kdkit.tune import tune as run_tune
+
+    flags = dict(dataset=dataset, data_dir=data_dir, imbalance=imbalance, teacher=teacher, student=student, method=method,
+                 epochs=epochs, teacher_epochs=teacher_epochs, seeds=_seeds(seeds), lr=lr, batch_size=batch_size,
+                 report=report, device=device, out=out)
+    if config_file and config and config_file != config:
+        raise KdkitError(f"two config files given ({config_file} and --config {config}); give one")
+    cfg = resolve(DistillConfig, config_file or config, flags, set_)
+    if cfg.out == DistillConfig.out:
+        cfg = dataclasses.replace(cfg, out="runs/tune")
+    fixed = [key.replace("-", "_") for key in parse_set(set_)]
+    summary = run_tune(cfg, trials, storage=storage, study_name=study_name, metric=metric, resume=resume,
+                       timeout=timeout, fixed=fixed, searched=_keys(search))
+    record = summary["tune"]
+    plot = f"; importance: {cfg.out}/param_importance.png" if record["importance"] else ""
+    console.out(f"{record['finished']} of {record['trials_wanted']} trials finished ({record['complete']} complete, "
+                f"{record['pruned']} pruned); all trials: {cfg.out}/tune.json{plot}")
+    if "rows" not in summary:
+        console.out(summary["note"])
+        return
+    best = record["best"]
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+    console.out(f"best trial {best['number']}: validation {record['metric']} {best['value']:.4f} with {params}")
+    _print_summary(summary, cfg.out)
+
+
+# The columns printed at the end of a run; summary.md has them all.
+CLI_COLUMNS = ("row", "acc %", "bal acc %", "macro F1 %", "ECE", "agree %", "params", "ms b1", "train s")
+
+
+def _run_distill(cfg: DistillConfig):
+    from kdkit.recipes import run_distill
+
+    summary = run_distill(cfg)
+    if summary.get("stopped_early"):
+        console.print(f"stopped after max_steps; continue with: kdkit distill --config {cfg.out}/config.yaml --resume")
+        return
+    _print_summary(summary, cfg.out)
+
+
+def _print_summary(summary: dict, out: str):
+    """The evidence table of a finished distill (or tune) run, and where its files are."""
+    from kdkit.summary import table_rows
+
+    header, body = table_rows(summary)
+    keep = [header.index(h) for h in CLI_COLUMNS]
+    table = Table(*CLI_COLUMNS, box=box.SIMPLE_HEAD,
+                  title=f"{summary['method']}: {summary['teacher']['arch']} -> {summary['student_arch']} on {summary['dataset']} (test set)")
+    for cells in body:
+        table.add_row(*(cells[i] for i in keep))
+    console.print(table)
+    if summary.get("gap_closed", {}).get("mean") is not None:
+        console.print(f"gap closed (accuracy): {100 * summary['gap_closed']['mean']:.0f}%")
+    console.print(f"full table: {out}/summary.md   data: {out}/summary.json   config: {out}/config.yaml")
+    if summary.get("report"):
+        console.print(f"report: {summary['report']}")
+
+
+def train(
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    dataset: Optional[str] = typer.Option(None, help="named dataset or ImageFolder path"),
+    data_dir: Optional[str] = typer.Option(None, help="folder holding the dataset files"),
+    imbalance: Optional[str] = typer.Option(None, help="long-tailed train/val splits: exp:100 or step:10 (test stays balanced)"),
+    model: Optional[str] = typer.Option(None, help="architecture (`kdkit models`) or pkg.module:make_net"),
+    epochs: Optional[int] = typer.Option(None, help="epochs"),
+    lr: Optional[float] = typer.Option(None, help="learning rate"),
+    batch_size: Optional[int] = typer.Option(None, help="batch size"),
+    seed: Optional[int] = typer.Option(None, help="seed"),
+    resume: Optional[bool] = typer.Option(None, "--resume", help="continue a killed run in --out"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | mps"),
+    out: Optional[str] = typer.Option(None, help="run directory"),
+    overwrite: Optional[bool] = OverwriteOpt,
+):
+    """Train one model with cross-entropy (a teacher, usually); weights + summary in --out."""
+    from kdkit.recipes import run_train
+
+    flags = dict(dataset=dataset, data_dir=data_dir, imbalance=imbalance, model=model, epochs=epochs, lr=lr, batch_size=batch_size,
+                 seed=seed, resume=resume, device=device, out=out, overwrite=overwrite)
+    cfg = resolve(TrainConfig, config, flags, set_)
+    summary = run_train(cfg)
+    if summary.get("stopped_early"):
+        console.print(f"stopped after max_steps; continue with: kdkit train --config {cfg.out}/config.yaml --resume")
+        return
+    m = summary["metrics"]
+    console.print(f"{cfg.model} on {summary['dataset']}: test accuracy {100 * m['accuracy']:.2f}%, "
+                  f"balanced accuracy {100 * m['balanced_accuracy']:.2f}%; weights: {cfg.out}/best.safetensors")
+
+
+def demo(
+    data_dir: Optional[str] = typer.Option(None, help="folder holding Fashion-MNIST (else found or downloaded)"),
+    out: str = typer.Option(DEMO["out"], help="run directory"),
+    set_: Optional[list[str]] = SetOpt,
+):
+    """Fashion-MNIST: train a CNN teacher, a scratch student and a KD student (31x fewer parameters)."""
+    cfg = resolve(DistillConfig, None, dict(DEMO, data_dir=data_dir, out=out), set_)
+    _run_distill(cfg)
