@@ -153,7 +153,8 @@ def _with_method_keys(cls):
         else:
             fields.append((name, key.type if key.default is not None else key.type | None, field(default=key.default)))
         valid = key.hyper.valid
-        (CHOICES if isinstance(valid, tuple) else RANGES if valid[0] in "[(" else TEXT)[name] = valid
+        if key.type is not bool:  # (a bool's rule is its type)
+            (CHOICES if isinstance(valid, tuple) else RANGES if valid[0] in "[(" else TEXT)[name] = valid
     new = dataclasses.make_dataclass(cls.__name__, fields, bases=(cls,), namespace={"__doc__": cls.__doc__})
     new.__module__, new.__qualname__ = cls.__module__, cls.__qualname__
     return new
