@@ -43,7 +43,7 @@ from kdkit.errors import KdkitError, shown
 
 ARRAY_SUFFIXES = (".npy", ".npz", ".safetensors")
 SPLITS = ("train", "test")
-_FORMS = "a folder of images, an .npy/.npz/.safetensors array or DATASET:train|test (e.g. mnist:train)"
+_FORMS = "a folder of images, an .npy/.npz/.safetensors array, or DATASET:train or DATASET:test (e.g. mnist:train)"
 
 
 def load_unlabeled(spec: str, data: Dataset, data_dir=None, download: bool = True) -> torch.Tensor:
