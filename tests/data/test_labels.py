@@ -144,3 +144,16 @@ def test_unlabelled_samples_count_in_no_class_of_the_training_accuracy():
     assert sums.flush(state)["accuracy"] == pytest.approx(2 / 3)
     sums.add(out, torch.full((4,), UNLABELED), step=1)  # a window without any label: 0, not a division by zero
     assert sums.flush(state)["accuracy"] == 0.0
+
+
+def test_the_labelled_count_survives_a_checkpoint_and_older_ones_count_every_sample():
+    from kdkit.train.meters import _Sums
+
+    sums = _Sums(torch.device("cpu"))
+    out = {"loss": torch.tensor(1.0), "logits": torch.eye(4), "grad_norm": torch.tensor(0.5)}
+    sums.add(out, torch.tensor([0, UNLABELED, UNLABELED, 3]), step=0)  # 2 right of 2 labelled
+    tensors, meta = sums.state()
+    state = dataclasses.make_dataclass("S", [("path", object, None)])()
+    assert _Sums(torch.device("cpu"), (tensors, meta)).flush(state)["accuracy"] == 1.0
+    older = {k: v for k, v in tensors.items() if k != "sums.labelled"}  # written before UNLABELED existed
+    assert _Sums(torch.device("cpu"), (older, meta)).flush(state)["accuracy"] == 0.5  # 2 of the 4 samples seen

@@ -9,8 +9,8 @@ appended to the training split with label UNLABELED (labels.py), for the distill
     unlabeled = "mnist:train"        the train (all of it) or test split of another registered dataset
                                      (`kdkit datasets`), found where that dataset is always looked for
 
-Nothing is resized or converted: the inputs must have the labelled data's shape (C, H, W) and type
-(uint8 images, float32 arrays), or the error names both. Images are decoded as the ImageFolder
+Nothing is resized or rescaled: the inputs must have the labelled data's shape (C, H, W) and type
+(uint8 images; float arrays, stored as float32 as from_arrays does), or the error names both. Images are decoded as the ImageFolder
 reader does (images.py: size limit, truncated files refused, 16-bit grey scaled), grey unless one
 of them has colour, once per version of the folder into kdkit's cache (files.py).
 
