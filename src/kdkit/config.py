@@ -5,7 +5,7 @@ ones also have their own flag). Precedence: defaults < `--config FILE.yaml` < fl
 Unknown keys are errors with the closest valid key; values are checked against the field type and
 against the schema below the dataclasses (RANGES, CHOICES, TEXT), one check for every way in.
 The resolved config is written into every run directory as `config.yaml`.
-Just over 400 lines, kept whole: each key and its valid values are read in one file.
+About 430 lines, kept whole: each key and its valid values are read in one file.
 """
 import collections
 import dataclasses
@@ -35,6 +35,8 @@ class TrainConfig:
     download: bool = True  # download from the official source when the files are not found and online
     imbalance: str | None = None  # long-tailed train and val splits: exp:100 (exponential, factor 100) or step:10; test stays balanced
     sampler: str = "none"  # none, class_balanced (every class equally often) or sqrt (classes drawn ~ sqrt of their counts)
+    labels_per_class: float = 0.0  # label-scarce training: N >= 1 keeps N labels per class of the training split, a fraction in (0, 1) that share of each class, the rest unlabelled (drawn with seed, after validation is carved; validation keeps its labels); 0 = all labels
+    unlabeled: str | None = None  # inputs without labels added to the distilled student's training split: a folder of images (flat or nested), an .npy/.npz/.safetensors array, or DATASET:train or DATASET:test of a registered dataset (e.g. mnist:train); normalised with the labelled data's statistics
     workers: int = 0  # threads that gather and augment the next batches when the images stay on the CPU (larger than device memory, memory-mapped from disk, CPU training); same batches as 0
     # model
     model: str = "cnn"  # architecture (`kdkit models`) or my_pkg.my_module:make_net
@@ -109,7 +111,7 @@ TEXT_MAX = 4096  # characters of any text value: longer than any path the OS tak
 
 # Numbers (list keys: each item). [ ] includes a bound, ( ) excludes it; "inf)" = finite, no upper bound.
 RANGES = {
-    "val_fraction": "[0, 1)", "workers": f"[0, {INT_MAX}]", "epochs": f"[1, {INT_MAX}]",
+    "val_fraction": "[0, 1)", "labels_per_class": f"[0, {INT_MAX}]", "workers": f"[0, {INT_MAX}]", "epochs": f"[1, {INT_MAX}]",
     "batch_size": f"[1, {INT_MAX}]", "lr": "(0, inf)", "momentum": "[0, 1)", "weight_decay": "[0, inf)",
     "milestones": f"[0, {INT_MAX}]", "gamma": "(0, inf)", "warmup_epochs": "[0, inf)", "label_smoothing": "[0, 1)",
     "tau": "[0, inf)", "cb_beta": "[0, 1)", "posthoc_tau": "[0, inf)", "grad_clip": "[0, inf)", "max_norm": "[0, inf)",
@@ -134,11 +136,13 @@ TEXT = {
     "device": "auto, cpu, cuda, cuda:N or mps", "imbalance": "exp:F or step:F, F >= 1",
     "method": "a method (`kdkit methods`) or several joined by +",
     "dataset": "checked when the data loads", "data_dir": "checked when the data loads",
+    "unlabeled": "checked when the data loads",
     "model": "checked when the model is built", "student": "checked when the model is built",
     "peer": "checked when the model is built", "teacher": "checked when the teacher loads", "out": "checked when the run starts",
     "trust_hooks": "module:function hooks, checked when a sidecar names one"}
 EXAMPLES = {"milestones": "30,60", "teacher_weights": "0.5,0.5",
-            "transfer_exclude": "3", "imbalance": "exp:100", "data_dir": "data"}  # for messages: the default is empty
+            "transfer_exclude": "3", "imbalance": "exp:100", "data_dir": "data",
+            "unlabeled": "mnist:train"}  # for messages: the default is empty
 # The methods' hyper-parameters: declared once, by each method (kdkit.methods.hyper); each becomes a
 # DistillConfig key with its type, default (empty where the methods' own defaults differ) and valid values.
 METHOD_KEYS = declared_keys()
@@ -391,6 +395,7 @@ def validate(cfg):
         from kdkit.data.longtail import parse_imbalance
 
         parse_imbalance(cfg.imbalance)
+    _check_label_scarce(cfg)
     if hasattr(cfg, "method"):
         from kdkit.methods import method_parts
 
@@ -406,6 +411,23 @@ def validate(cfg):
         raise KdkitError(f"teacher_weights {shown(cfg.teacher_weights)} sum to {sum(cfg.teacher_weights)}; they are "
                          "normalised by their sum: give weights whose sum is above 0 and finite, e.g. 0.5,0.5")
     return cfg
+
+
+def _check_label_scarce(cfg):
+    """labels_per_class and unlabeled against the keys they cannot go with (kdkit.data.labels)."""
+    if cfg.labels_per_class >= 1 and not float(cfg.labels_per_class).is_integer():
+        raise KdkitError(f"labels_per_class must be a fraction in (0, 1) or a whole number of labels per class, "
+                         f"got {shown(cfg.labels_per_class)}; e.g. 100 or 0.1")
+    if cfg.unlabeled and not hasattr(cfg, "teacher"):
+        raise KdkitError("kdkit train fits hard labels only, so unlabeled inputs would go unused; drop unlabeled, "
+                         "or learn from them with kdkit distill")
+    scarce = "labels_per_class" if cfg.labels_per_class else "unlabeled" if cfg.unlabeled else ""
+    if scarce and hasattr(cfg, "teacher") and cfg.sampler != "none":
+        raise KdkitError(f"sampler={cfg.sampler} draws by class, but with {scarce} the student's training split holds "
+                         "samples without a class; use sampler=none (teacher_sampler still applies to a teacher trained here)")
+    if scarce and getattr(cfg, "transfer_exclude", None):
+        raise KdkitError(f"transfer_exclude drops classes by label, but with {scarce} the student's training split holds "
+                         "samples without one; use one or the other")
 
 
 def dump_yaml(cfg) -> str:

@@ -9,6 +9,10 @@ A distill run directory:
   teacher/                         the teacher's own training run (when trained here)
   scratch/seed{S}/, student/seed{S}/   one fit() run each (weights, metrics.jsonl, tb/)
   summary.json, summary.md         teacher vs scratch vs student, mean +- std over seeds, gap_closed
+
+Label-scarce runs (labels_per_class, unlabeled; kdkit.data.labels): the distilled students train on
+the labelled and the unlabelled samples, the scratch student and a teacher trained here on the
+labelled ones only (labelled_only); each row of summary.json records them as train_samples.
 """
 import dataclasses
 import json
@@ -18,7 +22,8 @@ from pathlib import Path
 from kdkit import checkpoint as ckpt
 from kdkit import distributed
 from kdkit.config import DistillConfig, TrainConfig, apply_overrides, dump_yaml, load_yaml
-from kdkit.data import Dataset
+from kdkit.data import Dataset, labelled_only
+from kdkit.data.labels import sample_counts
 from kdkit.data.prepare import bootstrap_sample, check_classes, class_counts, prepare_data, transfer_set
 from kdkit.errors import KdkitError
 from kdkit.evaluate import environment, evaluate_model, model_facts
@@ -106,6 +111,7 @@ def run_train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
 
 
 def _train(cfg: TrainConfig, data: Dataset, out: Path) -> dict:
+    data = labelled_only(data)  # labels_per_class: hard labels only
     model = build_model(cfg.model, data, cfg.seed)
     method = cross_entropy(model, cfg, data)
     info = _fit_or_skip(method, data, cfg, out, model_meta(cfg.model, data), desc=f"train {cfg.model}")
@@ -113,7 +119,7 @@ def _train(cfg: TrainConfig, data: Dataset, out: Path) -> dict:
         return {"stopped_early": True, "run_dir": str(out)}
     device = select_device(cfg.device)
     metrics = test_both(model, out, data, device, posthoc_tau=cfg.posthoc_tau)
-    summary = {"model": cfg.model, "dataset": data.name, "metrics": metrics, "fit": info,
+    summary = {"model": cfg.model, "dataset": data.name, "metrics": metrics, "fit": info, "train_samples": sample_counts(data.train),
                "facts": model_facts(model, data.input_shape), "environment": environment()}
     ckpt.write_json(out / "summary.json", summary)
     return summary
@@ -134,12 +140,14 @@ def build_teacher(cfg: DistillConfig, data: Dataset, out: Path):
             model, info = torch_teacher(spec, cfg, data, out / name, cfg.seeds[0] + i, bootstrap=cfg.bootstrap)
             sources.append(TorchTeacher(model, classes=list(data.classes), name=name))
             members.append((name, model, info))
-        else:
-            sources.append(other_teacher(spec, name, data, cfg.seeds[0] + i))
-            members.append((name, None, {"source": spec, "arch": spec}))
+        else:  # an estimator is fitted on the labelled samples; saved outputs were made elsewhere
+            sources.append(other_teacher(spec, name, labelled_only(data), cfg.seeds[0] + i))
+            seen = sample_counts(labelled_only(data).train) if spec.startswith("sklearn:") else None
+            members.append((name, None, {"source": spec, "arch": spec, "train_samples": seen}))
     teacher = HybridTeacher(sources, cfg.combine, cfg.teacher_weights or None).prepare(data)
+    seen = [info.get("train_samples") for _, _, info in members]  # the combination's: its members', when all alike
     info = {"source": "hybrid", "arch": f"{cfg.combine}({', '.join(specs)})", "members": teacher.report(),
-            "member_info": {name: info for name, _, info in members}}
+            "member_info": {name: info for name, _, info in members}, "train_samples": seen[0] if seen.count(seen[0]) == len(seen) else None}
     return teacher, info
 
 
@@ -186,12 +194,14 @@ def torch_teacher(spec: str, cfg: DistillConfig, data: Dataset, run_dir: Path, s
     teacher_cfg = dataclasses.replace(cfg, epochs=cfg.teacher_epochs or cfg.epochs, seed=seed,
                                       sampler=cfg.teacher_sampler or cfg.sampler)
     teacher = build_model(spec, data, seed)
-    train_data = bootstrap_sample(data, seed) if bootstrap else data
-    info = _fit_or_skip(cross_entropy(teacher, cfg, data), train_data, teacher_cfg,
+    labelled = labelled_only(data)  # a teacher trained here learns from the labels only
+    train_data = bootstrap_sample(labelled, seed) if bootstrap else labelled
+    info = _fit_or_skip(cross_entropy(teacher, cfg, labelled), train_data, teacher_cfg,
                         run_dir, model_meta(spec, data), desc=f"{run_dir.name} {spec}")
     if info.get("stopped_early"):
         raise _Stopped()
-    return load_weights_into(teacher, run_dir).eval(), {"source": "trained", "arch": spec, "fit": info, "bootstrap": bootstrap}
+    return load_weights_into(teacher, run_dir).eval(), {"source": "trained", "arch": spec, "fit": info, "bootstrap": bootstrap,
+                                                        "train_samples": sample_counts(train_data.train)}
 
 
 def _preflight(cfg: DistillConfig, data: Dataset):
@@ -217,6 +227,9 @@ def _preflight(cfg: DistillConfig, data: Dataset):
         elif kind == "file":  # read and checked now: classes by name, a row for every train and val sample
             from kdkit.teachers import teacher_from_spec
 
+            if cfg.unlabeled:
+                raise KdkitError(f"saved teacher outputs ('{spec}') hold rows for the dataset's own training samples only, so "
+                                 "they cannot teach the unlabeled inputs; use a torch or sklearn teacher, or labels_per_class alone")
             teacher_from_spec(spec, data)
     from kdkit.methods import METHODS
     from kdkit.methods.features import FeatureMethod
@@ -291,16 +304,20 @@ def _distill(cfg: DistillConfig, data: Dataset, out: Path) -> dict:
         fits = {name: [teacher_info.get("member_info", {}).get(name, {}).get("fit", {})] for name in members}
         fits |= {"teacher": [teacher_info.get("fit", {})], "scratch": []} | {name: [] for name in generations}
         transfer = transfer_set(data, cfg.transfer_exclude)  # the distilled students' train/val
+        labelled = labelled_only(data)  # the scratch student's: the labelled samples only
+        samples = {"teacher": teacher_info.get("train_samples"), "scratch": sample_counts(labelled.train)}
+        samples |= {name: info.get("train_samples") for name, info in teacher_info.get("member_info", {}).items()}
+        samples |= {name: sample_counts(transfer.train) for name in generations}
         for seed in cfg.seeds:
             seed_cfg = dataclasses.replace(cfg, seed=seed)
             phases = (["scratch"] if cfg.baseline else []) + generations
             current_teacher = teacher
             for phase in phases:
-                fit_data = data if phase == "scratch" else transfer
+                fit_data = labelled if phase == "scratch" else transfer
                 cache_info = {}  # teacher_cache: where the cache is and how long it took
                 if phase == "scratch":
                     student = build_model(cfg.student, data, seed)
-                    method = cross_entropy(student, cfg, data)
+                    method = cross_entropy(student, cfg, labelled)
                 else:
                     source, cache_info = teacher_source(current_teacher, seed_cfg, fit_data, out, device)
                     method = distillation(seed_cfg, fit_data, source)
@@ -319,7 +336,8 @@ def _distill(cfg: DistillConfig, data: Dataset, out: Path) -> dict:
                     current_teacher = student.eval()  # best-by-validation weights, loaded by test_both
     except _Stopped:
         return {"stopped_early": True, "run_dir": str(out)}
-    return summarise_run(cfg, data, teacher, teacher_info, rows, fits, out, device, {"wall_seconds": time.perf_counter() - t0})
+    return summarise_run(cfg, data, teacher, teacher_info, rows, fits, samples, out, device,
+                         {"wall_seconds": time.perf_counter() - t0})
 
 
 def distillation(cfg: DistillConfig, data: Dataset, teacher, student=None):
@@ -334,16 +352,17 @@ def distillation(cfg: DistillConfig, data: Dataset, teacher, student=None):
     return create_method(cfg.method, student, teacher, **kwargs)
 
 
-def summarise_run(cfg: DistillConfig, data: Dataset, teacher, teacher_info: dict, rows: dict, fits: dict, out: Path,
-                  device, extra: dict | None = None) -> dict:
+def summarise_run(cfg: DistillConfig, data: Dataset, teacher, teacher_info: dict, rows: dict, fits: dict, samples: dict,
+                  out: Path, device, extra: dict | None = None) -> dict:
     """The evidence table of a run's rows (teacher, members, scratch, students; summary.summarise) with the
-    models' size and speed, written to summary.json/.md, then report.html (when cfg.report)."""
+    models' size and speed and each row's labelled/unlabelled training samples (`samples`), written to
+    summary.json/.md, then report.html (when cfg.report)."""
     facts = {"teacher": hybrid_facts(teacher, data) if isinstance(teacher, HybridTeacher) else model_facts(teacher, data.input_shape),
              "student": model_facts(build_model(cfg.student, data, 0), data.input_shape)}
     for source in getattr(teacher, "sources", []):  # members of a combination
         model = getattr(source, "model", None)
         facts[source.name] = model_facts(model, data.input_shape) if model is not None else {}
-    summary = summarise(cfg, data, rows, fits, facts, teacher_info)
+    summary = summarise(cfg, data, rows, fits, facts, teacher_info, samples)
     summary["train_class_counts"] = dict(zip(data.classes, class_counts(data)))
     summary["environment"] = environment()
     summary |= extra or {}

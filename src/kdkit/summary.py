@@ -57,13 +57,17 @@ def gap_closed(teacher: float, scratch: float, student: float) -> float | None:
     return None if abs(teacher - scratch) < 1e-12 else (student - scratch) / (teacher - scratch)
 
 
-def summarise(cfg, data, rows: dict, fits: dict, facts: dict, teacher_info: dict) -> dict:
+def summarise(cfg, data, rows: dict, fits: dict, facts: dict, teacher_info: dict, samples: dict | None = None) -> dict:
+    """The summary of a distill run. samples: per row, the {"labelled": n, "unlabeled": m} training
+    samples it learnt from (None: not known, a teacher loaded from elsewhere), kept as the row's train_samples."""
     out = {"dataset": data.name, "classes": list(data.classes), "teacher": teacher_info,
            "student_arch": cfg.student, "method": cfg.method, "seeds": list(cfg.seeds),
            "config": dataclasses.asdict(cfg), "rows": {}}
     for name, per_seed in rows.items():
         if per_seed:
             out["rows"][name] = _row(per_seed, fits[name], facts.get(name, facts["student"]))
+            if samples is not None:
+                out["rows"][name]["train_samples"] = samples.get(name)
     if rows["scratch"] and rows["teacher"][0].get("measured_on") != "val":  # (test vs test only)
         t = rows["teacher"][0]["accuracy"]
         per_seed = [gap_closed(t, sc["accuracy"], st["accuracy"]) for sc, st in zip(rows["scratch"], rows["student"])]

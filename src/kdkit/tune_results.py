@@ -66,6 +66,7 @@ def write_importance_plot(record: dict, out: Path):
 def evaluate_best(ctx: Context, record: dict) -> dict:
     """Test metrics of the best trial's weights (copied to RUN/student/seedS, where reports look) and
     of the teacher: the usual summary (recipes.summarise_run), with the search's result under 'tune'."""
+    from kdkit.data.labels import sample_counts
     from kdkit.recipes import summarise_run, test_both
     from kdkit.teachers.specs import teacher_metrics
     from kdkit.train import select_device
@@ -85,7 +86,8 @@ def evaluate_best(ctx: Context, record: dict) -> dict:
     fits = {"teacher": [ctx.teacher_info.get("fit", {})], "scratch": [], "student": [fit_info]}
     # the same summary and report as `kdkit distill` (the report adds a tuning section)
     tuned = {"tune": {k: v for k, v in record.items() if k != "trials"}}
-    return summarise_run(cfg, ctx.data, ctx.teacher, ctx.teacher_info, rows, fits, ctx.out, device, tuned)
+    samples = {"teacher": ctx.teacher_info.get("train_samples"), "student": sample_counts(ctx.data.train)}
+    return summarise_run(cfg, ctx.data, ctx.teacher, ctx.teacher_info, rows, fits, samples, ctx.out, device, tuned)
 
 
 def finish(study, storage_url: str, ctx: Context) -> dict:

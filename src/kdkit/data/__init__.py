@@ -7,15 +7,18 @@
 Where things live: dataset.py (Split, Dataset, splitting, statistics), registry.py (named
 datasets, where files are looked for, load_dataset), idx.py / cifar.py / imagefolder.py (file
 formats), files.py (folders, archives, decoded cache), download.py, arrays.py (from_arrays,
-digits), augment.py, loader.py.
+digits), augment.py, loader.py, labels.py (labels_per_class, UNLABELED, labelled_only),
+unlabeled.py (inputs without labels from elsewhere), prepare.py (a run's data, all of these applied).
 """
 from kdkit.data.arrays import from_arrays
 from kdkit.data.augment import AUGMENTS, augment_batch, crop, flip, random_crop, random_flip
 from kdkit.data.dataset import Dataset, Split
+from kdkit.data.labels import UNLABELED, is_labelled, labelled_only
 from kdkit.data.loader import BatchLoader
 from kdkit.data.registry import DATASETS, dataset_status, load_dataset
 
 __all__ = [
-    "AUGMENTS", "BatchLoader", "DATASETS", "Dataset", "Split", "augment_batch", "crop",
-    "dataset_status", "flip", "from_arrays", "load_dataset", "random_crop", "random_flip",
+    "AUGMENTS", "BatchLoader", "DATASETS", "Dataset", "Split", "UNLABELED", "augment_batch", "crop",
+    "dataset_status", "flip", "from_arrays", "is_labelled", "labelled_only", "load_dataset", "random_crop",
+    "random_flip",
 ]

@@ -22,7 +22,7 @@ def from_arrays(x_train, y_train, x_test, y_test, classes: list[str] | None = No
                 val_fraction: float = 0.1, seed: int = 0, name: str = "arrays",
                 augment: str = "none") -> Dataset:
     """A Dataset from in-memory arrays; validation is carved from train (stratified, `seed`)."""
-    x_train, x_test = _as_images(x_train, "x_train"), _as_images(x_test, "x_test")
+    x_train, x_test = as_images(x_train, "x_train"), as_images(x_test, "x_test")
     y_train, y_test = _as_numpy(y_train, "y_train"), _as_numpy(y_test, "y_test")
     if classes is None:
         classes = classes_from_labels([y_train, y_test], name, " (or pass classes=[...] naming all K)")
@@ -52,7 +52,7 @@ def _as_numpy(x, what: str) -> np.ndarray:
                          "give a numpy array or torch tensor") from None
 
 
-def _as_images(x, what: str) -> np.ndarray:
+def as_images(x, what: str) -> np.ndarray:
     """(N, C, H, W) uint8 or float32 from any accepted layout (see module docstring)."""
     x = _as_numpy(x, what)
     if x.dtype.kind == "f":

@@ -118,12 +118,13 @@ def _sampled(file: Path, size: int) -> bytes:
         return b""
 
 
-def cached(path: Path, build: Callable[[Alloc], RawData]) -> RawData:
+def cached(path: Path, build: Callable[[Alloc], RawData], kind: str = "") -> RawData:
     """`build(alloc)` once per version of `path`; later calls map the stored arrays instead.
 
     build fills the arrays alloc gives it (memory-mapped files of the cache folder); a cache that
-    cannot be written (read-only, disk full) only costs speed: build then runs in memory."""
-    folder = cache_root() / "decoded" / f"{path.name}-{fingerprint(path)}"
+    cannot be written (read-only, disk full) only costs speed: build then runs in memory. `kind`
+    keeps apart two decodings of one path (a dataset, and the same folder read as unlabelled images)."""
+    folder = cache_root() / "decoded" / f"{path.name}-{kind + '-' if kind else ''}{fingerprint(path)}"
     if folder.is_dir():
         try:
             return _load(folder, str(path))

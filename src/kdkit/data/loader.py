@@ -196,6 +196,9 @@ def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 def _draw_weights(labels: torch.Tensor, sampler: str) -> torch.Tensor:
     """(N,) float64 weight of each sample for `sampler`: n_{y_i}^(q - 1), see _SAMPLER_EXPONENT."""
     labels = labels.cpu()
+    if bool((labels < 0).any()):  # UNLABELED samples (kdkit.data.labels) belong to no class
+        raise KdkitError(f"sampler '{sampler}' draws by class, but {int((labels < 0).sum())} samples have no label; "
+                         "use sampler='none' for a split with unlabelled samples")
     counts = torch.bincount(labels).to(torch.float64)  # (K,) classes absent from the split get 0
     per_class = torch.zeros_like(counts)
     present = counts > 0

@@ -1,17 +1,21 @@
-"""A run's dataset, prepared: loaded, made long-tailed when asked, resampled for bagging, with
-the distilled student's transfer set (classes left out) and the class counts long-tail losses use.
+"""A run's dataset, prepared: loaded, made long-tailed when asked, made label-scarce when asked
+(labels_per_class, unlabeled: labels.py, unlabeled.py), resampled for bagging, with the distilled
+student's transfer set (classes left out) and the class counts long-tail losses use.
 """
 import dataclasses
 
 import torch
 
 from kdkit.data.dataset import Dataset, Split
+from kdkit.data.labels import hide_labels, is_labelled, sample_counts
 from kdkit.data.registry import load_dataset
+from kdkit.data.unlabeled import add_unlabeled, load_unlabeled
 from kdkit.errors import KdkitError
 
 
 def prepare_data(cfg, data: Dataset | None, seed: int) -> Dataset:
-    """The run's dataset: loaded (unless given), then made long-tailed when `imbalance` is set."""
+    """The run's dataset: loaded (unless given), made long-tailed when `imbalance` is set, then
+    label-scarce when `labels_per_class` or `unlabeled` is (label_scarce)."""
     data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, seed=seed, download=cfg.download)
     if cfg.imbalance:
         from kdkit.data.longtail import describe_counts, long_tailed
@@ -19,6 +23,21 @@ def prepare_data(cfg, data: Dataset | None, seed: int) -> Dataset:
         data = long_tailed(data, cfg.imbalance, seed)
         if cfg.progress:
             print(describe_counts(data.train.labels, list(data.classes)))
+    return label_scarce(cfg, data, seed)
+
+
+def label_scarce(cfg, data: Dataset, seed: int) -> Dataset:
+    """`data` whose training split keeps cfg.labels_per_class labels per class (drawn with `seed`,
+    after validation was carved: labels.py) and has cfg.unlabeled's inputs appended (unlabeled.py),
+    both with label UNLABELED. Normalisation statistics, validation and test stay as they were."""
+    if not (cfg.labels_per_class or cfg.unlabeled):
+        return data
+    data = hide_labels(data, cfg.labels_per_class, seed)
+    if cfg.unlabeled:
+        data = add_unlabeled(data, load_unlabeled(cfg.unlabeled, data, cfg.data_dir, cfg.download))
+    if cfg.progress:
+        counts = sample_counts(data.train)
+        print(f"training split: {counts['labelled']:,} labelled, {counts['unlabeled']:,} unlabelled samples")
     return data
 
 
@@ -39,8 +58,10 @@ def transfer_set(data: Dataset, exclude) -> Dataset:
 
 
 def class_counts(data: Dataset) -> list[int]:
-    """Training samples per class (the prior that long-tail losses and post-hoc adjustment use)."""
-    return torch.bincount(data.train.labels, minlength=data.num_classes).tolist()
+    """Labelled training samples per class (the prior that long-tail losses and post-hoc adjustment
+    use); unlabelled samples count in no class."""
+    labels = data.train.labels
+    return torch.bincount(labels[is_labelled(labels)], minlength=data.num_classes).tolist()
 
 
 def check_classes(data: Dataset):

@@ -1,6 +1,6 @@
 """Hard-label terms on batches where some samples have no label (unlabelled transfer data).
 
-Unlabelled training samples carry the label UNLABELED (-100, torch's default ignore_index). Every
+Unlabelled training samples carry the label UNLABELED (-100, torch's default ignore_index; kdkit.data.labels). Every
 hard-label term of a method goes through `hard_ce`: the mean over the batch's labelled samples, and
 0 on a batch that has none (with 1,000 labels among 60,000 images, about one batch of 128 in nine).
 Terms that need a class for every sample (DKD's target mask, BKD's class weights) use
@@ -10,7 +10,7 @@ batches both return exactly what they did without unlabelled data.
 import torch
 import torch.nn.functional as F
 
-UNLABELED = -100
+from kdkit.data.labels import UNLABELED
 
 
 def hard_ce(logits: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0, loss=None) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 
 from kdkit import checkpoint as ckpt
 from kdkit import distributed
+from kdkit.data.labels import UNLABELED
 from kdkit.errors import KdkitError
 
 
@@ -101,18 +102,21 @@ class Logger:
 
 class _Sums:
     """Running sums kept on the device: no host synchronisation between log points. Each step adds
-    one stacked vector (every logged part, then the correct count) and keeps a (2,) flag of whether
-    its loss and gradients were finite: a handful of operations per step, whatever the parts."""
+    one stacked vector (every logged part, then the correct and the labelled count) and keeps a (2,)
+    flag of whether its loss and gradients were finite: a handful of operations per step, whatever
+    the parts. Training accuracy is over the labelled samples only (kdkit.data.labels.UNLABELED)."""
 
     def __init__(self, device, saved: tuple | None = None):
         self.device = device
-        self.names, self.total, self.count, self.steps = None, None, 0, 0  # total: (parts + 1,) float32
+        self.names, self.total, self.count, self.steps = None, None, 0, 0  # total: (parts + 2,) float32
         self.flags, self.flag_steps = [], []  # per step: (2,) bool finite loss, finite gradients; its number
         if saved and saved[1]["parts"]:  # (tensors, meta) of a checkpoint taken between two log points
             tensors, meta = saved
             self.names = list(meta["parts"])
             correct = tensors.get("sums.correct", torch.zeros(()))
-            self.total = torch.stack([tensors[f"sums.{k}"].float() for k in self.names] + [correct.float()]).to(device)
+            labelled = tensors.get("sums.labelled", torch.tensor(float(meta["count"])))  # older checkpoints: all labelled
+            self.total = torch.stack([tensors[f"sums.{k}"].float() for k in self.names]
+                                     + [correct.float(), labelled.float()]).to(device)
             self.count, self.steps = meta["count"], meta["steps"]
         elif saved:
             self.count, self.steps = saved[1]["count"], saved[1]["steps"]
@@ -120,8 +124,9 @@ class _Sums:
     def add(self, out: dict, y, step: int):
         if self.names is None:
             self.names = [k for k in out if k != "logits"]
-        correct = (out["logits"].detach().argmax(1) == y).sum()
-        values = torch.stack([out[k].detach().float() for k in self.names] + [correct.float()])  # (parts + 1,)
+        correct = (out["logits"].detach().argmax(1) == y).sum()  # an UNLABELED (-100) sample is never correct
+        labelled = (y != UNLABELED).sum()
+        values = torch.stack([out[k].detach().float() for k in self.names] + [correct.float(), labelled.float()])  # (parts + 2,)
         self.total = values if self.total is None else self.total + values
         self.flags.append(torch.isfinite(torch.stack([values[self.names.index("loss")], values[self.names.index("grad_norm")]])))
         self.flag_steps.append(step)
@@ -152,21 +157,21 @@ class _Sums:
         self.flags, self.flag_steps = [], []  # all finite: nothing left to look at
 
     def state(self) -> tuple[dict, dict]:
-        tensors = {} if self.total is None else {f"sums.{k}": v for k, v in zip(self.names, self.total[:-1])}
+        tensors = {} if self.total is None else {f"sums.{k}": v for k, v in zip(self.names, self.total[:-2])}
         if self.total is not None:
-            tensors["sums.correct"] = self.total[-1]
+            tensors["sums.correct"], tensors["sums.labelled"] = self.total[-2], self.total[-1]
         return tensors, {"parts": list(self.names) if self.total is not None else [], "count": self.count, "steps": self.steps}
 
     def flush(self, state) -> dict:
         """Means since the last flush, over steps and (summed, then divided) over processes."""
         self.check(state)
         names = list(self.names or [])
-        sums = self.total.double() if self.total is not None else torch.zeros(1, dtype=torch.float64, device=self.device)
-        counts = torch.tensor([float(self.count), float(self.steps)], dtype=torch.float64, device=self.device)
-        totals = distributed.sum_(torch.cat([sums.to(self.device), counts])).tolist()
+        sums = self.total.double() if self.total is not None else torch.zeros(2, dtype=torch.float64, device=self.device)
+        steps = torch.tensor([float(self.steps)], dtype=torch.float64, device=self.device)
+        totals = distributed.sum_(torch.cat([sums.to(self.device), steps])).tolist()  # parts, correct, labelled, steps
         steps = max(1.0, totals[-1])
         scalars = {k: v / steps for k, v in zip(names, totals)}  # (each process's steps: means of means)
-        scalars["accuracy"] = totals[-3] / max(1.0, totals[-2])
+        scalars["accuracy"] = totals[-3] / max(1.0, totals[-2])  # over the labelled samples (0 when none)
         self.total, self.count, self.steps = None, 0, 0
         return scalars
 

@@ -1,0 +1,84 @@
+"""Label-scarce runs end to end (issue 22): what each row trains on and what summary.json records.
+
+The teacher trained in the run and the scratch student see the labelled samples only, the distilled
+student the labelled and the unlabelled ones; the step counts in each run's metrics.jsonl show it
+independently of the counts the summary reports."""
+import json
+
+import numpy as np
+import pytest
+
+from kdkit.config import DistillConfig, TrainConfig, apply_overrides
+from kdkit.errors import KdkitError
+from kdkit.recipes import run_distill, run_train
+
+
+def config(cls, tmp_path, **overrides):
+    base = {"dataset": "digits", "epochs": 1, "batch_size": 64, "progress": False, "amp": "off", "report": False,
+            "out": str(tmp_path / "run")}
+    if cls is TrainConfig:
+        base.pop("report")
+    return apply_overrides(cls(), base | overrides)
+
+
+def steps(run_dir) -> int:
+    """The last step a run logged (its validation row at the end of the last epoch)."""
+    return max(json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines())
+
+
+def test_distill_rows_train_on_what_they_should(tmp_path, digits):
+    np.save(tmp_path / "extra.npy", np.random.default_rng(0).integers(0, 256, (40, 1, 8, 8), dtype=np.uint8))
+    cfg = config(DistillConfig, tmp_path, teacher="cnn-tiny", labels_per_class=0.5, unlabeled=str(tmp_path / "extra.npy"))
+    summary = run_distill(cfg)
+    per_class = np.bincount(digits.train.labels.numpy(), minlength=10)  # digits' split with the same seed
+    kept = [max(1, round(0.5 * n)) for n in per_class]
+    labelled, unlabelled = sum(kept), len(digits.train) - sum(kept) + 40
+    rows = summary["rows"]
+    assert rows["teacher"]["train_samples"] == {"labelled": labelled, "unlabeled": 0}
+    assert rows["scratch"]["train_samples"] == {"labelled": labelled, "unlabeled": 0}
+    assert rows["student"]["train_samples"] == {"labelled": labelled, "unlabeled": unlabelled}
+    assert summary["train_class_counts"] == dict(zip(digits.classes, kept))
+    out = tmp_path / "run"
+    assert steps(out / "teacher") == labelled // 64  # drop_last: full batches of the labelled samples only
+    assert steps(out / "scratch" / "seed0") == labelled // 64
+    assert steps(out / "student" / "seed0") == (labelled + unlabelled) // 64
+
+
+def test_train_run_fits_the_labelled_samples(tmp_path):
+    summary = run_train(config(TrainConfig, tmp_path, model="cnn-tiny", labels_per_class=20))
+    assert summary["train_samples"] == {"labelled": 200, "unlabeled": 0}
+    assert steps(tmp_path / "run") == 200 // 64
+
+
+def test_saved_teacher_outputs_cannot_teach_unlabeled_inputs(tmp_path):
+    np.save(tmp_path / "extra.npy", np.zeros((4, 1, 8, 8), np.uint8))
+    cfg = config(DistillConfig, tmp_path, teacher=str(tmp_path / "outputs.npy"), unlabeled=str(tmp_path / "extra.npy"))
+    with pytest.raises(KdkitError, match="saved teacher outputs .* cannot teach the unlabeled inputs"):
+        run_distill(cfg)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_estimator_teachers_are_fitted_on_the_labelled_samples(tmp_path, digits):
+    # (a fraction keeps every batch partly labelled: the kd loss's hard-label term is not masked yet)
+    cfg = config(DistillConfig, tmp_path, teacher="sklearn:logistic,sklearn:logistic", labels_per_class=0.25)
+    summary = run_distill(cfg)
+    labelled = sum(max(1, round(0.25 * n)) for n in np.bincount(digits.train.labels.numpy()))
+    for row in ("teacher1", "teacher2", "teacher"):
+        assert summary["rows"][row]["train_samples"] == {"labelled": labelled, "unlabeled": 0}, row
+    assert summary["rows"]["student"]["train_samples"] == {"labelled": labelled, "unlabeled": len(digits.train) - labelled}
+
+
+def test_python_api_takes_the_same_keys(tmp_path):
+    import torch
+    from torch import nn
+
+    import kdkit
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(200, 4)).astype(np.float32), rng.integers(0, 2, 200)
+    np.save(tmp_path / "extra.npy", rng.normal(size=(64, 4)).astype(np.float32))  # tabular (N, F) inputs
+    torch.manual_seed(0)
+    teacher, student = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    kdkit.distill(teacher, student, (x[:160], y[:160]), (x[160:], y[160:]), epochs=1, batch_size=32, progress=False,
+                  labels_per_class=0.5, unlabeled=str(tmp_path / "extra.npy"), out=tmp_path / "api")
+    assert steps(tmp_path / "api") == (160 + 64) // 32  # the unlabelled inputs were trained on
