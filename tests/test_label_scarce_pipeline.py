@@ -1,8 +1,8 @@
 """Label-scarce runs end to end (issue 22): what each row trains on and what summary.json records.
 
-The teacher trained in the run and the scratch student see the labelled samples only, the distilled
-student the labelled and the unlabelled ones; the step counts in each run's metrics.jsonl show it
-independently of the counts the summary reports."""
+The teacher trained in the run and the scratch student see the labelled samples only (repeated, so
+every row takes the same steps), the distilled student the labelled and the unlabelled ones; the
+step counts in each run's metrics.jsonl show it independently of the counts the summary reports."""
 import json
 
 import numpy as np
@@ -39,8 +39,8 @@ def test_distill_rows_train_on_what_they_should(tmp_path, digits):
     assert rows["student"]["train_samples"] == {"labelled": labelled, "unlabeled": unlabelled}
     assert summary["train_class_counts"] == dict(zip(digits.classes, kept))
     out = tmp_path / "run"
-    assert steps(out / "teacher") == labelled // 64  # drop_last: full batches of the labelled samples only
-    assert steps(out / "scratch" / "seed0") == labelled // 64
+    # the same steps for every row (drop_last: full batches): the labelled samples repeated to the split's size
+    assert steps(out / "teacher") == steps(out / "scratch" / "seed0") == (labelled + unlabelled) // 64
     assert steps(out / "student" / "seed0") == (labelled + unlabelled) // 64
 
 

@@ -194,14 +194,14 @@ def torch_teacher(spec: str, cfg: DistillConfig, data: Dataset, run_dir: Path, s
     teacher_cfg = dataclasses.replace(cfg, epochs=cfg.teacher_epochs or cfg.epochs, seed=seed,
                                       sampler=cfg.teacher_sampler or cfg.sampler)
     teacher = build_model(spec, data, seed)
-    labelled = labelled_only(data)  # a teacher trained here learns from the labels only
+    labelled = labelled_only(data, same_steps=True)  # a teacher trained here learns from the labels only
     train_data = bootstrap_sample(labelled, seed) if bootstrap else labelled
     info = _fit_or_skip(cross_entropy(teacher, cfg, labelled), train_data, teacher_cfg,
                         run_dir, model_meta(spec, data), desc=f"{run_dir.name} {spec}")
     if info.get("stopped_early"):
         raise _Stopped()
     return load_weights_into(teacher, run_dir).eval(), {"source": "trained", "arch": spec, "fit": info, "bootstrap": bootstrap,
-                                                        "train_samples": sample_counts(train_data.train)}
+                                                        "train_samples": sample_counts(labelled_only(data).train)}
 
 
 def _preflight(cfg: DistillConfig, data: Dataset):
@@ -304,8 +304,8 @@ def _distill(cfg: DistillConfig, data: Dataset, out: Path) -> dict:
         fits = {name: [teacher_info.get("member_info", {}).get(name, {}).get("fit", {})] for name in members}
         fits |= {"teacher": [teacher_info.get("fit", {})], "scratch": []} | {name: [] for name in generations}
         transfer = transfer_set(data, cfg.transfer_exclude)  # the distilled students' train/val
-        labelled = labelled_only(data)  # the scratch student's: the labelled samples only
-        samples = {"teacher": teacher_info.get("train_samples"), "scratch": sample_counts(labelled.train)}
+        labelled = labelled_only(data, same_steps=True)  # the scratch student's: the labelled samples, as many steps
+        samples = {"teacher": teacher_info.get("train_samples"), "scratch": sample_counts(labelled_only(data).train)}
         samples |= {name: info.get("train_samples") for name, info in teacher_info.get("member_info", {}).items()}
         samples |= {name: sample_counts(transfer.train) for name in generations}
         for seed in cfg.seeds:

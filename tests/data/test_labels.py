@@ -157,3 +157,18 @@ def test_the_labelled_count_survives_a_checkpoint_and_older_ones_count_every_sam
     assert _Sums(torch.device("cpu"), (tensors, meta)).flush(state)["accuracy"] == 1.0
     older = {k: v for k, v in tensors.items() if k != "sums.labelled"}  # written before UNLABELED existed
     assert _Sums(torch.device("cpu"), (older, meta)).flush(state)["accuracy"] == 0.5  # 2 of the 4 samples seen
+
+
+def test_same_steps_repeats_the_labelled_samples_to_the_splits_size():
+    import torch
+
+    from kdkit.data import Dataset, Split, UNLABELED, labelled_only
+
+    labels = torch.tensor([0, UNLABELED, 1, UNLABELED, UNLABELED, 2, UNLABELED])
+    split = Split(images=torch.arange(7).view(7, 1, 1, 1).to(torch.uint8), labels=labels, index=torch.arange(7))
+    data = Dataset("toy", split, split, split, classes=["a", "b", "c"], mean=(0.0,), std=(1.0,), augment="none")
+    plain, repeated = labelled_only(data), labelled_only(data, same_steps=True)
+    assert plain.train.index.tolist() == [0, 2, 5]
+    assert repeated.train.index.tolist() == [0, 2, 5, 0, 2, 5, 0]  # whole copies, then the first ones again
+    assert repeated.train.labels.tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert repeated.train.images.flatten().tolist() == [0, 2, 5, 0, 2, 5, 0]

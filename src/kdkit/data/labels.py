@@ -83,16 +83,24 @@ def hide_labels(data: Dataset, labels_per_class: float, seed: int) -> Dataset:
     return dataclasses.replace(data, train=dataclasses.replace(data.train, labels=hidden))
 
 
-def labelled_only(data: Dataset) -> Dataset:
+def labelled_only(data: Dataset, same_steps: bool = False) -> Dataset:
     """`data` with only the labelled samples in its training split: what a hard-label row (the
     scratch student, a teacher trained in the run, `kdkit train`) trains on. The same object when
-    every sample has a label."""
+    every sample has a label.
+
+    same_steps: the labelled samples repeated (whole copies, then the first ones again) to as many as
+    the training split holds in all, so an epoch of this row takes as many steps as an epoch of a
+    student that sees every sample: the scratch row gets the distilled student's budget (the
+    protocol of the label-scarce comparisons, e.g. ANCHORS.md: the same steps for every student)."""
     mask = is_labelled(data.train.labels)  # (N,)
     if bool(mask.all()):
         return data
+    keep = mask.nonzero().squeeze(1)  # (n,)
+    if same_steps and len(keep):
+        keep = keep.repeat(-(-len(mask) // len(keep)))[:len(mask)]  # (N,)
     split = data.train
-    train = Split(images=split.images[mask], labels=split.labels[mask],
-                  index=None if split.index is None else split.index[mask])
+    train = Split(images=split.images[keep], labels=split.labels[keep],
+                  index=None if split.index is None else split.index[keep])
     return dataclasses.replace(data, train=train)
 
 
