@@ -8,7 +8,7 @@ TEACHER=runs/bench-fashion-mnist/teacher
 for method in dkd dist; do
   extra=""
   [ "$method" = dkd ] && extra="--set kd_warmup_epochs=1"
-  CMD=".venv/bin/kdkit distill --config configs/demo.yaml --teacher $TEACHER --method $method --set temperature= --set alpha=0.9 $extra --seeds 0,1,2 --no-baseline --out runs/bench-$method"
+  CMD=".venv/bin/kdkit distill --config configs/full_labels.yaml --teacher $TEACHER --method $method --set temperature= --set alpha=0.9 $extra --seeds 0,1,2 --no-baseline --out runs/bench-$method"
   echo "$CMD"
   $CMD
   .venv/bin/python - "runs/bench-$method/summary.json" "$CMD" "$method" <<'PY'

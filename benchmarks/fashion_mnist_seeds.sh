@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/bench-fashion-mnist}
-CMD=".venv/bin/kdkit distill --config configs/demo.yaml --seeds 0,1,2 --out $OUT"
+CMD=".venv/bin/kdkit distill --config configs/full_labels.yaml --seeds 0,1,2 --out $OUT"
 start=$(date +%s)
 $CMD
 end=$(date +%s)

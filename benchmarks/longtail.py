@@ -4,7 +4,7 @@
 
 For each dataset and imbalance factor (exponential profile, Cui et al. 2019; test stays balanced):
 one cnn teacher trained on the long-tailed train split (plain CE, 8 epochs), then cnn-tiny students
-over seeds 0, 1, 2 (all on the same long-tailed split, the one of seed 0), configs/demo.yaml's budget
+over seeds 0, 1, 2 (all on the same long-tailed split, the one of seed 0), configs/full_labels.yaml's budget
 (15 epochs, AdamW 3e-3, flips): scratch CE, scratch logit-adjusted CE (tau 1), vanilla KD, BKD and
 logit-adjusted KD, all KD variants at T = 4 (KD and LAKD alpha = 0.9; BKD CE 1 + class-balanced KD 1).
 Resumable (finished runs are read, not rerun). Writes benchmarks/results/longtail.json and prints a
@@ -39,7 +39,7 @@ def command(dataset: str, factor: str, row: str) -> list[str]:
     method, extra = ROWS[row]
     teacher = ["--teacher", "cnn", "--teacher-epochs", "8"] if row == "kd" else \
         ["--teacher", str(run_dir(dataset, factor, "kd") / "teacher"), "--no-baseline"]
-    return [KDKIT, "distill", "--config", "configs/demo.yaml", "--dataset", dataset, "--method", method, *teacher,
+    return [KDKIT, "distill", "--config", "configs/full_labels.yaml", "--dataset", dataset, "--method", method, *teacher,
             "--seeds", "0,1,2", "--set", f"imbalance=exp:{factor}", "--set", "progress=false", "--resume",
             "--out", str(run_dir(dataset, factor, row)), *extra]
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/methods_fashion_mnist.py [--jobs 2] [--methods kd,at,...]
 
-Recipe: configs/demo.yaml (cnn teacher -> cnn-tiny student, 15 epochs, AdamW 3e-3, flip), the
+Recipe: configs/full_labels.yaml (cnn teacher -> cnn-tiny student, 15 epochs, AdamW 3e-3, flip), the
 teacher of `make bench` (runs/bench-fashion-mnist/teacher; trained first when missing), seeds
 0, 1, 2, each method at its own defaults (KD as in the demo: T = 1, alpha = 1; CRD with 1,024
 negatives, see command()). Runs `--jobs`
@@ -29,7 +29,7 @@ SEEDS = [0, 1, 2]
 
 
 def command(method: str, seed: int) -> list[str]:
-    cmd = [KDKIT, "distill", "--config", "configs/demo.yaml", "--teacher", str(TEACHER), "--method", method,
+    cmd = [KDKIT, "distill", "--config", "configs/full_labels.yaml", "--teacher", str(TEACHER), "--method", method,
            "--seeds", str(seed), "--out", f"runs/bench-methods/{method}/seed{seed}", "--set", "progress=false",
            "--set", "temperature="]  # each method's own temperature...
     if method == "kd":
@@ -72,7 +72,7 @@ def main():
     args = parser.parse_args()
     methods = args.methods.split(",")
     if not (TEACHER / "best.safetensors").is_file():
-        subprocess.run([KDKIT, "train", "--config", "configs/demo.yaml", "--model", "cnn", "--epochs", "8",
+        subprocess.run([KDKIT, "train", "--config", "configs/full_labels.yaml", "--model", "cnn", "--epochs", "8",
                         "--out", str(TEACHER), "--set", "progress=false"], cwd=ROOT, check=True)
     jobs = [(m, s) for s in SEEDS for m in methods]  # seed 0 of every method first
     with ThreadPoolExecutor(args.jobs) as pool:
@@ -90,7 +90,7 @@ def main():
     kd_runs = [summaries[("kd", s)] for s in SEEDS if summaries.get(("kd", s))]
     scratch = [r["rows"]["scratch"]["per_seed"][0] for r in kd_runs]
     result = {
-        "benchmark": "every method, Fashion-MNIST, cnn -> cnn-tiny, configs/demo.yaml, seeds 0,1,2",
+        "benchmark": "every method, Fashion-MNIST, cnn -> cnn-tiny, configs/full_labels.yaml, seeds 0,1,2",
         "command": f"python benchmarks/methods_fashion_mnist.py --jobs {args.jobs}",
         "per_run_command_example": " ".join(command("at", 0)).replace(str(ROOT) + "/", ""),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU; "

@@ -181,21 +181,34 @@ def test_debug_shows_traceback(tmp_path):
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 
-def test_demo_config_file_matches_the_demo():
+def test_demo_config_files_match_the_demo():
     import yaml
 
-    from kdkit.cli.runs import DEMO
+    from kdkit.cli.runs import DEMO, DEMO_TEACHER
 
-    shipped = yaml.safe_load((Path(__file__).parents[1] / "configs" / "demo.yaml").read_text())
-    assert shipped == {k: v for k, v in DEMO.items()}
+    configs = Path(__file__).parents[1] / "configs"
+    assert yaml.safe_load((configs / "demo.yaml").read_text()) == DEMO
+    assert yaml.safe_load((configs / "demo_teacher.yaml").read_text()) == DEMO_TEACHER
+    assert DEMO["teacher"] == DEMO_TEACHER["out"]
 
 
 def test_demo_runs_end_to_end_on_small_data(tmp_path):
     # the real demo is Fashion-MNIST (minutes); the same command path on digits takes seconds
-    r = kdkit("demo", "--out", tmp_path / "demo", "--set", "dataset=digits", "--set", "epochs=1",
-              "--set", "teacher_epochs=1", "--set", "progress=false")
+    args = ("demo", "--out", tmp_path / "demo", "--set", "dataset=digits", "--set", "epochs=1", "--set", "teacher_epochs=2",
+            "--set", "labels_per_class=10", "--set", "progress=false", "--set", "report=false")
+    r = kdkit(*args)
     assert r.returncode == 0, r.stderr
-    assert "gap closed" in r.stdout and (tmp_path / "demo" / "summary.md").is_file()
+    assert "gap closed" in r.stdout and (tmp_path / "demo" / "distill" / "summary.md").is_file()
+    teacher = json.loads((tmp_path / "demo" / "teacher" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "demo" / "distill" / "summary.json").read_text())
+    assert "epochs: 2\n" in (tmp_path / "demo" / "teacher" / "config.yaml").read_text()
+    assert teacher["train_samples"]["unlabeled"] == 0  # all labels
+    assert summary["config"]["teacher"] == str(tmp_path / "demo" / "teacher") and summary["config"]["epochs"] == 1
+    assert summary["rows"]["scratch"]["train_samples"]["labelled"] == 100
+    assert summary["rows"]["student"]["train_samples"]["unlabeled"] == teacher["train_samples"]["labelled"] - 100
+    again = kdkit(*args)  # the finished teacher is reused, not trained again
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "demo" / "teacher" / "fit.json").read_text()) == teacher["fit"]
 
 
 def test_ensemble_command(tmp_path):
