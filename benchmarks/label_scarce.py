@@ -1,0 +1,119 @@
+"""Distillation where labels are scarce (issue 22): Fashion-MNIST with N labels per class, the other
+training images unlabelled, cnn -> cnn-tiny, the recipe of `make demo` (configs/demo.yaml).
+
+    .venv/bin/python benchmarks/label_scarce.py [--runs kd-1000,scratch-...] [--seeds 0,1,2] [--jobs 2]
+
+Rows (each over --seeds, mean +- std, one distill run per seed):
+  the teacher: configs/demo_teacher.yaml, trained once on all labels (it stands for a model the user
+  already has), runs/bench-label-scarce/teacher
+  kd-N        scratch (N labels per class only, same steps) and KD from that teacher (labels + unlabelled)
+  kd-ls-N     KD with logit standardisation (logit_standardize=true, T 2)
+  semi-N      the semi-supervised case: a teacher trained in the run on the N labels only (8 epochs)
+  dkd-N, dist-N   DKD and DIST at their defaults
+Each run is resumable: a finished run is read, not rerun. `--jobs` distill processes run side by
+side with one thread each, so wall times compare only with each other. Writes
+benchmarks/results/label_scarce.json and prints a markdown table.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KDKIT = str(ROOT / ".venv/bin/kdkit")
+OUT = ROOT / "runs/bench-label-scarce"
+TEACHER = OUT / "teacher"
+# name prefix -> (extra --set values, whether the run also trains the scratch row)
+RECIPES = {
+    "kd": ([], True),
+    "kd-ls": (["logit_standardize=true", "temperature=2"], False),
+    "semi": (["teacher=cnn", "teacher_epochs=8"], True),
+    "dkd": (["method=dkd", "temperature="], False),
+    "dist": (["method=dist", "temperature="], False),
+}
+
+
+def parse(name: str) -> tuple[str, int]:
+    recipe, labels = name.rsplit("-", 1)
+    return recipe, int(labels)
+
+
+def command(name: str, seed: int, data_dir: str | None) -> list[str]:
+    recipe, labels = parse(name)
+    sets, baseline = RECIPES[recipe]
+    cmd = [KDKIT, "distill", "--config", "configs/demo.yaml", "--teacher", str(TEACHER), "--seeds", str(seed),
+           "--out", str(OUT / name / f"seed{seed}"), "--set", "progress=false", "--set", "report=false",
+           "--set", f"labels_per_class={labels // 10}", "--resume"]
+    for value in sets:
+        cmd += ["--set", value]
+    cmd += [] if baseline else ["--no-baseline"]
+    return cmd + (["--data-dir", data_dir] if data_dir else [])
+
+
+def run(cmd: list[str], out: Path, label: str) -> dict:
+    if not (out / "summary.json").is_file():
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        t0 = time.perf_counter()
+        result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        print(f"{label}: exit {result.returncode} in {time.perf_counter() - t0:.0f} s", flush=True)
+        if result.returncode != 0:
+            print(result.stderr[-2000:], flush=True)
+            return {}
+    return json.loads((out / "summary.json").read_text())
+
+
+def stats(values: list[float]) -> dict:
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values),
+            "values": values}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", default="kd-1000,semi-1000,kd-ls-1000")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--data-dir", default=None, help="folder holding Fashion-MNIST (else kdkit finds it)")
+    args = parser.parse_args()
+    names, seeds = args.runs.split(","), [int(s) for s in args.seeds.split(",")]
+    teacher_cmd = [KDKIT, "train", "--config", "configs/demo_teacher.yaml", "--out", str(TEACHER), "--resume",
+                   "--set", "progress=false"] + (["--data-dir", args.data_dir] if args.data_dir else [])
+    teacher = run(teacher_cmd, TEACHER, "teacher (all labels)")
+    t0 = time.perf_counter()
+    jobs = [(name, seed) for name in names for seed in seeds]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        summaries = list(pool.map(lambda job: run(command(*job, args.data_dir), OUT / job[0] / f"seed{job[1]}",
+                                                   f"{job[0]} seed {job[1]}"), jobs))
+    results = {"benchmark": "label-scarce Fashion-MNIST, cnn -> cnn-tiny, configs/demo.yaml", "seeds": seeds,
+               "teacher_all_labels": {"test_accuracy": teacher.get("metrics", {}).get("accuracy"),
+                                      "command": " ".join(teacher_cmd[1:])},
+               "wall_seconds": time.perf_counter() - t0, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU",
+               "runs": {}}
+    for name in names:
+        per_seed = [s for (n, _), s in zip(jobs, summaries) if n == name and s]
+        if not per_seed:
+            continue
+        rows = {}
+        for row in per_seed[0]["rows"]:
+            accs = [s["rows"][row]["metrics"]["accuracy"]["mean"] for s in per_seed if row in s["rows"]]
+            rows[row] = stats(accs) | {"train_samples": per_seed[0]["rows"][row].get("train_samples")}
+        results["runs"][name] = {"command": " ".join(command(name, seeds[0], args.data_dir)[1:]), "rows": rows,
+                                 "seconds": [s.get("wall_seconds") for s in per_seed]}
+    path = ROOT / "benchmarks/results/label_scarce.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    old.setdefault("runs", {}).update(results.pop("runs"))
+    path.write_text(json.dumps(old | results, indent=1) + "\n")
+    print("| run | row | test accuracy % (mean +- std) | labelled / unlabelled |\n|---|---|---|---|")
+    for name, run_ in old["runs"].items():
+        for row, s in run_["rows"].items():
+            print(f"| {name} | {row} | {100 * s['mean']:.2f} +- {100 * s['std']:.2f} (n={s['n']}) | {s['train_samples']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
