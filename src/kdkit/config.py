@@ -105,6 +105,7 @@ class DistillConfig(TrainConfig):
     generations: int = 1  # born-again networks: > 1 = each generation's student teaches the next (same architecture)
     combine: str = "mean"  # several teachers (--teacher a,b,...): mean, weights, entropy or stacker
     teacher_weights: list[float] = field(default_factory=list)  # combine=weights: one weight per teacher
+    teacher_folds: int = 5  # sklearn:NAME teachers: train rows labelled out of fold, each of K stratified folds by a model fit on the others (val, test: the model fit on all of train); 0 or 1 = in-sample
     teacher_sampler: str | None = None  # sampler of a teacher trained here; empty = sampler (e.g. class_balanced teacher, natural student)
     kd_weight: float = 1.0  # bkd: weight of the class-balanced KD term
     rebalance_tau: float = 0.0  # kd: > 0 re-balances the teacher's soft targets (logits - tau * log prior) for long tails
@@ -142,6 +143,7 @@ RANGES = {
     "vector_dim": f"[1, {INT_MAX}]", "generations": f"[1, {INT_MAX}]", "teacher_weights": "[0, inf)",
     "kd_weight": "[0, inf)", "rebalance_tau": "[0, inf)", "cache_views": f"[1, {INT_MAX}]",
     "cache_topk": f"[0, {INT_MAX}]", "transfer_exclude": f"[0, {INT_MAX}]", "seeds": f"[0, {SEED_MAX}]",
+    "teacher_folds": f"[0, {INT_MAX}]",
 }
 # Words from a fixed list.
 CHOICES = {

@@ -25,8 +25,8 @@ from kdkit.models import check_input
 from kdkit.rundir import check_run_dir, claim_run_dir
 from kdkit.summary import summarise, write_summary
 from kdkit.teachers import HybridTeacher
-from kdkit.teachers.specs import (hybrid_facts, member_rows, other_teacher, sklearn_estimator, teacher_kind,
-                                  teacher_metrics, teacher_specs, user_hooks)
+from kdkit.teachers.specs import (check_folds, hybrid_facts, member_rows, other_teacher, sklearn_estimator,
+                                  teacher_kind, teacher_metrics, teacher_specs, user_hooks)
 from kdkit.train import (autocast_dtype, check_resume_settings, complete_checkpoints, fit, parse_device,
                          select_device, uses_channels_last)
 from kdkit.weights import build_model, check_teacher, is_weights, load_model, model_meta
@@ -133,8 +133,9 @@ def build_teacher(cfg: DistillConfig, data: Dataset, out: Path):
             sources.append(TorchTeacher(model, classes=list(data.classes), name=name))
             members.append((name, model, info))
         else:
-            sources.append(other_teacher(spec, name, data, cfg.seeds[0] + i))
-            members.append((name, None, {"source": spec, "arch": spec}))
+            sources.append(other_teacher(spec, name, data, cfg.seeds[0] + i, cfg.teacher_folds))
+            folds = {"teacher_folds": cfg.teacher_folds} if teacher_kind(spec) == "sklearn" else {}
+            members.append((name, None, {"source": spec, "arch": spec, **folds}))
     teacher = HybridTeacher(sources, cfg.combine, cfg.teacher_weights or None).prepare(data)
     info = {"source": "hybrid", "arch": f"{cfg.combine}({', '.join(specs)})", "members": teacher.report(),
             "member_info": {name: info for name, _, info in members}}
@@ -212,6 +213,7 @@ def _preflight(cfg: DistillConfig, data: Dataset):
             build_model(spec, data, 0)
         elif kind == "sklearn":
             sklearn_estimator(spec.split(":", 1)[1], 0)
+            check_folds(data.train.labels.numpy(), cfg.teacher_folds, list(data.classes))
         elif kind == "file":  # read and checked now: classes by name, a row for every train and val sample
             from kdkit.teachers import teacher_from_spec
 
