@@ -91,7 +91,8 @@ def out_of_fold_probabilities(make_estimator, x: np.ndarray, y: np.ndarray, fold
 
 
 def check_folds(labels: np.ndarray, folds: int, classes=None) -> None:
-    """Every class needs a sample in every fold, or a fold's model would not know the class."""
+    """Every class at least `folds` times in train, so each fold holds its share of every class (a class
+    seen once would be missing from the model fit for its own fold; sklearn only warns)."""
     if folds < 2:
         return
     values, counts = np.unique(labels, return_counts=True)
