@@ -89,6 +89,7 @@ class DistillConfig(TrainConfig):
     generations: int = 1  # born-again networks: > 1 = each generation's student teaches the next (same architecture)
     combine: str = "mean"  # several teachers (--teacher a,b,...): mean, weights, entropy or stacker
     teacher_weights: list[float] = field(default_factory=list)  # combine=weights: one weight per teacher
+    teacher_folds: int = 5  # sklearn:NAME teachers: train rows labelled out of fold, each of K stratified folds by a model fit on the others (val, test: the model fit on all of train); 0 or 1 = in-sample
     teacher_sampler: str | None = None  # sampler of a teacher trained here; empty = sampler (e.g. class_balanced teacher, natural student)
     bootstrap: bool = False  # several teachers trained here: each on its own bootstrap resample of train (bagging)
     teacher_cache: bool = False  # offline KD: label the training set once per recorded view, then distill from the stored outputs (logit methods; crd, rkd, pkt, vector from pooled features)
@@ -120,6 +121,7 @@ RANGES = {
     "teacher_epochs": f"[0, {INT_MAX}]", "generations": f"[1, {INT_MAX}]", "teacher_weights": "[0, inf)",
     "cache_views": f"[1, {INT_MAX}]",
     "cache_topk": f"[0, {INT_MAX}]", "transfer_exclude": f"[0, {INT_MAX}]", "seeds": f"[0, {SEED_MAX}]",
+    "teacher_folds": f"[0, {INT_MAX}]",
 }
 # Words from a fixed list.
 CHOICES = {

@@ -22,7 +22,7 @@ from pathlib import Path
 from kdkit import checkpoint as ckpt
 from kdkit import distributed
 from kdkit.config import DistillConfig, TrainConfig, apply_overrides, dump_yaml, load_yaml
-from kdkit.data import Dataset, labelled_only
+from kdkit.data import Dataset, is_labelled, labelled_only
 from kdkit.data.labels import sample_counts
 from kdkit.data.prepare import bootstrap_sample, check_classes, class_counts, prepare_data, transfer_set
 from kdkit.errors import KdkitError
@@ -32,8 +32,8 @@ from kdkit.models import check_input
 from kdkit.rundir import check_run_dir, claim_run_dir
 from kdkit.summary import summarise, write_summary
 from kdkit.teachers import HybridTeacher
-from kdkit.teachers.specs import (hybrid_facts, member_rows, other_teacher, sklearn_estimator, teacher_kind,
-                                  teacher_metrics, teacher_specs, user_hooks)
+from kdkit.teachers.specs import (check_folds, hybrid_facts, member_rows, other_teacher, sklearn_estimator,
+                                  teacher_kind, teacher_metrics, teacher_specs, user_hooks)
 from kdkit.train import (autocast_dtype, check_resume_settings, complete_checkpoints, fit, parse_device,
                          select_device, uses_channels_last)
 from kdkit.weights import build_model, check_teacher, is_weights, load_model, model_meta
@@ -141,9 +141,11 @@ def build_teacher(cfg: DistillConfig, data: Dataset, out: Path):
             sources.append(TorchTeacher(model, classes=list(data.classes), name=name))
             members.append((name, model, info))
         else:  # an estimator is fitted on the labelled samples; saved outputs were made elsewhere
-            sources.append(other_teacher(spec, name, labelled_only(data), cfg.seeds[0] + i))
-            seen = sample_counts(labelled_only(data).train) if spec.startswith("sklearn:") else None
-            members.append((name, None, {"source": spec, "arch": spec, "train_samples": seen}))
+            sources.append(other_teacher(spec, name, data, cfg.seeds[0] + i, cfg.teacher_folds))
+            sklearn = teacher_kind(spec) == "sklearn"
+            seen = sample_counts(labelled_only(data).train) if sklearn else None
+            members.append((name, None, {"source": spec, "arch": spec, "train_samples": seen,
+                                         **({"teacher_folds": cfg.teacher_folds} if sklearn else {})}))
     teacher = HybridTeacher(sources, cfg.combine, cfg.teacher_weights or None).prepare(data)
     seen = [info.get("train_samples") for _, _, info in members]  # the combination's: its members', when all alike
     info = {"source": "hybrid", "arch": f"{cfg.combine}({', '.join(specs)})", "members": teacher.report(),
@@ -224,6 +226,8 @@ def _preflight(cfg: DistillConfig, data: Dataset):
             build_model(spec, data, 0)
         elif kind == "sklearn":
             sklearn_estimator(spec.split(":", 1)[1], 0)
+            labels = data.train.labels
+            check_folds(labels[is_labelled(labels)].numpy(), cfg.teacher_folds, list(data.classes))
         elif kind == "file":  # read and checked now: classes by name, a row for every train and val sample
             from kdkit.teachers import teacher_from_spec
 

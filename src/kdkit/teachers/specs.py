@@ -1,13 +1,21 @@
 """`--teacher a,b,c`: what each part names (saved weights or an architecture, saved outputs,
 sklearn:NAME), the scikit-learn teachers the CLI trains itself, and each member scored on its own.
+
+A scikit-learn teacher trained here labels the training rows out of fold (teacher_folds = K >= 2):
+a forest or boosted model scoring the rows it was fit on gives near one-hot probabilities, so the
+student would learn little beyond the hard labels. Each of K stratified folds (shuffled with the
+teacher's seed) is labelled by a clone fit on the other K - 1; validation and test rows, and the
+teacher's own metrics, come from the model fit on the whole train split.
 """
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from kdkit.data import Dataset
 from kdkit.errors import KdkitError, unknown
 from kdkit.evaluate import classification_metrics, evaluate_model, test_metrics
+from kdkit.teachers.sources import ProbaTeacher, probabilities_to_log
 
 
 def user_hooks(cfg) -> set[str]:
@@ -37,14 +45,69 @@ def teacher_kind(spec: str) -> str:
 SKLEARN = ("logistic", "forest", "hgb")
 
 
-def other_teacher(spec: str, name: str, data: Dataset, seed: int):
-    from kdkit.teachers import FileTeacher, ProbaTeacher, flatten_raw
+def other_teacher(spec: str, name: str, data: Dataset, seed: int, folds: int):
+    """A FileTeacher, or an sklearn:NAME estimator fit here on the raw train split's labelled samples;
+    with folds >= 2 those rows are labelled out of fold (module docstring), else in-sample. Unlabelled
+    train rows (labels_per_class, unlabeled) are predicted by the estimator, which never saw them."""
+    from kdkit.data import is_labelled
+    from kdkit.teachers import FileTeacher, flatten_raw
 
-    if spec.startswith("sklearn:"):
-        estimator = sklearn_estimator(spec.split(":", 1)[1], seed)
-        estimator.fit(flatten_raw(data.train.images.numpy()), data.train.labels.numpy())
+    if not spec.startswith("sklearn:"):
+        return FileTeacher(spec, name=name)
+    kind = spec.split(":", 1)[1]
+    x, y = flatten_raw(data.train.images.numpy()), data.train.labels.numpy()  # (N, F), (N,)
+    labelled = is_labelled(data.train.labels).numpy()  # (N,)
+    estimator = sklearn_estimator(kind, seed).fit(x[labelled], y[labelled])
+    if folds < 2:
         return ProbaTeacher(estimator, name=name)
-    return FileTeacher(spec, name=name)
+    probs = np.zeros((len(y), len(estimator.classes_)))  # (N, K)
+    probs[labelled] = out_of_fold_probabilities(lambda: sklearn_estimator(kind, seed), x[labelled], y[labelled], folds, seed)
+    if not labelled.all():
+        probs[~labelled] = estimator.predict_proba(x[~labelled])
+    return OutOfFoldTeacher(estimator, probs, name=name)
+
+
+class OutOfFoldTeacher(ProbaTeacher):
+    """A ProbaTeacher whose train-split rows are given out-of-fold probabilities (N_train, K), in
+    train-split order and the estimator's column order; other splits are predicted as usual."""
+
+    def __init__(self, estimator, train_probabilities: np.ndarray, name: str):
+        super().__init__(estimator, name=name)
+        self.train_probabilities = train_probabilities
+
+    def split_table(self, split, split_name: str) -> torch.Tensor:
+        if split_name != "train":
+            return super().split_table(split, split_name)
+        if len(self.train_probabilities) != len(split):
+            raise KdkitError(f"teacher '{self.name}' holds out-of-fold probabilities for {len(self.train_probabilities)} "
+                             f"train samples, the train split has {len(split)}; build the teacher for this dataset")
+        return probabilities_to_log(self.train_probabilities, f"teacher '{self.name}'")
+
+
+def out_of_fold_probabilities(make_estimator, x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """(N, K) float64 predict_proba of each row of x by a fresh `make_estimator()` fit on the other
+    folds of StratifiedKFold(folds, shuffle=True, random_state=seed); columns in np.unique(y) order."""
+    from sklearn.model_selection import StratifiedKFold
+
+    check_folds(y, folds)
+    probs = np.zeros((len(y), len(np.unique(y))))
+    for fit_rows, held_out in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+        probs[held_out] = make_estimator().fit(x[fit_rows], y[fit_rows]).predict_proba(x[held_out])
+    return probs
+
+
+def check_folds(labels: np.ndarray, folds: int, classes=None) -> None:
+    """Every class at least `folds` times in train, so each fold holds its share of every class (a class
+    seen once would be missing from the model fit for its own fold; sklearn only warns)."""
+    if folds < 2:
+        return
+    values, counts = np.unique(labels, return_counts=True)
+    fewest = int(counts.min())
+    if fewest < folds:
+        rare = values[counts.argmin()]
+        fix = f"--set teacher_folds={fewest}, or 0 for" if fewest >= 2 else "--set teacher_folds=0 for"
+        raise KdkitError(f"teacher_folds={folds} needs at least {folds} train samples of every class, class "
+                         f"'{classes[rare] if classes else rare}' has {fewest}; use {fix} in-sample soft targets")
 
 
 def sklearn_estimator(kind: str, seed: int):
