@@ -8,6 +8,7 @@ Rows (each over --seeds, mean +- std, one distill run per seed):
   already has), runs/bench-label-scarce/teacher
   kd-N        scratch (N labels per class only, same steps) and KD from that teacher (labels + unlabelled)
   kd-ls-N     KD with logit standardisation (logit_standardize=true, T 2)
+  kd-long-N   scratch and KD with 15 epochs in place of 6
   semi-N      the semi-supervised case: a teacher trained in the run on the N labels only (8 epochs)
   dkd-N, dist-N   DKD and DIST at their defaults
 Each run is resumable: a finished run is read, not rerun. `--jobs` distill processes run side by
@@ -33,6 +34,7 @@ TEACHER = OUT / "teacher"
 RECIPES = {
     "kd": ([], True),
     "kd-ls": (["logit_standardize=true", "temperature=2"], False),
+    "kd-long": (["epochs=15"], True),  # a patient teacher (Beyer et al. 2022): 2.5x the steps, scratch too
     "semi": (["teacher=cnn", "teacher_epochs=8"], True),
     "dkd": (["method=dkd", "temperature="], False),
     "dist": (["method=dist", "temperature="], False),
