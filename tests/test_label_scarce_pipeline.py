@@ -37,6 +37,8 @@ def test_distill_rows_train_on_what_they_should(tmp_path, digits):
     assert rows["teacher"]["train_samples"] == {"labelled": labelled, "unlabeled": 0}
     assert rows["scratch"]["train_samples"] == {"labelled": labelled, "unlabeled": 0}
     assert rows["student"]["train_samples"] == {"labelled": labelled, "unlabeled": unlabelled}
+    assert (f"trained on: teacher {labelled:,} labelled; scratch {labelled:,} labelled; student {labelled:,} labelled + "
+            f"{unlabelled:,} unlabelled") in (tmp_path / "run" / "summary.md").read_text()
     assert summary["train_class_counts"] == dict(zip(digits.classes, kept))
     out = tmp_path / "run"
     # the same steps for every row (drop_last: full batches): the labelled samples repeated to the split's size

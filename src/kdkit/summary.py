@@ -114,9 +114,20 @@ def to_markdown(summary: dict) -> str:
         per = ", ".join("-" if v is None else f"{100 * v:.0f}%" for v in g["per_seed"])
         mean = "-" if g["mean"] is None else f"{100 * g['mean']:.0f}%"
         lines += ["", f"gap closed (accuracy): {mean} (per seed: {per})"]
+    seen = {name: row.get("train_samples") for name, row in summary["rows"].items()}
+    labelled = {s["labelled"] for s in seen.values() if s}
+    if any(s and s["unlabeled"] for s in seen.values()) or len(labelled) > 1:  # rows saw different samples
+        lines += ["", "trained on: " + "; ".join(f"{name} {_samples(s)}" for name, s in seen.items())]
     lines += ["", "gap closed = (student - scratch) / (teacher - scratch). Latency: CPU, one thread, median of 20 runs. "
               "FLOPs count 2 per multiply-add. peak MB: peak memory while training (CPU: process RSS)."]
     return "\n".join(lines) + "\n"
+
+
+def _samples(seen: dict | None) -> str:
+    """'1,000 labelled + 57,800 unlabelled' (a row's train_samples), or 'not known' (a teacher loaded from elsewhere)."""
+    if not seen:
+        return "not known (trained elsewhere)"
+    return f"{seen['labelled']:,} labelled" + (f" + {seen['unlabeled']:,} unlabelled" if seen["unlabeled"] else "")
 
 
 def write_summary(summary: dict, out: Path):
