@@ -32,6 +32,8 @@ class TrainConfig:
     data_dir: str | None = None  # where the dataset files are; else $KDKIT_DATA, ~/.cache/kdkit, ...
     val_fraction: float = 0.1  # validation split carved from train (seeded); test is never used for selection
     augment: str = "auto"  # auto (the dataset's standard), none, flip, crop (translate by 2), crop_flip (pad 4 + flip)
+    mix: str = "none"  # mix each training image with another of its batch after augmentation: none, mixup (blend) or cutmix (paste a box); the teacher labels the mixed image (Beyer et al. 2022's function matching), hard labels are mixed by lam
+    mix_alpha: float = 1.0  # mix: lam ~ Beta(mix_alpha, mix_alpha); 1.0 (uniform) as in Beyer et al. 2022's distillation, CutMix (Yun et al. 2019) and mixup on CIFAR-10 (Zhang et al. 2018; 0.2 on ImageNet)
     download: bool = True  # download from the official source when the files are not found and online
     imbalance: str | None = None  # long-tailed train and val splits: exp:100 (exponential, factor 100) or step:10; test stays balanced
     sampler: str = "none"  # none, class_balanced (every class equally often) or sqrt (classes drawn ~ sqrt of their counts)
@@ -112,7 +114,7 @@ TEXT_MAX = 4096  # characters of any text value: longer than any path the OS tak
 
 # Numbers (list keys: each item). [ ] includes a bound, ( ) excludes it; "inf)" = finite, no upper bound.
 RANGES = {
-    "val_fraction": "[0, 1)", "labels_per_class": f"[0, {INT_MAX}]", "workers": f"[0, {INT_MAX}]", "epochs": f"[1, {INT_MAX}]",
+    "val_fraction": "[0, 1)", "mix_alpha": "(0, inf)", "labels_per_class": f"[0, {INT_MAX}]", "workers": f"[0, {INT_MAX}]", "epochs": f"[1, {INT_MAX}]",
     "batch_size": f"[1, {INT_MAX}]", "lr": "(0, inf)", "momentum": "[0, 1)", "weight_decay": "[0, inf)",
     "milestones": f"[0, {INT_MAX}]", "gamma": "(0, inf)", "warmup_epochs": "[0, inf)", "label_smoothing": "[0, 1)",
     "tau": "[0, inf)", "cb_beta": "[0, 1)", "posthoc_tau": "[0, inf)", "grad_clip": "[0, inf)", "max_norm": "[0, inf)",
@@ -127,6 +129,7 @@ RANGES = {
 CHOICES = {
     "optimizer": ("sgd", "adamw"), "schedule": ("cosine", "multistep", "constant"), "amp": ("auto", "bf16", "off"),
     "channels_last": ("auto", "on", "off"), "augment": ("auto", "none", "flip", "crop", "crop_flip"),
+    "mix": ("none", "mixup", "cutmix"),
     "combine": ("mean", "weights", "entropy", "stacker"),
     "balance": ("none", "class_balanced", "balanced_softmax", "logit_adjusted"),
     "sampler": ("none", "class_balanced", "sqrt"), "teacher_sampler": ("none", "class_balanced", "sqrt"),

@@ -166,7 +166,8 @@ def teacher_source(teacher, cfg: DistillConfig, data: Dataset, out: Path, device
                                views=cfg.cache_views, seed=cfg.seed, mean=data.mean, std=data.std, device=device,
                                dtype=cfg.cache_dtype, topk=cfg.cache_topk, autocast=autocast_dtype(cfg.amp, device),
                                layers=cached_layers(cfg, teacher, data.input_shape), log=console_log,
-                               workers=cfg.workers, channels_last=uses_channels_last(cfg.channels_last, device))
+                               workers=cfg.workers, channels_last=uses_channels_last(cfg.channels_last, device),
+                               mix=cfg.mix, mix_alpha=cfg.mix_alpha)
     return cache, {"teacher_cache": str(cache.path), "teacher_cache_seconds": time.perf_counter() - t0}
 
 
@@ -239,6 +240,10 @@ def _preflight(cfg: DistillConfig, data: Dataset):
     from kdkit.methods.features import FeatureMethod
 
     hybrid = len(specs) > 1 or teacher_kind(specs[0]) != "torch"
+    per_sample = [spec for spec in specs if teacher_kind(spec) in ("file", "sklearn")]
+    if cfg.mix != "none" and per_sample:  # (fit says it too, after a torch member was trained)
+        raise KdkitError(f"mix={cfg.mix} trains on mixed images, but teacher '{per_sample[0]}' holds one output per unmixed "
+                         "sample (saved outputs, scikit-learn); use torch teachers, or mix=none")
     feature = [p for p in parts if issubclass(METHODS[p], FeatureMethod)]
     if hybrid and feature:
         raise KdkitError(f"method {feature[0]} matches features of one torch teacher, but --teacher names "

@@ -239,3 +239,47 @@ mode, so BatchNorm does not make a sample's logits depend on the rest of its bat
     teacher, student, layers = pair("kdkit")
     none = build(name, teacher, student, layers).eval()(x, torch.full_like(y, UNLABELED), index)
     assert torch.isfinite(none["loss"]) and all(none[t].item() == 0.0 for t in set(HARD_LABEL_TERMS) & set(none))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_hard_label_term_takes_the_mixed_target(name):
+    """On a mixed batch (fit sets `method.mixing`), every hard-label term is lam * (the term with the
+    samples' own labels) + (1 - lam) * (the term with the partners' labels), checked with one lam for
+    the batch (per-sample lams: tests/losses/test_label_losses.py); every other term is the one of a
+    batch labelled with the larger share's labels, here the partners' (lam < 1/2), as DKD's and BKD's
+    class-dependent terms take them. In eval mode, so BatchNorm sees the same batch every run."""
+    from kdkit.data.mix import Mixing
+
+    x, y, index = batch()
+    partner = torch.roll(index, 3)
+    other = (y + 1 + torch.arange(16) % 9) % 10  # a different class for every sample
+    runs = {}
+    for key, labels in (("own", y), ("partner", other)):
+        teacher, student, layers = pair("kdkit")
+        runs[key] = build(name, teacher, student, layers).eval()(x, labels, index)
+    teacher, student, layers = pair("kdkit")
+    method = build(name, teacher, student, layers).eval()
+    method.mixing = Mixing(partner, other, torch.full((16,), 0.3))
+    mixed = method(x, y, index)
+    terms = set(HARD_LABEL_TERMS) & set(mixed)
+    assert terms
+    for term in terms:
+        expected = 0.3 * runs["own"][term].double() + 0.7 * runs["partner"][term].double()
+        assert mixed[term].item() == pytest.approx(expected.item(), rel=1e-5), term
+        assert mixed[term].item() != pytest.approx(runs["own"][term].item(), rel=1e-3), term
+    for term in set(mixed) - set(HARD_LABEL_TERMS) - {"loss", "logits"}:
+        assert torch.equal(mixed[term], runs["partner"][term]), term
+
+
+@pytest.mark.parametrize("balance", ["class_balanced", "balanced_softmax", "logit_adjusted"])
+def test_balanced_cross_entropy_takes_the_mixed_target(balance):
+    """The scratch student's and a teacher's long-tail losses on a mixed batch: lam L(y) + (1 - lam) L(y')."""
+    from kdkit.data.mix import Mixing
+
+    x, y, index = batch()
+    other = (y + 3) % 10
+    counts = [50, 30, 20, 10, 8, 6, 4, 3, 2, 1]
+    method = create_method("ce", create_model("cnn-tiny", 10, 1, 8), balance=balance, tau=0.5, class_counts=counts).eval()
+    own, partner = method(x, y, index)["ce"], method(x, other, index)["ce"]
+    method.mixing = Mixing(index, other, torch.full((16,), 0.3))
+    assert method(x, y, index)["ce"].item() == pytest.approx((0.3 * own + 0.7 * partner).item(), rel=1e-5)

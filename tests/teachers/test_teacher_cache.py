@@ -344,3 +344,77 @@ def test_cache_built_with_workers_equals_cache_built_without(tmp_path):
     threaded = _build(tmp_path / "threaded", teacher, data, workers=2)
     for name in ("logits.npy", "views.npy"):
         assert np.array_equal(np.load(plain.path / name), np.load(threaded.path / name)), name
+
+
+class _Recording(nn.Module):
+    """A teacher that keeps every batch it is given (for comparing with what the student gets later)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.inputs = model, []
+
+    def forward(self, x):
+        self.inputs.append(x.detach().clone())
+        return self.model(x)
+
+
+def _normalised(images, data):
+    mean, std = torch.tensor(data.mean).view(1, -1, 1, 1), torch.tensor(data.std).view(1, -1, 1, 1)
+    return (images.float() * (1 / 255) - mean) / std
+
+
+@pytest.mark.parametrize("mix, augment", [("mixup", "crop_flip"), ("cutmix", "crop_flip"), ("cutmix", "none")])
+def test_mixed_views_replay_bit_for_bit_and_the_cache_holds_the_teacher_on_them(tmp_path, mix, augment):
+    """With mix, a recorded view is the sample's own recorded view mixed with its recorded partner's;
+    a shuffled training epoch rebuilds exactly the inputs the teacher labelled, whatever batch a
+    sample lands in, and the stored logits are the teacher's on them."""
+    data = _data()
+    teacher = _Recording(build_teacher())
+    cache = _build(tmp_path, teacher, data, augment=augment, mix=mix, mix_alpha=1.0, batch_size=len(data.train))
+    recorded = teacher.inputs[1:]  # (after the probe) one batch per slot: (N, C, H, W) in train order
+    assert len(recorded) == len(cache.views) == 3 and cache.mix == mix  # 3 slots, with or without augmentation
+    rows = cache.mix_rows
+    assert rows["partner"].shape == (3, len(data.train)) and bool((rows["lam"] < 1).any())
+    for k, i in [(0, 0), (1, 5), (2, 17)]:  # the recorded input, rebuilt sample by sample from the files
+        j = int(rows["partner"][k, i])
+        own = _normalised(_reference_augment(data.train.images[i:i + 1], cache.views[k, i:i + 1], augment), data)[0]
+        other = _normalised(_reference_augment(data.train.images[j:j + 1], cache.views[k, j:j + 1], augment), data)[0]
+        if mix == "mixup":
+            lam = float(rows["lam"][k, i])
+            torch.testing.assert_close(recorded[k][i], lam * own + (1 - lam) * other, rtol=0, atol=1e-5)
+        else:
+            y0, y1, x0, x1 = rows["box"][k, i].tolist()
+            expected = own.clone()
+            expected[:, y0:y1, x0:x1] = other[:, y0:y1, x0:x1]
+            assert torch.equal(recorded[k][i], expected)
+    loader = BatchLoader(data.train, 16, shuffle=True, seed=3, augment=augment, mean=data.mean, std=data.std,
+                         views=cache.views, mix=mix, mix_rows=cache.mix_rows)
+    for epoch in (4, 5, 6):  # slots 1, 2, 0, in fresh orders
+        loader.set_epoch(epoch)
+        cache.set_epoch(epoch)
+        slot = epoch % 3
+        for x, _, idx, mixing in loader:
+            assert torch.equal(x, recorded[slot][idx])  # bit for bit
+            assert torch.equal(mixing.partner, rows["partner"][slot][idx]) and torch.equal(mixing.lam, rows["lam"][slot][idx])
+            assert torch.equal(mixing.partner_labels, data.train.labels[mixing.partner])
+            with torch.no_grad():
+                torch.testing.assert_close(cache(x, idx), teacher.model(x), rtol=1e-6, atol=1e-6)
+        everyone = torch.arange(len(data.train))  # the whole slot as the one batch it was labelled in: bitwise
+        with torch.no_grad():
+            assert torch.equal(cache(recorded[slot], everyone), teacher.model(recorded[slot]))
+
+
+def test_a_cache_and_a_run_with_other_mixing_are_refused(tmp_path):
+    from kdkit.config import TrainConfig
+    from kdkit.train import fit
+
+    data, teacher = _data(), build_teacher()
+    plain, mixed = _build(tmp_path, teacher, data), _build(tmp_path, teacher, data, mix="mixup")
+    assert "mix" not in plain.meta and plain.mix == "none" and plain.mix_rows is None  # a cache built before mix keeps its key
+    assert mixed.path != plain.path and mixed.meta["mix"] == "mixup"
+    cfg = TrainConfig(epochs=1, batch_size=16, progress=False, device="cpu")
+    for cache, mix in ((plain, "cutmix"), (mixed, "none"), (mixed, "cutmix")):
+        method = create_method("kd", build_teacher(seed=1), cache)
+        with pytest.raises(KdkitError, match=f"the teacher cache was recorded with mix={cache.mix}, but this run has mix={mix}; "
+                                             f"build the cache with mix={mix}"):
+            fit(method, data, apply_overrides(cfg, {"mix": mix}), tmp_path / "run")

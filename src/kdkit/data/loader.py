@@ -13,6 +13,15 @@ exactly, and `iter_from(k)` resumes at batch k without computing batches 0..k-1.
 (recorded augmentation rows, K slots), epoch e instead replays slot e % K: each sample is seen
 exactly as it was when the teacher-output cache labelled it.
 
+Mixing (`mix`: mixup or cutmix, kdkit.data.mix): each sample of a batch is mixed with a partner,
+another sample of the same batch (a random permutation of it), by a lam and a box drawn per sample
+from a generator seeded with (seed, epoch, b), after both are augmented. The batches are then
+(x, y, idx, mixing): x mixed, y and idx the sample's own, `mixing` (a kdkit.data.mix.Mixing) the
+partner's position and label and lam, which the hard-label terms read. With recorded `mix_rows`
+(the teacher-output cache's), epoch e replays slot e % K instead: each sample is mixed with its
+recorded partner (seen in the partner's own recorded view) by its recorded lam and box, whatever
+batch it lands in, so the student gets the very mixed image the teacher labelled.
+
 Speed: the data sits on the device when it fits; an epoch's order and augmentation rows are made
 on the CPU once and copied in one pinned, non-blocking transfer, so no batch waits for the host.
 When the images stay on the CPU (larger than half the free device memory, a split memory-mapped
@@ -39,6 +48,7 @@ import torch
 
 from kdkit.data.augment import AUGMENTS, apply, draw
 from kdkit.data.dataset import Split
+from kdkit.data.mix import MIXES, Mixing, apply_mix, draw_mix
 from kdkit.errors import KdkitError, unknown
 
 SAMPLERS = ("none", "class_balanced", "sqrt")
@@ -54,13 +64,21 @@ def seeded_generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
+def seeded_rng(*keys: int) -> np.random.Generator:
+    """A numpy generator whose state depends on all of `keys` (for draws torch has no generator for)."""
+    return np.random.default_rng(np.random.SeedSequence([int(k) % 2**64 for k in keys]))
+
+
+_MIX = 0x6D6978  # mixed into the seed of a batch's mix rows, so they differ from its augmentation's
+
+
 class BatchLoader:
     """Yields (x, y, idx) batches of a Split; see the module docstring."""
 
     def __init__(self, split: Split, batch_size: int, *, shuffle: bool, seed: int = 0,
                  augment: str = "none", mean=None, std=None, device="cpu", drop_last: bool = False,
                  sampler: str = "none", views: torch.Tensor | None = None, workers: int = 0,
-                 channels_last: bool = False):
+                 channels_last: bool = False, mix: str = "none", mix_alpha: float = 1.0, mix_rows: dict | None = None):
         if batch_size < 1:
             raise KdkitError(f"batch_size must be at least 1, got {batch_size}")
         if workers < 0:
@@ -69,12 +87,24 @@ class BatchLoader:
             raise unknown("augment", augment, AUGMENTS)
         if sampler not in SAMPLERS:
             raise unknown("sampler", sampler, SAMPLERS)
+        if mix not in MIXES:
+            raise unknown("mix", mix, MIXES)
+        if mix != "none" and not mix_alpha > 0:
+            raise KdkitError(f"mix_alpha must be above 0 (the Beta(alpha, alpha) of lam), got {mix_alpha}; e.g. 1.0")
+        if mix == "none" and mix_rows is not None:
+            raise KdkitError("recorded mix rows were given with mix=none; pass the mix they were recorded with")
+        if mix_rows is not None and views is None and augment != "none":
+            raise KdkitError("recorded mix rows need the recorded views they go with (the teacher cache's views)")
+        if mix == "cutmix" and (split.images.dim() != 4 or split.images.shape[2] * split.images.shape[3] == 1):
+            raise KdkitError(f"mix=cutmix pastes a box of pixels, but these inputs have shape {tuple(split.images.shape[1:])}, "
+                             "not images (C, H, W); use mix=mixup or none")
         if sampler != "none" and not shuffle:
             raise KdkitError(f"sampler '{sampler}' draws samples at random, so it needs shuffle=True; "
                              "use sampler='none' for evaluation loaders")
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.augment, self.drop_last, self.epoch = augment, drop_last, 0
         self.sampler, self.workers, self.channels_last = sampler, workers, channels_last
+        self.mix, self.mix_alpha = mix, mix_alpha
         # (N,) float64 draw weight of each sample (CPU, for torch.multinomial); None = permutation
         self.draw_weights = None if sampler == "none" else _draw_weights(split.labels, sampler)
         self.device = torch.device(device)
@@ -82,6 +112,9 @@ class BatchLoader:
         # (K, N, 3) int8 recorded augmentation rows (the teacher-output cache's views): epoch e
         # replays slot e % K, so a sample is seen exactly as the teacher labelled it
         self.views = None if views is None else views.to(self.images.device)
+        # {"partner": (K, N) int64, "lam": (K, N) float32, "box": (K, N, 4) int16} recorded mix rows (the
+        # cache's): epoch e mixes each sample with its recorded partner of slot e % K
+        self.mix_rows = None if mix_rows is None else {k: torch.as_tensor(v) for k, v in mix_rows.items()}
         self.labels = split.labels.to(self.images.device)  # (N,)
         channels = split.images.shape[1]
         self.scale = 1 / 255 if split.images.dtype == torch.uint8 else 1.0
@@ -111,21 +144,27 @@ class BatchLoader:
         first = start_batch * self.batch_size
         order = self._order()[first:]  # (N',) sample indices of the batches still to come
         params = self._params(order, start_batch)  # (N', 3) int8 augmentation rows, or None
+        mix = self._mix_rows(order, params, start_batch)  # each sample's partner and mix row, or None
         # One host -> device copy per epoch (pinned, non-blocking): no per-batch synchronisation.
         order = _to_device(order, self.images.device)
         params = None if params is None else _to_device(params, self.images.device)
+        mix = None if mix is None else {k: None if v is None else _to_device(v, self.images.device) for k, v in mix.items()}
 
-        def gather(b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        def gather(b: int):
             rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
-            return self._gather(order[rows], None if params is None else params[rows]), order[rows]
+            x = self._gather(order[rows], None if params is None else params[rows])
+            if mix is None:
+                return x, order[rows], None, None
+            part = {k: None if v is None else v[rows] for k, v in mix.items()}
+            return x, order[rows], self._gather(part["partner"], part["partner_params"]), part
 
         count = len(self) - start_batch
         if self.workers and self.images.device.type == "cpu":
             batches = _prefetch(gather, count, self.workers)
         else:
             batches = (gather(b) for b in range(count))
-        for x, idx in batches:
-            yield self._finish(x, idx)
+        for x, idx, second, part in batches:
+            yield self._finish(x, idx, second, part)
 
     def _order(self) -> torch.Tensor:
         if not self.shuffle:
@@ -148,6 +187,31 @@ class BatchLoader:
         return torch.cat([draw(n, seeded_generator(self.seed, self.epoch, start_batch + b), self.augment)
                           for b, n in enumerate(sizes)] or [torch.zeros(0, 3, dtype=torch.int8)])
 
+    def _mix_rows(self, order: torch.Tensor, params: torch.Tensor | None, start_batch: int) -> dict | None:
+        """For `order`: each sample's partner (train-split position), the partner's augmentation row
+        and the mix row (lam, box). Replayed from `mix_rows` (slot epoch % K) when recorded, else
+        batch b's partners are a permutation of batch b, drawn with (seed, epoch, b)."""
+        if self.mix == "none":
+            return None
+        if self.mix_rows is not None:
+            slot = {k: v[self.epoch % len(v)] for k, v in self.mix_rows.items()}  # (N, ...) this epoch's
+            rows = {k: v.index_select(0, order.to(v.device)) for k, v in slot.items()}
+            views = None if params is None else self.views[self.epoch % len(self.views)]  # (N, 3)
+            partner_params = None if views is None else views.index_select(0, rows["partner"].to(views.device))
+            return rows | {"partner_params": partner_params}
+        height, width = self.images.shape[-2:]
+        where, lams, boxes = [], [], []  # positions in `order` of the partners, and the mix rows
+        for b in range(len(self) - start_batch):
+            count = len(order[b * self.batch_size:(b + 1) * self.batch_size])
+            rng = seeded_rng(self.seed, self.epoch, start_batch + b, _MIX)
+            where.append(torch.from_numpy(rng.permutation(count)) + b * self.batch_size)
+            lam, box = draw_mix(count, rng, self.mix, self.mix_alpha, height, width)
+            lams.append(lam)
+            boxes.append(box)
+        where = torch.cat(where) if where else torch.zeros(0, dtype=torch.int64)
+        return {"partner": order.index_select(0, where), "partner_params": None if params is None else params.index_select(0, where),
+                "lam": torch.cat(lams or [torch.ones(0)]), "box": torch.cat(boxes or [torch.zeros(0, 4, dtype=torch.int16)])}
+
     def _gather(self, idx: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:
         """(B, C, H, W) images of `idx`, augmented, still uint8 (cheaper to augment and copy), where
         the images are; pinned when they go on to a GPU. The part of a batch a worker makes."""
@@ -158,15 +222,29 @@ class BatchLoader:
             x = x.pin_memory()
         return x
 
-    def _finish(self, x: torch.Tensor, idx: torch.Tensor):
-        """The (x, y, idx) a step gets: x on the device, float32, normalised."""
-        if x.device.type != self.device.type:  # images kept on CPU: one non-blocking copy per batch
-            x = x.to(self.device, non_blocking=True)
-        x = x.float().mul_(self.scale).sub_(self.mean).div_(self.std)  # (B, C, H, W) float32 normalised
+    def _finish(self, x: torch.Tensor, idx: torch.Tensor, second: torch.Tensor | None = None, part: dict | None = None):
+        """The (x, y, idx) a step gets: x on the device, float32, normalised; mixed with `second` (the
+        partners, augmented) by `part`'s rows, with the Mixing as a fourth item."""
+        x = self._normalised(x)
+        idx = idx.to(self.device, non_blocking=True)
+        y = self._labels(idx)
+        if second is not None:
+            lam = part["lam"].to(self.device, non_blocking=True)
+            x = apply_mix(x, self._normalised(second), lam, part["box"], self.mix)
         if self.channels_last and x.dim() == 4:  # the layout fit keeps the models in (train.uses_channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
-        idx = idx.to(self.device, non_blocking=True)
-        return x, self.labels.index_select(0, idx.to(self.labels.device)).to(self.device, non_blocking=True), idx
+        if second is None:
+            return x, y, idx
+        partner = part["partner"].to(self.device, non_blocking=True)
+        return x, y, idx, Mixing(partner, self._labels(partner), lam)
+
+    def _normalised(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != self.device.type:  # images kept on CPU: one non-blocking copy per batch
+            x = x.to(self.device, non_blocking=True)
+        return x.float().mul_(self.scale).sub_(self.mean).div_(self.std)  # (B, C, H, W) float32 normalised
+
+    def _labels(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.labels.index_select(0, idx.to(self.labels.device)).to(self.device, non_blocking=True)
 
 
 def _prefetch(make, count: int, workers: int):

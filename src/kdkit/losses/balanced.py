@@ -82,8 +82,13 @@ def logit_adjusted_loss(logits: torch.Tensor, y: torch.Tensor, counts, tau: floa
     The raw logits z learn the balanced posterior (at tau = 1), so they are used at test time as
     they are, with no post-hoc step.
     """
-    z = logits.to(_dtype(logits)) + tau * _log_prior(counts, logits)  # (B, K)
-    return F.cross_entropy(z, y)
+    return F.cross_entropy(with_log_prior(logits, counts, tau), y)
+
+
+def with_log_prior(logits: torch.Tensor, counts, tau: float = 1.0) -> torch.Tensor:
+    """z + tau log pi, (B, K) -> (B, K), in at least float32: the logits whose CE is the
+    logit-adjusted loss (Menon et al. eq. 10), and at tau = 1 the balanced softmax (Ren et al. eq. 4)."""
+    return logits.to(_dtype(logits)) + tau * _log_prior(counts, logits)
 
 
 def balanced_softmax_loss(logits: torch.Tensor, y: torch.Tensor, counts) -> torch.Tensor:

@@ -23,10 +23,9 @@ Sun et al. 2024); the CE term keeps the raw logits.
 import torch
 
 from kdkit.errors import KdkitError
-from kdkit.losses.balanced import (balanced_kd_loss, effective_number_weights, logit_adjusted_kd_loss, logit_adjusted_loss,
-                                   posthoc_adjust)
+from kdkit.losses.balanced import (balanced_kd_loss, effective_number_weights, logit_adjusted_kd_loss, posthoc_adjust,
+                                   with_log_prior)
 from kdkit.losses.kd import kd_loss, standardize
-from kdkit.losses.labels import hard_ce, known_labels
 from kdkit.methods.base import Method
 from kdkit.methods.hyper import ALPHA, CE_WEIGHT, LOGIT_STANDARDIZE, TEMPERATURE, WEIGHT, Hyper, around
 
@@ -51,9 +50,9 @@ class BKD(Method):
         self.register_buffer("class_weights", effective_number_weights(_counts(class_counts, "bkd"), cb_beta).float())
 
     def terms(self, s, t, y, index):
-        ce = hard_ce(s.logits, y, self.label_smoothing)
+        ce = self.hard_ce(s.logits, y, self.label_smoothing)
         student, teacher = (standardize(s.logits), standardize(t.logits)) if self.logit_standardize else (s.logits, t.logits)
-        kd = balanced_kd_loss(student, teacher, known_labels(y, t.logits), self.class_weights, self.temperature)
+        kd = balanced_kd_loss(student, teacher, self.class_labels(y, t.logits), self.class_weights, self.temperature)
         return {"ce": (self.ce_weight, ce), "kd": (self.kd_weight, kd)}
 
 
@@ -68,7 +67,7 @@ class LAKD(Method):
         self.register_buffer("class_counts", _counts(class_counts, "lakd").float())
 
     def terms(self, s, t, y, index):
-        ce = hard_ce(s.logits, y, loss=lambda z, y: logit_adjusted_loss(z, y, self.class_counts, self.tau))
+        ce = self.hard_ce(with_log_prior(s.logits, self.class_counts, self.tau), y)  # the logit-adjusted loss
         if self.logit_standardize:  # the balanced teacher, then both z-scored
             balanced = posthoc_adjust(t.logits, self.class_counts, self.tau)
             kd = kd_loss(standardize(s.logits), standardize(balanced), self.temperature)

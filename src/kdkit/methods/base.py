@@ -8,6 +8,9 @@ and the student once, with taps on those layers, and returns
 
 so every part of a loss is logged on its own, and methods compose (`kd+fitnet`) by merging their
 terms over one shared forward.
+
+Hard labels go through `self.hard_ce` and class-dependent terms through `self.class_labels`: on a
+batch that fit() mixed (mixup, cutmix) they read `self.mixing`, set before every step as `epoch` is.
 """
 from dataclasses import dataclass, field
 
@@ -15,6 +18,8 @@ import torch
 from torch import nn
 
 from kdkit.errors import KdkitError
+from kdkit.losses.balanced import class_balanced_ce
+from kdkit.losses.labels import hard_ce, known_labels, mixed_ce
 from kdkit.taps import Taps
 from kdkit.teachers.cache import TeacherCache
 
@@ -42,6 +47,9 @@ class Method(nn.Module):
     needs_peer = False
     # Epochs completed so far (fractional), set by fit() before every step, for methods that warm up.
     epoch: float = 0.0
+    # How this step's batch was mixed (kdkit.data.mix.Mixing: partners' labels and lam), set by fit()
+    # before every step; None = not mixed. Read by hard_ce and class_labels.
+    mixing = None
     # Its hyper-parameters (methods/hyper.py): Hyper declarations, and the training keys it reads as
     # strings; each is also a constructor argument, whose annotation and default give its type and default.
     hyperparameters: tuple = ()
@@ -114,3 +122,20 @@ class Method(nn.Module):
 
     def terms(self, s: Outputs, t: Outputs | None, y, index) -> dict[str, tuple[float, torch.Tensor]]:
         raise NotImplementedError
+
+    def hard_ce(self, logits, y, label_smoothing: float = 0.0, class_weights=None) -> torch.Tensor:
+        """Every hard-label term: CE over the labelled samples (losses.labels.hard_ce; class-balanced
+        with `class_weights`), or on a mixed batch lam CE(y) + (1 - lam) CE(y_partner) (mixed_ce)."""
+        if self.mixing is not None:
+            return mixed_ce(logits, y, self.mixing.partner_labels, self.mixing.lam, label_smoothing, class_weights)
+        if class_weights is not None:
+            return hard_ce(logits, y, loss=lambda z, labels: class_balanced_ce(z, labels, class_weights))
+        return hard_ce(logits, y, label_smoothing)
+
+    def class_labels(self, y, teacher_logits) -> torch.Tensor:
+        """One class per sample for class-dependent terms (DKD's target, BKD's weight): the label, on a
+        mixed batch the label of the larger share (the sample's own at lam >= 1/2), and the
+        teacher's prediction where that one is UNLABELED (losses.labels.known_labels). (B,)"""
+        if self.mixing is not None:
+            y = torch.where(self.mixing.lam >= 0.5, y, self.mixing.partner_labels)
+        return known_labels(y, teacher_logits)

@@ -10,8 +10,7 @@ The last three need the training split's class counts.
 import torch
 
 from kdkit.errors import KdkitError, unknown
-from kdkit.losses.balanced import balanced_softmax_loss, class_balanced_ce, effective_number_weights, logit_adjusted_loss
-from kdkit.losses.labels import hard_ce
+from kdkit.losses.balanced import effective_number_weights, with_log_prior
 from kdkit.methods.base import Method
 
 BALANCES = ("none", "class_balanced", "balanced_softmax", "logit_adjusted")
@@ -39,11 +38,10 @@ class CrossEntropy(Method):
     def terms(self, s, t, y, index):
         logits = s.logits
         if self.balance == "class_balanced":
-            ce = class_balanced_ce(logits, y, self.class_weights)
-        elif self.balance == "balanced_softmax":
-            ce = balanced_softmax_loss(logits, y, self.class_counts)
-        elif self.balance == "logit_adjusted":
-            ce = logit_adjusted_loss(logits, y, self.class_counts, self.tau)
+            ce = self.hard_ce(logits, y, class_weights=self.class_weights)
+        elif self.balance in ("balanced_softmax", "logit_adjusted"):  # CE on z + tau log prior (balanced softmax: tau = 1)
+            tau = self.tau if self.balance == "logit_adjusted" else 1.0
+            ce = self.hard_ce(with_log_prior(logits, self.class_counts, tau), y)
         else:
-            ce = hard_ce(logits, y, self.label_smoothing)
+            ce = self.hard_ce(logits, y, self.label_smoothing)
         return {"ce": (1.0, ce)}

@@ -34,7 +34,7 @@ class Composite(Method):
     def terms(self, s, t, y, index):
         out = {}
         for name, part in self.parts.items():
-            part.epoch = self.epoch
+            part.epoch, part.mixing = self.epoch, self.mixing
             for key, term in part.terms(s, t, y, index).items():
                 if key == "ce":
                     out.setdefault("ce", term)

@@ -11,7 +11,6 @@ baseline setting. intra correlates each class over the batch, so it depends on t
 
 from kdkit.losses.dist import dist_loss
 from kdkit.losses.kd import standardize
-from kdkit.losses.labels import hard_ce
 from kdkit.methods.base import Method
 from kdkit.methods.hyper import CE_WEIGHT, LOGIT_STANDARDIZE, TEMPERATURE, WEIGHT, Hyper, around
 
@@ -37,7 +36,7 @@ class DIST(Method):
         self.logit_standardize = logit_standardize
 
     def terms(self, s, t, y, index):
-        ce = hard_ce(s.logits, y, self.label_smoothing)
+        ce = self.hard_ce(s.logits, y, self.label_smoothing)
         student, teacher = (standardize(s.logits), standardize(t.logits)) if self.logit_standardize else (s.logits, t.logits)
         dist = dist_loss(student, teacher, self.temperature)
         scale = self.temperature**2

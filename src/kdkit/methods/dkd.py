@@ -7,7 +7,6 @@ logit_standardize z-scores both models' logits before TCKD and NCKD (Sun et al. 
 
 from kdkit.losses.dkd import dkd_parts
 from kdkit.losses.kd import standardize
-from kdkit.losses.labels import hard_ce, known_labels
 from kdkit.methods.base import Method
 from kdkit.methods.hyper import CE_WEIGHT, LOGIT_STANDARDIZE, TEMPERATURE, WEIGHT, Hyper, Search, around
 
@@ -31,9 +30,9 @@ class DKD(Method):
         self.logit_standardize = logit_standardize
 
     def terms(self, s, t, y, index):
-        ce = hard_ce(s.logits, y, self.label_smoothing)
+        ce = self.hard_ce(s.logits, y, self.label_smoothing)
         student, teacher = (standardize(s.logits), standardize(t.logits)) if self.logit_standardize else (s.logits, t.logits)
-        tckd, nckd = dkd_parts(student, teacher, known_labels(y, t.logits), self.temperature)
+        tckd, nckd = dkd_parts(student, teacher, self.class_labels(y, t.logits), self.temperature)
         warmup = min(self.epoch / self.kd_warmup_epochs, 1.0) if self.kd_warmup_epochs > 0 else 1.0
         return {"ce": (self.ce_weight, ce), "tckd": (warmup * self.dkd_alpha, tckd.mean()),
                 "nckd": (warmup * self.dkd_beta, nckd.mean())}

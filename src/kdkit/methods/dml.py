@@ -13,7 +13,6 @@ import copy
 from torch import nn
 
 from kdkit.losses.kd import kd_loss
-from kdkit.losses.labels import hard_ce
 from kdkit.methods.base import Method
 from kdkit.methods.hyper import TEMPERATURE
 
@@ -37,8 +36,8 @@ class DML(Method):
 
     def forward(self, x, y, index=None):
         logits, peer_logits = self.student(x), self.peer(x)
-        ce = hard_ce(logits, y, self.label_smoothing)
-        peer_ce = hard_ce(peer_logits, y, self.label_smoothing)
+        ce = self.hard_ce(logits, y, self.label_smoothing)
+        peer_ce = self.hard_ce(peer_logits, y, self.label_smoothing)
         mutual = kd_loss(logits, peer_logits.detach(), self.temperature)
         peer_mutual = kd_loss(peer_logits, logits.detach(), self.temperature)
         loss = ce + mutual + peer_ce + peer_mutual

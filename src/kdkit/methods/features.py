@@ -17,7 +17,6 @@ from torch import nn
 
 from kdkit.adapters import default_layers, probe
 from kdkit.errors import KdkitError
-from kdkit.losses.labels import hard_ce
 from kdkit.methods.base import Method
 from kdkit.methods.hyper import CE_WEIGHT, FEATURE_WEIGHT, STUDENT_LAYERS, TEACHER_LAYERS
 from kdkit.taps import check_names
@@ -98,4 +97,4 @@ class FeatureMethod(Method):
         return [(s.feats[a], t.feats[b]) for a, b in zip(self.student_layers, self.teacher_layers)]
 
     def ce(self, s, y):
-        return hard_ce(s.logits, y, self.label_smoothing)
+        return self.hard_ce(s.logits, y, self.label_smoothing)

@@ -17,7 +17,6 @@ import torch
 
 from kdkit.errors import KdkitError
 from kdkit.losses import kd_loss, posthoc_adjust, standardize
-from kdkit.losses.labels import hard_ce
 from kdkit.methods.base import Method
 from kdkit.methods.hyper import ALPHA, LOGIT_STANDARDIZE, TEMPERATURE, Hyper, Search
 
@@ -43,7 +42,7 @@ class KD(Method):
         self.register_buffer("class_counts", counts, persistent=False)
 
     def terms(self, s, t, y, index):
-        ce = hard_ce(s.logits, y, self.label_smoothing)
+        ce = self.hard_ce(s.logits, y, self.label_smoothing)
         target = posthoc_adjust(t.logits, self.class_counts, self.rebalance_tau) if self.rebalance_tau else t.logits
         student = s.logits
         if self.logit_standardize:

@@ -23,7 +23,6 @@ from torch import nn
 from kdkit.adapters import pool, pooled_size
 from kdkit.errors import unknown
 from kdkit.losses.feature import linear_cka
-from kdkit.losses.labels import hard_ce
 from kdkit.methods.features import COMMON, FeatureMethod
 from kdkit.methods.hyper import COUNT, Hyper, Search
 from kdkit.teachers.cache import TeacherCache
@@ -67,7 +66,7 @@ class DistillationVector(FeatureMethod):
     def terms(self, s, t, y, index):
         v_s, v_t = self.vectors(s, t)
         z_s, z_t = self.student_adapter(v_s), self.teacher_adapter(v_t)  # (B, vector_dim) each
-        distiller = hard_ce(self.teacher_head(z_t), y)
+        distiller = self.hard_ce(self.teacher_head(z_t), y)
         target = z_t.detach().float()
         if self.vector_loss == "mse":
             match = F.mse_loss(z_s.float(), target)

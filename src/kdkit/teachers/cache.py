@@ -14,8 +14,18 @@ a fresh order every epoch) and the cache returns the outputs of that slot. K tra
 (K passes over the training set, in inference mode and large batches) against view diversity
 (K = epochs sees as many distinct views as online KD). Without augmentation K is 1.
 
+Mixing (mix = mixup or cutmix, kdkit.data.mix; Beyer et al.'s function matching): a recorded view
+is then a mixed image, and its partner is part of it. For each (slot, sample) the cache records the
+partner (a train-split position: slot k pairs the samples by a random permutation), lam and
+the cutmix box, drawn with (seed, slot); the loader rebuilds sample i's view of slot k as its own
+recorded view mixed with its partner's recorded view of the same slot, bit for bit what the teacher
+was given, in whatever batch i lands. K is cache_views then, with or without augmentation.
+
 Files (a folder; reused when everything it was built from is unchanged, see `key`):
   views.npy               (K, N, 3) int8     the recorded augmentation rows
+  mix_partner.npy         (K, N)    int64    with mix: each view's partner (train-split position),
+  mix_lam.npy             (K, N)    float32  its share of the sample's own image,
+  mix_box.npy             (K, N, 4) int16    and the cutmix box (y0, y1, x0, x1) of partner pixels
   logits.npy              (K, N, C) float16 or float32, the teacher's logits        (topk = 0)
   topk_logp.npy           (K, N, k) float16  the k largest log-probabilities ...     (topk > 0)
   topk_index.npy          (K, N, k) int16    ... and their classes
@@ -47,11 +57,14 @@ from kdkit import distributed
 from kdkit.adapters import pool
 from kdkit.data.augment import draw
 from kdkit.data.dataset import Split, mapped_array
-from kdkit.data.loader import BatchLoader, seeded_generator
+from kdkit.data.loader import BatchLoader, seeded_generator, seeded_rng
+from kdkit.data.mix import draw_mix
 from kdkit.errors import KdkitError
 from kdkit.taps import Taps
 
 _VIEWS = 0x7663  # mixed into the views' generator seed, so they differ from the training draws
+_MIX = 0x6D78  # and into the mix rows' seed, so they differ from the views'
+MIX_ROWS = ("partner", "lam", "box")  # mix_{name}.npy
 FORMAT = 1
 
 
@@ -95,6 +108,9 @@ class TeacherCache:
             raise KdkitError(f"no complete teacher cache in '{self.path}' (meta.json missing); rebuild it with --teacher-cache")
         self.meta = json.loads(meta_path.read_text())
         self.views = torch.from_numpy(np.load(self.path / "views.npy"))  # (K, N, 3) int8, small
+        self.mix = self.meta.get("mix", "none")  # the mixing its views were recorded with (fit checks the run's)
+        self.mix_rows = None if self.mix == "none" else {  # {name: (K, N, ...)}, small; the loader replays them
+            name: torch.from_numpy(np.load(self.path / f"mix_{name}.npy")) for name in MIX_ROWS}
         self.topk = self.meta["topk"]
         names = ("topk_logp", "topk_index", "residual") if self.topk else ("logits",)
         self.arrays = {n: np.load(self.path / f"{n}.npy", mmap_mode="r") for n in names}
@@ -143,15 +159,17 @@ class TeacherCache:
     @torch.no_grad()
     def build(cls, teacher: nn.Module, split: Split, path, *, augment: str, views: int, seed: int, mean, std,
               device="cpu", dtype: str = "float16", topk: int = 0, autocast=None, batch_size: int = 1024,
-              layers=(), log=print, workers: int = 0, channels_last: bool = False) -> "TeacherCache":
+              layers=(), log=print, workers: int = 0, channels_last: bool = False, mix: str = "none",
+              mix_alpha: float = 1.0) -> "TeacherCache":
         """The cache for (teacher, split, settings) in `path`/<key>: reused when complete, else
         built (K teacher passes over the split). `autocast`: dtype of the teacher's forward.
         `layers`: teacher layers whose average-pooled outputs are stored too. `workers`: the
         loader's background threads (BatchLoader). `channels_last`: the teacher and the batches in that
-        layout (as fit keeps them: train.uses_channels_last)."""
+        layout (as fit keeps them: train.uses_channels_last). `mix`, `mix_alpha`: record mixed views
+        (see the module docstring)."""
         if dtype not in ("float16", "float32"):
             raise KdkitError(f"cache_dtype must be float16 or float32, got '{dtype}'")
-        slots = views if augment != "none" else 1
+        slots = views if augment != "none" or mix != "none" else 1
         if slots < 1:
             raise KdkitError(f"cache_views must be >= 1, got {views}; e.g. --set cache_views=8")
         device = torch.device(device)
@@ -166,6 +184,8 @@ class TeacherCache:
                         layers=layers, feature_sizes=feature_sizes,
                         mean=np.atleast_1d(mean if mean is not None else 0.0).tolist(),
                         std=np.atleast_1d(std if std is not None else 1.0).tolist())
+        if mix != "none":  # (absent without mix: the caches built before mixing existed keep their key)
+            settings |= dict(mix=mix, mix_alpha=float(mix_alpha))
         meta = key(teacher, split, **settings)
         folder = Path(path) / hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
         if (folder / "meta.json").is_file():
@@ -185,6 +205,11 @@ def _write(folder: Path, meta: dict, teacher, split: Split, slots: int, device, 
     rows = torch.stack([draw(len(split), seeded_generator(seed, _VIEWS, k), augment) for k in range(slots)])  # (K, N, 3)
     np.save(folder / "views.npy", rows.numpy())
     n = len(split)
+    mix, mix_rows = meta.get("mix", "none"), None
+    if mix != "none":
+        mix_rows = _mix_rows(split, slots, seed, mix, meta["mix_alpha"])
+        for name, value in mix_rows.items():
+            np.save(folder / f"mix_{name}.npy", value.numpy())
     if topk:
         arrays = {"topk_logp": ((slots, n, topk), np.float16),
                   "topk_index": ((slots, n, topk), np.int16 if num_classes < 2**15 else np.int32),
@@ -200,14 +225,15 @@ def _write(folder: Path, meta: dict, teacher, split: Split, slots: int, device, 
         raise KdkitError(f"cannot write the {size / 1e9:.1f} GB teacher cache in {folder} ({error}); free that much "
                          "disk, or shrink it: --set cache_views=K, cache_topk=K or cache_dtype=float16") from None
     loader = BatchLoader(split, batch_size, shuffle=False, augment=augment, mean=meta["mean"], std=meta["std"],
-                         device=device, views=rows, workers=workers, channels_last=channels_last)
+                         device=device, views=rows, workers=workers, channels_last=channels_last, mix=mix,
+                         mix_alpha=meta.get("mix_alpha", 1.0), mix_rows=mix_rows)
     if channels_last:
         teacher.to(memory_format=torch.channels_last)
     for slot in range(slots):
         loader.set_epoch(slot)
         outputs = torch.empty(n, num_classes, device=device)  # (N, C) this slot, kept on device
         feats = [torch.empty(n, size, device=device) for size in meta["feature_sizes"]]  # (N, D_i) each
-        for x, _, idx in loader:
+        for x, _, idx, *_ in loader:  # (with mix: x mixed as the rows of this slot say)
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None), Taps(teacher, layers) as taps:
                 outputs[idx] = teacher(x).float()
             for i, name in enumerate(layers):
@@ -230,3 +256,17 @@ def _write(folder: Path, meta: dict, teacher, split: Split, slots: int, device, 
         with open(folder / f"{name}.npy", "rb+") as f:
             os.fsync(f.fileno())
     ckpt.write_json(folder / "meta.json", dict(meta, samples=n))  # last: marks the cache complete
+
+
+def _mix_rows(split: Split, slots: int, seed: int, mix: str, alpha: float) -> dict:
+    """{partner: (K, N) int64, lam: (K, N) float32, box: (K, N, 4) int16}: slot k pairs sample i with
+    partner perm_k(i), a permutation of the split drawn with (seed, slot), and draws its mix row."""
+    height, width = split.images.shape[-2:]
+    rows = {name: [] for name in MIX_ROWS}
+    for k in range(slots):
+        rng = seeded_rng(seed, _VIEWS, _MIX, k)
+        rows["partner"].append(torch.from_numpy(rng.permutation(len(split))))
+        lam, box = draw_mix(len(split), rng, mix, alpha, height, width)
+        rows["lam"].append(lam)
+        rows["box"].append(box)
+    return {name: torch.stack(values) for name, values in rows.items()}

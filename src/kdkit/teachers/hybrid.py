@@ -55,6 +55,12 @@ class HybridTeacher(nn.Module):
         self._on_device = {}  # (key, device) -> tensor moved there, filled lazily
         self._report = None
 
+    @property
+    def index_keyed(self) -> bool:
+        """Some member's outputs are stored per train-split position (saved outputs, an estimator's
+        table) rather than computed from the batch: they never see a mixed image."""
+        return any(s.index_keyed for s in self.sources)
+
     def train(self, mode: bool = True):
         super().train(mode)
         self.models.eval()  # teachers stay frozen, whatever the caller asks

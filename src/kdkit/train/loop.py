@@ -5,7 +5,8 @@ fit() trains a Method (student + frozen teacher + adapters) on a Dataset and wri
   checkpoints/state-NNNNNN.safetensors (+ .json)            everything needed to resume exactly (newest two kept)
   metrics.jsonl, tb/                                         every logged scalar (JSONL and TensorBoard)
 The learning rate is a pure function of the step, and each epoch's shuffling and augmentation
-come from a generator seeded by (seed, epoch), so a resumed run replays exactly what it missed:
+(and with `mix`, each batch's partners and mixing) come from a generator seeded by (seed, epoch),
+so a resumed run replays exactly what it missed:
 killed anywhere (SIGKILL included), `--resume` ends with the same weights and metrics, bit for bit
 on CPU with `deterministic`. Faults stop the run with a message naming the last good checkpoint:
 NaN/inf in the loss or the gradients (or, with nan_policy=skip, the step is skipped and counted),
@@ -27,6 +28,7 @@ from kdkit.config import TrainConfig, validate
 from kdkit.data import BatchLoader, Dataset
 from kdkit.errors import KdkitError
 from kdkit.evaluate import PeakMemory, predict_logits
+from kdkit.teachers.cache import TeacherCache
 from kdkit.train.device import autocast_dtype, select_device, uses_channels_last
 from kdkit.train.meters import Logger, _Sums, _Throughput, write_error
 from kdkit.train.optim import _max_norm_hook, lr_at, make_optimizer
@@ -68,10 +70,12 @@ def fit(method, data: Dataset, cfg: TrainConfig, run_dir, *, meta: dict | None =
         torch.backends.cudnn.benchmark = not cfg.deterministic  # fixed batch shapes: the fastest kernels
     compiled = compile_models(method, cfg.compile)
     augment = data.augment if cfg.augment == "auto" else cfg.augment
+    _check_mix(method.teacher, cfg.mix)
     train = BatchLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, augment=augment,
                         mean=data.mean, std=data.std, device=device, drop_last=len(data.train.labels) > cfg.batch_size,
                         sampler=cfg.sampler, views=getattr(method.teacher, "views", None),
-                        workers=cfg.workers, channels_last=layout)
+                        workers=cfg.workers, channels_last=layout, mix=cfg.mix, mix_alpha=cfg.mix_alpha,
+                        mix_rows=getattr(method.teacher, "mix_rows", None))
     val = BatchLoader(data.val, 512, shuffle=False, mean=data.mean, std=data.std, device=device,
                       workers=cfg.workers, channels_last=layout)
     optimizer = make_optimizer(method.parameters(), cfg, fused=device.type == "cuda")
@@ -105,7 +109,9 @@ def fit(method, data: Dataset, cfg: TrainConfig, run_dir, *, meta: dict | None =
             sums = state.sums = _Sums(device, state.restored_sums)  # (a mid-epoch resume continues the log window)
             state.restored_sums = None
             for batch in train.iter_from(state.step - state.epoch * steps_per_epoch):
-                x, y, idx = (distributed.shard(t) for t in batch)  # this process's slice of the global batch
+                x, y, idx = (distributed.shard(t) for t in batch[:3])  # this process's slice of the global batch
+                # mix: x is already mixed (the teacher sees it too); the partners' labels and lam are for hard_ce
+                method.mixing = batch[3].map(distributed.shard) if len(batch) > 3 else None
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(state.step, steps_per_epoch, cfg)
                 method.epoch = state.step / steps_per_epoch
@@ -142,6 +148,7 @@ def fit(method, data: Dataset, cfg: TrainConfig, run_dir, *, meta: dict | None =
             meter.resume()
             if stop_at and state.step >= stop_at and state.epoch < cfg.epochs:
                 break
+    method.mixing = None  # (a method used after fit sees unmixed batches)
     distributed.barrier()  # every process sees the files rank 0 wrote
     stopped = state.epoch < cfg.epochs
     if state.skipped:
@@ -167,6 +174,19 @@ def compile_models(method, mode: str) -> str:
     if isinstance(method.teacher, torch.nn.Module) and not method.teacher_layers:
         method.teacher.compile(mode=mode)
     return mode
+
+
+def _check_mix(teacher, mix: str) -> None:
+    """With mix on, the teacher must label the very mixed image the student trains on (consistent
+    teaching, Beyer et al. 2022): a torch teacher runs on it, a teacher cache must have recorded the
+    same mixing; outputs saved per sample (files, scikit-learn) never saw a mixed image."""
+    if isinstance(teacher, TeacherCache):
+        if teacher.mix != mix:
+            raise KdkitError(f"the teacher cache was recorded with mix={teacher.mix}, but this run has mix={mix}; "
+                             f"build the cache with mix={mix} (the pipeline does: --teacher-cache)")
+    elif mix != "none" and getattr(teacher, "index_keyed", False):
+        raise KdkitError(f"mix={mix} trains on mixed images, but saved teacher outputs and scikit-learn teachers hold one "
+                         "output per unmixed sample; use torch teachers, or mix=none")
 
 
 class _out_of_memory:
