@@ -5,7 +5,7 @@ ones also have their own flag). Precedence: defaults < `--config FILE.yaml` < fl
 Unknown keys are errors with the closest valid key; values are checked against the field type and
 against the schema below the dataclasses (RANGES, CHOICES, TEXT), one check for every way in.
 The resolved config is written into every run directory as `config.yaml`.
-About 430 lines, kept whole: each key and its valid values are read in one file.
+Reading and writing the YAML itself is config_yaml.py.
 """
 import collections
 import dataclasses
@@ -14,10 +14,8 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import yaml
-
+from kdkit.config_yaml import ConfigLoader, _cut, dump_yaml, load_yaml, parse_set, save_yaml
 from kdkit.errors import KdkitError, shown
 from kdkit.methods import declared_keys
 from kdkit.methods.hyper import INT_MAX
@@ -238,87 +236,6 @@ def apply_overrides(cfg, overrides: dict):
     return validate(dataclasses.replace(cfg, **values))
 
 
-class _Refused(yaml.YAMLError):
-    """YAML that a kdkit config does not take; args: (what it is, the fix, its line)."""
-
-
-class ConfigLoader(yaml.SafeLoader):
-    """SafeLoader that refuses aliases outright (a 301-byte file of nested aliases expands to gigabytes;
-    a config needs none) and repeated keys (YAML silently keeps the last one)."""
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise _Refused(f"uses the YAML alias {shown('*' + str(event.anchor))}", "write the value out "
-                           "(kdkit takes no YAML aliases: a few bytes of them can expand to gigabytes)",
-                           event.start_mark.line + 1)
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node, deep=False):
-        first = {}
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode):
-                line = key_node.start_mark.line + 1
-                if key_node.value in first:
-                    raise _Refused(f"repeats key {shown(key_node.value)} (lines {first[key_node.value]} and {line})",
-                                   "keep one", line)
-                first[key_node.value] = line
-        return super().construct_mapping(node, deep)
-
-
-def parse_set(pairs: list[str]) -> dict:
-    """['lr=0.1', 'seeds=0,1'] -> {'lr': '0.1', 'seeds': '0,1'}."""
-    out = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise KdkitError(f"--set expects key=value, got {shown(pair)}; e.g. --set lr=0.1")
-        key, value = pair.split("=", 1)
-        try:
-            parsed = yaml.load(value, Loader=ConfigLoader) if value.strip() else ""
-            # YAML 1.1 turns off/on/yes/no into booleans; keep the word (a bool key still reads it)
-            out[key.strip()] = value.strip() if isinstance(parsed, bool) else parsed
-        except _Refused as e:
-            raise KdkitError(f"--set {_cut(key.strip(), 60)}: the value {e.args[0]}; {e.args[1]}") from None
-        except (yaml.YAMLError, ValueError, RecursionError):  # not YAML (e.g. '@run', '[0.1'): the text
-            out[key.strip()] = value  # itself, still type-checked against the key's field
-    return out
-
-
-def _cut(text, limit: int = 100) -> str:
-    """A file name or key as messages show it: at most `limit` characters."""
-    text = str(text)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def load_yaml(path) -> dict:
-    path, name = Path(path), _cut(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, ValueError) as e:
-        if isinstance(e, UnicodeDecodeError):
-            raise KdkitError(f"config file '{name}' is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-        raise KdkitError(f"config file '{name}' not found; check the path") from None
-    except OSError as e:  # permissions, a name too long, ...
-        raise KdkitError(f"cannot read config file '{name}' ({e.strerror or e}); check the path") from None
-    try:
-        data = yaml.load(text, Loader=ConfigLoader)
-    except _Refused as e:
-        what, fix, line = e.args
-        where = "" if "line" in what else f" at line {line}"
-        raise KdkitError(f"config file '{name}' {what}{where}; {fix}") from None
-    except yaml.YAMLError as e:
-        line = getattr(getattr(e, "problem_mark", None), "line", None)
-        where = f" at line {line + 1}" if line is not None else ""
-        raise KdkitError(f"config file '{name}' is not valid YAML{where}; fix the syntax") from None
-    except (ValueError, RecursionError) as e:  # a date like 2024-13-01, an integer of 5000 digits, deep nesting
-        why = "nested too deeply" if isinstance(e, RecursionError) else str(e).split(":")[0].split(";")[0][:60]
-        raise KdkitError(f"config file '{name}' has a value YAML cannot convert ({why}); fix or quote it") from None
-    if data is not None and not isinstance(data, dict):
-        raise KdkitError(f"config file '{name}' must be a mapping of key: value, got {type(data).__name__}; "
-                         "write one key: value per line, e.g. epochs: 10")
-    return data or {}
-
-
 def load_config(cfg, path):
     """`cfg` with the keys of the YAML file `path` applied; every error names the file."""
     data = load_yaml(path)
@@ -435,10 +352,7 @@ def _check_label_scarce(cfg):
                          "samples without one; use one or the other")
 
 
-def dump_yaml(cfg) -> str:
-    """A config as YAML: what config.yaml holds, and what --config takes back as it is."""
-    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
-
-
-def save_yaml(cfg, path):
-    Path(path).write_text(dump_yaml(cfg))
+__all__ = ["CHOICES", "ConfigLoader", "DistillConfig", "EXAMPLES", "METHOD_KEYS", "RANGES", "SEED_MAX", "TEXT",
+           "TEXT_MAX", "TrainConfig", "apply_overrides", "check_value", "dump_yaml", "example", "fields_of",
+           "in_range", "load_config", "load_yaml", "parse_set", "resolve", "save_yaml", "valid_values",
+           "validate"]

@@ -22,18 +22,18 @@ from pathlib import Path
 from kdkit import checkpoint as ckpt
 from kdkit import distributed
 from kdkit.config import DistillConfig, TrainConfig, apply_overrides, dump_yaml, load_yaml
-from kdkit.data import Dataset, is_labelled, labelled_only
+from kdkit.data import Dataset, labelled_only
 from kdkit.data.labels import sample_counts
 from kdkit.data.prepare import bootstrap_sample, check_classes, class_counts, prepare_data, transfer_set
-from kdkit.errors import KdkitError
 from kdkit.evaluate import environment, evaluate_model, model_facts
 from kdkit.methods import CrossEntropy, create_method, needs_peer
 from kdkit.models import check_input
+from kdkit.preflight import check_distill
 from kdkit.rundir import check_run_dir, claim_run_dir
 from kdkit.summary import summarise, write_summary
 from kdkit.teachers import HybridTeacher
-from kdkit.teachers.specs import (check_folds, hybrid_facts, member_rows, other_teacher, sklearn_estimator,
-                                  teacher_kind, teacher_metrics, teacher_specs, user_hooks)
+from kdkit.teachers.specs import (hybrid_facts, member_rows, other_teacher, teacher_kind, teacher_metrics, teacher_specs,
+                                  user_hooks)
 from kdkit.train import (autocast_dtype, check_resume_settings, complete_checkpoints, fit, parse_device,
                          select_device, uses_channels_last)
 from kdkit.weights import build_model, check_teacher, is_weights, load_model, model_meta
@@ -207,76 +207,6 @@ def torch_teacher(spec: str, cfg: DistillConfig, data: Dataset, run_dir: Path, s
                                                         "train_samples": sample_counts(labelled_only(data).train)}
 
 
-def _preflight(cfg: DistillConfig, data: Dataset):
-    """Catch bad names before any training starts, so a typo never costs a trained teacher."""
-    from kdkit.methods import method_parts
-
-    parts = method_parts(cfg.method)
-    build_model(cfg.student, data, 0)
-    if cfg.peer:
-        build_model(cfg.peer, data, 0)
-    specs = teacher_specs(cfg.teacher)
-    if not specs:
-        raise KdkitError("no teacher given; --teacher names weights, an architecture, saved outputs or sklearn:NAME")
-    for spec in specs:
-        kind = teacher_kind(spec)
-        if kind == "torch" and not is_weights(spec) and ":" not in spec and ("/" in spec or "\\" in spec):
-            raise KdkitError(f"teacher '{spec}' not found: no such run directory or weights file; check the path, "
-                             "or name an architecture (`kdkit models`)")
-        if kind == "torch" and not is_weights(spec):
-            build_model(spec, data, 0)
-        elif kind == "sklearn":
-            sklearn_estimator(spec.split(":", 1)[1], 0)
-            labels = data.train.labels
-            check_folds(labels[is_labelled(labels)].numpy(), cfg.teacher_folds, list(data.classes))
-        elif kind == "file":  # read and checked now: classes by name, a row for every train and val sample
-            from kdkit.teachers import teacher_from_spec
-
-            if cfg.unlabeled:
-                raise KdkitError(f"saved teacher outputs ('{spec}') hold rows for the dataset's own training samples only, so "
-                                 "they cannot teach the unlabeled inputs; use a torch or sklearn teacher, or labels_per_class alone")
-            teacher_from_spec(spec, data)
-    from kdkit.methods import METHODS
-    from kdkit.methods.features import FeatureMethod
-
-    hybrid = len(specs) > 1 or teacher_kind(specs[0]) != "torch"
-    per_sample = [spec for spec in specs if teacher_kind(spec) in ("file", "sklearn")]
-    if cfg.mix != "none" and per_sample:  # (fit says it too, after a torch member was trained)
-        raise KdkitError(f"mix={cfg.mix} trains on mixed images, but teacher '{per_sample[0]}' holds one output per unmixed "
-                         "sample (saved outputs, scikit-learn); use torch teachers, or mix=none")
-    feature = [p for p in parts if issubclass(METHODS[p], FeatureMethod)]
-    if hybrid and feature:
-        raise KdkitError(f"method {feature[0]} matches features of one torch teacher, but --teacher names "
-                         f"{len(specs)} teacher(s) of other kinds; use kd, dkd or dist with several teachers")
-    _check_transfer_exclude(cfg, data, hybrid)
-    if cfg.teacher_cache:
-        feature = [p for p in parts if (issubclass(METHODS[p], FeatureMethod) and not METHODS[p].pooled_teacher)
-                   or not METHODS[p].needs_teacher]
-        if hybrid or feature:
-            what = f"method {feature[0]} needs more than the teacher's logits and pooled features" if feature \
-                else f"--teacher {cfg.teacher} is not one torch model"
-            raise KdkitError(f"--teacher-cache stores one torch teacher's logits and pooled features, but {what}; "
-                             "use it with kd, dkd, dist, bkd, lakd, crd, rkd, pkt or vector and one teacher, or drop --teacher-cache")
-    if cfg.combine == "weights" and len(cfg.teacher_weights) != len(specs):
-        raise KdkitError(f"combine=weights needs one weight per teacher: {len(specs)} teachers, "
-                         f"{len(cfg.teacher_weights)} weights; e.g. --set teacher_weights=0.5,0.5")
-
-
-def _check_transfer_exclude(cfg: DistillConfig, data: Dataset, hybrid: bool):
-    exclude = set(cfg.transfer_exclude)
-    if not exclude:
-        return
-    bad = sorted(k for k in exclude if not 0 <= k < data.num_classes)
-    if bad:
-        raise KdkitError(f"transfer_exclude names class {bad[0]}, but dataset '{data.name}' has classes "
-                         f"0..{data.num_classes - 1}; give class indices, e.g. --set transfer_exclude=3")
-    if len(exclude) >= data.num_classes:
-        raise KdkitError("transfer_exclude leaves no class to distill on; exclude fewer classes")
-    if hybrid:  # saved outputs and estimators are keyed by position in the full train split
-        raise KdkitError("transfer_exclude needs one torch teacher (weights or an architecture), not "
-                         f"--teacher {cfg.teacher}")
-
-
 class _Stopped(Exception):
     """max_steps reached inside a phase; --resume continues."""
 
@@ -288,7 +218,7 @@ def prepare_distill(cfg: DistillConfig, data: Dataset | None = None, kind: str =
     parse_device(cfg.device)
     data = prepare_data(cfg, data, cfg.seeds[0])
     check_classes(data)
-    _preflight(cfg, data)
+    check_distill(cfg, data)
     return with_method_defaults(cfg), data
 
 

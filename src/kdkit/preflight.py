@@ -1,0 +1,78 @@
+"""Pre-flight checks of a distill run: every name (method, student, peer, teachers) and every setting
+that needs the data or several keys at once, checked before any training, so a typo never costs a
+trained teacher. Called by recipes.prepare_distill (kdkit distill, kdkit tune)."""
+from kdkit.config import DistillConfig
+from kdkit.data import Dataset, is_labelled
+from kdkit.errors import KdkitError
+from kdkit.teachers.specs import check_folds, sklearn_estimator, teacher_kind, teacher_specs
+from kdkit.weights import build_model, is_weights
+
+
+def check_distill(cfg: DistillConfig, data: Dataset):
+    """Catch bad names and settings before any training starts, so a typo never costs a trained teacher."""
+    from kdkit.methods import method_parts
+
+    parts = method_parts(cfg.method)
+    build_model(cfg.student, data, 0)
+    if cfg.peer:
+        build_model(cfg.peer, data, 0)
+    specs = teacher_specs(cfg.teacher)
+    if not specs:
+        raise KdkitError("no teacher given; --teacher names weights, an architecture, saved outputs or sklearn:NAME")
+    for spec in specs:
+        kind = teacher_kind(spec)
+        if kind == "torch" and not is_weights(spec) and ":" not in spec and ("/" in spec or "\\" in spec):
+            raise KdkitError(f"teacher '{spec}' not found: no such run directory or weights file; check the path, "
+                             "or name an architecture (`kdkit models`)")
+        if kind == "torch" and not is_weights(spec):
+            build_model(spec, data, 0)
+        elif kind == "sklearn":
+            sklearn_estimator(spec.split(":", 1)[1], 0)
+            labels = data.train.labels
+            check_folds(labels[is_labelled(labels)].numpy(), cfg.teacher_folds, list(data.classes))
+        elif kind == "file":  # read and checked now: classes by name, a row for every train and val sample
+            from kdkit.teachers import teacher_from_spec
+
+            if cfg.unlabeled:
+                raise KdkitError(f"saved teacher outputs ('{spec}') hold rows for the dataset's own training samples only, so "
+                                 "they cannot teach the unlabeled inputs; use a torch or sklearn teacher, or labels_per_class alone")
+            teacher_from_spec(spec, data)
+    from kdkit.methods import METHODS
+    from kdkit.methods.features import FeatureMethod
+
+    hybrid = len(specs) > 1 or teacher_kind(specs[0]) != "torch"
+    per_sample = [spec for spec in specs if teacher_kind(spec) in ("file", "sklearn")]
+    if cfg.mix != "none" and per_sample:  # (fit says it too, after a torch member was trained)
+        raise KdkitError(f"mix={cfg.mix} trains on mixed images, but teacher '{per_sample[0]}' holds one output per unmixed "
+                         "sample (saved outputs, scikit-learn); use torch teachers, or mix=none")
+    feature = [p for p in parts if issubclass(METHODS[p], FeatureMethod)]
+    if hybrid and feature:
+        raise KdkitError(f"method {feature[0]} matches features of one torch teacher, but --teacher names "
+                         f"{len(specs)} teacher(s) of other kinds; use kd, dkd or dist with several teachers")
+    check_transfer_exclude(cfg, data, hybrid)
+    if cfg.teacher_cache:
+        feature = [p for p in parts if (issubclass(METHODS[p], FeatureMethod) and not METHODS[p].pooled_teacher)
+                   or not METHODS[p].needs_teacher]
+        if hybrid or feature:
+            what = f"method {feature[0]} needs more than the teacher's logits and pooled features" if feature \
+                else f"--teacher {cfg.teacher} is not one torch model"
+            raise KdkitError(f"--teacher-cache stores one torch teacher's logits and pooled features, but {what}; "
+                             "use it with kd, dkd, dist, bkd, lakd, crd, rkd, pkt or vector and one teacher, or drop --teacher-cache")
+    if cfg.combine == "weights" and len(cfg.teacher_weights) != len(specs):
+        raise KdkitError(f"combine=weights needs one weight per teacher: {len(specs)} teachers, "
+                         f"{len(cfg.teacher_weights)} weights; e.g. --set teacher_weights=0.5,0.5")
+
+
+def check_transfer_exclude(cfg: DistillConfig, data: Dataset, hybrid: bool):
+    exclude = set(cfg.transfer_exclude)
+    if not exclude:
+        return
+    bad = sorted(k for k in exclude if not 0 <= k < data.num_classes)
+    if bad:
+        raise KdkitError(f"transfer_exclude names class {bad[0]}, but dataset '{data.name}' has classes "
+                         f"0..{data.num_classes - 1}; give class indices, e.g. --set transfer_exclude=3")
+    if len(exclude) >= data.num_classes:
+        raise KdkitError("transfer_exclude leaves no class to distill on; exclude fewer classes")
+    if hybrid:  # saved outputs and estimators are keyed by position in the full train split
+        raise KdkitError("transfer_exclude needs one torch teacher (weights or an architecture), not "
+                         f"--teacher {cfg.teacher}")
