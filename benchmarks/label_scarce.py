@@ -9,6 +9,7 @@ Rows (each over --seeds, mean +- std, one distill run per seed):
   kd-N        scratch (N labels per class only, same steps) and KD from that teacher (labels + unlabelled)
   kd-ls-N     KD with logit standardisation (logit_standardize=true, T 2)
   kd-long-N   scratch and KD with 15 epochs in place of 6
+  fm-long-N   function matching (Beyer et al. 2022): mixup (scratch too), 15 epochs; N = 0: all labels
   semi-N      the semi-supervised case: a teacher trained in the run on the N labels only (8 epochs)
   dkd-N, dist-N   DKD and DIST at their defaults
 Each run is resumable: a finished run is read, not rerun. `--jobs` distill processes run side by
@@ -35,6 +36,7 @@ RECIPES = {
     "kd": ([], True),
     "kd-ls": (["logit_standardize=true", "temperature=2"], False),
     "kd-long": (["epochs=15"], True),  # a patient teacher (Beyer et al. 2022): 2.5x the steps, scratch too
+    "fm-long": (["mix=mixup", "epochs=15"], True),  # ... and consistent: mixup views the teacher labels too
     "semi": (["teacher=cnn", "teacher_epochs=8"], True),
     "dkd": (["method=dkd", "temperature="], False),
     "dist": (["method=dist", "temperature="], False),
