@@ -58,7 +58,7 @@ def main(argv=None):
         baseline = "--baseline" if method == "kd" else "--no-baseline"
         commands[method], seconds = kdkit([*recipe, "--method", method, baseline, "--out", str(out.relative_to(ROOT))])
         if method == "kd":
-            column["scratch"] = accuracy(out, "scratch")
+            column["teacher"], column["scratch"] = accuracy(out, "teacher"), accuracy(out, "scratch")
         column[method] = accuracy(out, "student")
         print(f"{args.label} {method}: {100 * column[method]:.2f}% ({seconds:.0f} s)", flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
