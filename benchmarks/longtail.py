@@ -6,7 +6,8 @@ For each dataset and imbalance factor (exponential profile, Cui et al. 2019; tes
 one cnn teacher trained on the long-tailed train split (plain CE, 8 epochs), then cnn-tiny students
 over seeds 0, 1, 2 (all on the same long-tailed split, the one of seed 0), configs/full_labels.yaml's budget
 (15 epochs, AdamW 3e-3, flips): scratch CE, scratch logit-adjusted CE (tau 1), vanilla KD, BKD and
-logit-adjusted KD, all KD variants at T = 4 (KD and LAKD alpha = 0.9; BKD CE 1 + class-balanced KD 1).
+logit-adjusted KD, all KD variants at T = 4 (KD and LAKD alpha = 0.9; BKD CE 1 + class-balanced KD 1,
+in its per-sample form, bkd_form=per_sample, the one the stored results were measured with).
 Resumable (finished runs are read, not rerun). Writes benchmarks/results/longtail.json and prints a
 markdown table.
 """
@@ -26,7 +27,7 @@ KDKIT = str(ROOT / ".venv/bin/kdkit")
 ROWS = {  # row -> (method, extra settings); the scratch CE row comes from the kd run's baseline
     "kd": ("kd", ["--set", "temperature=4", "--set", "alpha=0.9"]),
     "scratch_logit_adjusted": ("ce", ["--set", "balance=logit_adjusted", "--set", "tau=1"]),
-    "bkd": ("bkd", ["--set", "temperature=4"]),
+    "bkd": ("bkd", ["--set", "temperature=4", "--set", "bkd_form=per_sample"]),  # the form results/longtail.json measured
     "lakd": ("lakd", ["--set", "temperature=4", "--set", "alpha=0.9", "--set", "tau=1"]),
 }
 

@@ -108,7 +108,7 @@ RANGE_CASES = [
     ("crd_dim=0", "config key 'crd_dim' must be in [1, 2147483647], got 0; e.g. --set crd_dim=128"),
     ("weight_decay=-1", "config key 'weight_decay' must be in [0, inf), got -1.0; e.g. --set weight_decay=0.0005"),
     ("max_steps=-1", "config key 'max_steps' must be in [0, 2147483647], got -1; e.g. --set max_steps=0"),
-    ("feature_weight=-3", "config key 'feature_weight' must be in [0, inf), got -3.0; e.g. --set feature_weight=100"),
+    ("feature_weight=-3", "config key 'feature_weight' must be in [0, inf), got -3.0; e.g. --set feature_weight=1.0"),
     ("cb_beta=1", "config key 'cb_beta' must be in [0, 1), got 1.0; e.g. --set cb_beta=0.9999"),
     ("seeds=0,-1", "config key 'seeds' must be in [0, 4294967295], got -1; e.g. --set seeds=0"),
     ("teacher_weights=0.5,-1", "config key 'teacher_weights' must be in [0, inf), got -1.0; e.g. --set teacher_weights=0.5,0.5"),

@@ -31,6 +31,29 @@ def test_bkd_with_equal_counts_is_ce_plus_kd():
     assert out["loss"].item() == pytest.approx((out["ce"] + 0.5 * out["kd"]).item(), rel=1e-5)
 
 
+def test_bkd_forms():
+    """bkd_form=authors (the default) distils from the reweighted teacher whatever the labels;
+    per_sample weights each sample's KL by its label's class weight."""
+    from kdkit.data import UNLABELED
+    from kdkit.losses.balanced import balanced_kd_loss, effective_number_weights, per_sample_balanced_kd_loss
+
+    teacher, student = models()
+    counts = [100, 50, 20, 10, 5, 5, 3, 2, 1, 1]
+    w = effective_number_weights(counts).float()
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    authors = create_method("bkd", student, teacher, class_counts=counts, temperature=2.0).eval()
+    assert authors.bkd_form == "authors"
+    with torch.no_grad():
+        s, t = student(x), teacher(x)
+    assert authors(x, y)["kd"].item() == pytest.approx(balanced_kd_loss(s, t, w, 2.0).item(), rel=1e-6)
+    assert authors(x, torch.full_like(y, UNLABELED))["kd"].item() == pytest.approx(authors(x, y)["kd"].item(), rel=1e-6)
+    per_sample = create_method("bkd", student, teacher, class_counts=counts, temperature=2.0, bkd_form="per_sample").eval()
+    want = per_sample_balanced_kd_loss(s, t, y, w, 2.0).item()
+    assert per_sample(x, y)["kd"].item() == pytest.approx(want, rel=1e-6)
+    with pytest.raises(KdkitError, match="did you mean 'per_sample'"):
+        create_method("bkd", student, teacher, class_counts=counts, bkd_form="per-sample")
+
+
 def test_lakd_with_tau_zero_is_kd():
     teacher, student = models()
     counts = [100, 50, 20, 10, 5, 5, 3, 2, 1, 1]

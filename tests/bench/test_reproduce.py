@@ -205,6 +205,7 @@ def test_every_recipe_config_loads_and_names_known_models():
         cfg = resolve(DistillConfig, RECIPES / f"{pair}.yaml")
         teacher = resolve(TrainConfig, RECIPES / f"teacher-{pair.split('-')[0]}.yaml")
         assert cfg.teacher == teacher.out  # each student reads its teacher's run
+        assert cfg.feature_scale == "paper"  # the feature methods' raw losses at the papers' weights
         for method in _script("crd_cifar").METHODS:
             assert method in METHODS
             resolve(DistillConfig, RECIPES / f"{pair}.yaml", {"method": method})

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from kdkit.errors import KdkitError
 from kdkit.losses.balanced import (balanced_kd_loss, balanced_softmax_loss, class_balanced_ce, class_prior,
                                    effective_number_weights, logit_adjusted_kd_loss, logit_adjusted_loss,
-                                   posthoc_adjust, rebalance_soft_targets)
+                                   per_sample_balanced_kd_loss, posthoc_adjust, rebalance_soft_targets)
 from kdkit.losses.kd import kd_loss
 
 B, K = 16, 6
@@ -98,11 +98,24 @@ def test_class_balanced_ce():
 
 
 @pytest.mark.parametrize("T", [1.0, 2.0, 4.0])
-def test_balanced_kd_loss(T):
+def test_balanced_kd_loss_is_the_authors_reweighted_target(T):
+    # Zhang et al.'s released BKD loss: the teacher's softened probabilities times the class
+    # weights, renormalised per row, then KL(q || p_s) summed over classes, batch mean, times T^2.
+    s, t, _ = inputs(4)
+    w = np_weights(COUNTS, 0.9999)
+    q = np.exp(np_log_softmax(t / T)) * w  # (B, K)
+    q = q / q.sum(axis=1, keepdims=True)
+    want = T * T * (q * (np.log(q) - np_log_softmax(s / T))).sum(axis=1).mean()
+    got = balanced_kd_loss(f32(s), f32(t), torch.tensor(w), T)
+    assert got.item() == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("T", [1.0, 2.0, 4.0])
+def test_per_sample_balanced_kd_loss(T):
     s, t, y = inputs(4)
     w = np_weights(COUNTS, 0.9999)
     want = T * T * (w[y] * np_kl(t / T, s / T)).mean()
-    got = balanced_kd_loss(f32(s), f32(t), torch.tensor(y), torch.tensor(w), T)
+    got = per_sample_balanced_kd_loss(f32(s), f32(t), torch.tensor(y), torch.tensor(w), T)
     assert got.item() == pytest.approx(want, rel=1e-5)
 
 
@@ -159,8 +172,23 @@ def test_posthoc_adjust_favours_the_tail():
 def test_balanced_kd_with_unit_weights_is_kd_loss():
     s, t, y = (torch.as_tensor(a) for a in inputs(8))
     for T in (1.0, 4.0):
-        torch.testing.assert_close(balanced_kd_loss(s.float(), t.float(), y, torch.ones(K), T),
+        torch.testing.assert_close(balanced_kd_loss(s.float(), t.float(), torch.ones(K), T),
                                    kd_loss(s.float(), t.float(), T))
+        torch.testing.assert_close(per_sample_balanced_kd_loss(s.float(), t.float(), y, torch.ones(K), T),
+                                   kd_loss(s.float(), t.float(), T))
+
+
+def test_balanced_kd_by_hand():
+    # Two classes, an undecided teacher, class weights 1 and 3: the target is (1/4, 3/4).
+    t, w = torch.zeros(1, 2), torch.tensor([1.0, 3.0])
+    uniform = torch.zeros(1, 2)
+    want = 0.25 * np.log(0.25 / 0.5) + 0.75 * np.log(0.75 / 0.5)  # KL((1/4, 3/4) || (1/2, 1/2)) = 0.130812
+    assert balanced_kd_loss(uniform, t, w, 1.0).item() == pytest.approx(want, rel=1e-6)
+    assert balanced_kd_loss(uniform, t, w, 2.0).item() == pytest.approx(4 * want, rel=1e-6)  # T^2, same target at any T
+    matched = torch.log(torch.tensor([[0.25, 0.75]]))  # the student at the target: loss 0
+    assert balanced_kd_loss(matched, t, w, 1.0).item() == pytest.approx(0.0, abs=1e-7)
+    # the per-sample form keeps the teacher's (1/2, 1/2) as target and only scales the sample
+    assert per_sample_balanced_kd_loss(uniform, t, torch.tensor([1]), w, 1.0).item() == pytest.approx(0.0, abs=1e-7)
 
 
 def test_logit_adjusted_kd_minimiser_is_the_balanced_teacher():
@@ -196,7 +224,8 @@ def test_dtypes_half_upcast_float64_kept():
         "la": lambda a, b: logit_adjusted_loss(a, y, COUNTS),
         "bs": lambda a, b: balanced_softmax_loss(a, y, COUNTS),
         "cb": lambda a, b: class_balanced_ce(a, y, w),
-        "bkd": lambda a, b: balanced_kd_loss(a, b, y, w, 2.0),
+        "bkd": lambda a, b: balanced_kd_loss(a, b, w, 2.0),
+        "bkd_per_sample": lambda a, b: per_sample_balanced_kd_loss(a, b, y, w, 2.0),
         "lakd": lambda a, b: logit_adjusted_kd_loss(a, b, COUNTS, 2.0),
         "posthoc": lambda a, b: posthoc_adjust(a, COUNTS),
         "rebalance": lambda a, b: rebalance_soft_targets(torch.softmax(a, 1), COUNTS),
@@ -215,7 +244,8 @@ def test_gradients_finite_and_gradcheck():
     fns = [lambda z: logit_adjusted_loss(z, y, COUNTS, 1.0),
            lambda z: balanced_softmax_loss(z, y, COUNTS),
            lambda z: class_balanced_ce(z, y, w),
-           lambda z: balanced_kd_loss(z, t, y, w, 4.0),
+           lambda z: balanced_kd_loss(z, t, w, 4.0),
+           lambda z: per_sample_balanced_kd_loss(z, t, y, w, 4.0),
            lambda z: logit_adjusted_kd_loss(z, t, COUNTS, 4.0, 1.0)]
     for fn in fns:
         assert torch.autograd.gradcheck(fn, (s,))

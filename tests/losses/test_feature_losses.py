@@ -66,13 +66,15 @@ def np_rkd(s, t):
 
 
 def np_pkt(s, t, eps=1e-7):
+    """RepDistiller's PKT criterion (distiller_zoo/PKT.py) written from its formula: each row divided
+    by (its norm + eps), cosine similarities mapped to [0, 1], rows normalised to sum to 1, then the
+    mean over all B^2 entries of p_t log((p_t + eps) / (p_s + eps))."""
     def probs(e):
-        b = e.shape[0]
-        k = np.array([[(unit(e[i]) @ unit(e[j]) + 1) / 2 for j in range(b)] for i in range(b)])
+        e = e / (np.sqrt((e * e).sum(axis=1, keepdims=True)) + eps)
+        k = (e @ e.T + 1) / 2
         return k / k.sum(axis=1, keepdims=True)
-    p_s, p_t = probs(s), probs(t)
-    return np.mean([sum(p_t[i, j] * np.log((p_t[i, j] + eps) / (p_s[i, j] + eps)) for j in range(len(p_t)))
-                    for i in range(len(p_t))])
+    p_s, p_t = probs(np.asarray(s, dtype=np.float64)), probs(np.asarray(t, dtype=np.float64))
+    return float((p_t * np.log((p_t + eps) / (p_s + eps))).mean())
 
 
 def np_nst(s, t):
@@ -173,12 +175,22 @@ def test_rkd_zero_for_scaled_copy():
 
 # ---- PKT ---------------------------------------------------------------------------------------------
 
-def test_pkt_matches_numpy_and_is_zero_for_identical():
+@pytest.mark.parametrize("batch", [7, 64])
+def test_pkt_matches_numpy_and_is_zero_for_identical(batch):
     rng = np.random.default_rng(5)
-    s, t = rng.normal(size=(7, 5)), rng.normal(size=(7, 9))
+    s, t = rng.normal(size=(batch, 5)), rng.normal(size=(batch, 9))
     assert pkt_loss(tensor(s), tensor(t)).item() == pytest.approx(np_pkt(s, t), rel=REL)
     e = torch.randn(6, 4)
     assert pkt_loss(e, e.clone()).item() == 0.0
+
+
+def test_pkt_scale_is_repdistillers_mean_over_all_entries():
+    # By hand, B = 2: student rows orthogonal (kernel [[1, 1/2], [1/2, 1]] -> rows (2/3, 1/3)), teacher
+    # rows equal (kernel all ones -> rows (1/2, 1/2)); every row's KL is KL((1/2, 1/2) || (2/3, 1/3)),
+    # and the loss is the mean over the 4 entries: that KL / 2, not the KL itself.
+    s, t = tensor([[1.0, 0.0], [0.0, 1.0]]), tensor([[1.0, 0.0], [1.0, 0.0]])
+    row = 0.5 * np.log(0.5 / (2 / 3)) + 0.5 * np.log(0.5 / (1 / 3))  # 0.0589
+    assert pkt_loss(s, t).item() == pytest.approx(row / 2, rel=1e-5)
 
 
 # ---- NST ---------------------------------------------------------------------------------------------

@@ -100,7 +100,9 @@ def test_search_names_only_what_the_method_can_search():
 
 
 def test_a_key_the_methods_default_differently_is_empty_and_each_uses_its_own():
-    assert DistillConfig().temperature is None and DistillConfig().feature_weight is None
+    assert DistillConfig().temperature is None
+    # feature_weight is in the unit of feature_scale, 1 for every feature method (methods/features.py)
+    assert DistillConfig().feature_weight == 1.0 and DistillConfig().feature_scale == "first_step"
     assert METHOD_KEYS["temperature"].defaults["dist"] == 1.0 and METHOD_KEYS["temperature"].defaults["kd"] == 4.0
     assert DistillConfig().alpha == 0.9 and all(d == 0.9 for d in METHOD_KEYS["alpha"].defaults.values())
     assert all(set(names(cls)) <= set(fields_of(DistillConfig)) for cls in METHODS.values())

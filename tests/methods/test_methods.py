@@ -106,9 +106,70 @@ def test_loss_is_the_weighted_sum_of_the_logged_parts():
     x, y, index = batch()
     out = method(x, y, index)
     assert set(out) == {"loss", "logits", "ce", "kd", "hint"}
-    expected = 0.3 * out["ce"] + 0.7 * out["kd"] + 10.0 * out["hint"]  # CE once, with KD's 1 - alpha
-    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+    # CE once, with KD's 1 - alpha; the hint over its first value (feature_scale=first_step): 10 at the first step
+    assert out["loss"].item() == pytest.approx((0.3 * out["ce"] + 0.7 * out["kd"] + 10.0).item(), rel=1e-6)
     assert isinstance(method, Composite)
+    paper = create_method("kd+fitnet", student, teacher, input_shape=SHAPE, alpha=0.7, temperature=2.0, feature_weight=0.5,
+                          feature_scale="paper")
+    out = paper(x, y, index)
+    expected = 0.3 * out["ce"] + 0.7 * out["kd"] + 0.5 * 100.0 * out["hint"]  # the raw hint at FitNets' weight 100
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["fitnet", "at", "sp", "rkd", "pkt", "nst", "crd", "vector"])
+def test_feature_scale_first_step_divides_by_the_first_value(name):
+    """first_step: the feature term is w * L / L_0, L_0 the first step's value, kept as a buffer that
+    state_dict holds (so a resumed run divides by the same number); paper: w * paper_weight * L."""
+    teacher, student, _ = pair("kdkit")
+    method = build(name, teacher, student, {})
+    method.feature_weight = 3.0
+    assert torch.isnan(method.first_value.value)
+    method(*batch())
+    first = method.first_value.value.item()
+    assert first > 0 and "first_value.value" in method.state_dict()
+    declared = {}
+    terms = method.terms
+    method.terms = lambda *args: declared.update(terms(*args)) or dict(declared)
+    out = method(*batch(24))  # another batch: the same L_0
+    assert method.first_value.value.item() == first
+    key = next(k for k in ("hint", "at", "sp", "distance", "pkt", "nst", "crd", "vector") if k in out)
+    if name == "rkd":  # one L_0 for the weighted sum of both parts
+        assert float(declared["distance"][0]) == pytest.approx(3.0 * 25.0 / first, rel=1e-6)
+        assert float(declared["angle"][0]) == pytest.approx(3.0 * 50.0 / first, rel=1e-6)
+    else:
+        assert float(declared[key][0]) == pytest.approx(3.0 / first, rel=1e-6)
+    method.feature_scale = "paper"
+    assert method.feature_term_weight(out[key]) == 3.0 * type(method).paper_weight
+
+
+def test_pkt_at_paper_scale_is_repdistillers_loss_times_30000():
+    """feature_scale=paper: PKT's term is RepDistiller's criterion (a float64 numpy transcription of its
+    formula, tests/losses) on the pooled embeddings, times RepDistiller's weight 30000."""
+    from test_feature_losses import np_pkt
+
+    from kdkit.adapters import pool
+
+    teacher, student, _ = pair("kdkit")
+    method = create_method("pkt", student, teacher, input_shape=SHAPE, feature_scale="paper").eval()
+    x, y, index = batch(32)
+    out = method(x, y, index)
+    s, t = method.run_student(x), method.run_teacher(x)
+    (f_s, f_t), = method.pairs(s, t)
+    want = 30000.0 * np_pkt(pool(f_s).detach().double().numpy(), pool(f_t).double().numpy())
+    assert (out["loss"] - out["ce"]).item() == pytest.approx(want, rel=1e-4)
+
+
+def test_first_value_skips_zero_and_non_finite_values():
+    from kdkit.methods.features import FirstValue
+
+    first = FirstValue()
+    assert first(torch.tensor(0.0)).item() == 1.0 and torch.isnan(first.value)  # features already equal: not yet
+    assert first(torch.tensor(float("nan"))).item() == 1.0 and torch.isnan(first.value)
+    assert first(torch.tensor(0.25)).item() == 0.25
+    assert first(torch.tensor(4.0)).item() == 0.25  # kept from then on
+    restored = FirstValue()
+    restored.load_state_dict(first.state_dict())
+    assert restored(torch.tensor(9.0)).item() == 0.25
 
 
 def test_composite_registers_the_student_once():
@@ -126,7 +187,7 @@ def test_fitnet_two_stages():
     x, y, index = batch()
     method.epoch = 0.5  # stage 1: the hint alone trains the student up to the guided layer
     out = method(x, y, index)
-    assert out["loss"].item() == pytest.approx(2.0 * out["hint"].item(), rel=1e-6)
+    assert out["loss"].item() == pytest.approx(2.0, rel=1e-6)  # the hint over its first value, times 2
     out["loss"].backward()
     assert student.fc.weight.grad is None and student.stage1[0].weight.grad is not None
     method.epoch = 1.0  # stage 2: KD
@@ -177,7 +238,8 @@ def test_errors_are_one_line_and_helpful():
 
 def test_defaults_of_a_composite_take_each_parts_own():
     defaults = defaults_of("kd+at")
-    assert defaults["temperature"] == 4.0 and defaults["feature_weight"] == 1000.0
+    assert defaults["temperature"] == 4.0 and defaults["feature_weight"] == 1.0 and defaults["feature_scale"] == "first_step"
+    assert defaults_of("dist+fitnet")["temperature"] == 1.0 and defaults_of("fitnet+dist")["temperature"] == 4.0
     assert defaults_of("at+kd")["alpha"] == 0.9
 
 

@@ -27,6 +27,23 @@ def test_crd_stops_and_resumes_with_its_memory_bank(tmp_path, digits):
     assert any("train/crd" in row for row in logged) and any("train/ce" in row for row in logged)
 
 
+def test_feature_scale_first_value_is_saved_and_a_resumed_run_is_bit_identical(tmp_path, digits):
+    """feature_scale=first_step divides by the first step's value: a buffer in the checkpoint (here
+    of a composite's part), so a run stopped mid-way and resumed ends with the same weights, bit for bit."""
+    from safetensors.torch import load_file
+
+    cfg = config(tmp_path, method="kd+at", teacher="cnn-x0.25", baseline=False, report=False, epochs=2, deterministic=True)
+    run_distill(cfg, digits)
+    part = apply_overrides(cfg, {"out": str(tmp_path / "part"), "max_steps": 27})  # teacher: 20 steps, student: 27 of 40
+    assert run_distill(part, digits)["stopped_early"]
+    state, _ = ckpt.load_weights(sorted((tmp_path / "part/student/seed0/checkpoints").glob("state-*.safetensors"))[-1])
+    assert state["model.at_first_value.value"] > 0
+    run_distill(apply_overrides(part, {"resume": True, "max_steps": 0}), digits)
+    a = load_file(tmp_path / "run/student/seed0/last.safetensors")
+    b = load_file(tmp_path / "part/student/seed0/last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def _student(data):
     from kdkit.weights import build_model
 
@@ -47,7 +64,7 @@ def test_dml_with_a_peer_architecture(tmp_path, digits):
 
 def test_composite_through_the_pipeline(tmp_path, digits):
     summary = run_distill(config(tmp_path, method="kd+fitnet"), digits)
-    assert summary["config"]["feature_weight"] == 100.0 and summary["config"]["temperature"] == 4.0
+    assert summary["config"]["feature_weight"] == 1.0 and summary["config"]["temperature"] == 4.0
     assert set(summary["rows"]) == {"teacher", "scratch", "student"}
 
 

@@ -78,3 +78,18 @@ def test_uneven_global_batch_is_refused(tmp_path):
     assert r.returncode != 0
     assert "error: batch_size 65 is the global batch and must divide evenly over 2 processes; e.g. --set batch_size=64" in r.stderr
     # (torchrun then reports the failed child with its own traceback: the launcher's, not kdkit's)
+
+
+def test_feature_scale_first_value_is_the_mean_over_processes(tmp_path):
+    """feature_scale=first_step: every process divides its feature loss by the same first value,
+    the mean of the processes' first losses (here 1 and 3), kept from then on."""
+    script = tmp_path / "first_value.py"
+    script.write_text("import sys\nimport torch\nfrom kdkit import distributed\nfrom kdkit.methods.features import FirstValue\n"
+                      "distributed.setup()\nrank, first = distributed.rank(), FirstValue()\n"
+                      "values = [first(torch.tensor(1.0 + 2 * rank)).item(), first(torch.tensor(7.0)).item()]\n"
+                      "open(f'{sys.argv[1]}/rank{rank}.txt', 'w').write(str(values))\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(tmp_path)]
+    r = subprocess.run(launcher, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["[2.0, 2.0]", "[2.0, 2.0]"]

@@ -15,7 +15,8 @@ Logit adjustment (Menon, Jayasumana, Rawat, Jain, Veit, Kumar, "Long-tail learni
     CE on z + tau log pi (the logit-adjusted loss, eq. 10), whose raw logits then estimate the
     balanced posterior (tau = 1 gives exactly the balanced softmax).
 Balanced KD (Zhang, Chen, Hu, Peng, "Balanced Knowledge Distillation for Long-tailed Learning",
-    arXiv 2104.10510, 2021, section 3): instance-balanced CE plus a class-balanced KD term.
+    arXiv 2104.10510, 2021, section 3): instance-balanced CE plus a class-balanced KD term, whose
+    target is the teacher's softened distribution reweighted by the class weights and renormalised.
 
 Every loss is computed in at least float32 whatever the autocast dtype (float64 stays float64);
 counts and weights are taken in float64 and cast to that dtype, on the logits' device.
@@ -120,16 +121,38 @@ def class_balanced_ce(logits: torch.Tensor, y: torch.Tensor, weights) -> torch.T
     return (_per_sample(weights, y, logits) * ce).mean()
 
 
-def balanced_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor,
-                     weights, temperature: float) -> torch.Tensor:
-    """Class-balanced KD term: T^2 * mean_i w_{y_i} KL(p_t^T(x_i) || p_s^T(x_i)), p^T = softmax(z / T).
+def balanced_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, weights,
+                     temperature: float) -> torch.Tensor:
+    """Zhang et al.'s class-balanced KD term: T^2 * mean_i KL(q_i || p_s^T(x_i)), p^T = softmax(z / T),
+    with the teacher's softened distribution reweighted per class and renormalised,
 
-    After Zhang et al. (Balanced KD, section 3): each sample's KL is weighted by the class-balanced
-    (effective-number) weight of its label, so the tail classes' soft targets count more; the
-    instance-balanced CE that BKD adds is plain CE, applied by the method. With all weights 1 this
-    is kd_loss. Note: the authors' released code weights classes rather than samples: it
-    distils from the teacher distribution reweighted per class and renormalised,
-    q ∝ w ⊙ p_t^T (compare rebalance_soft_targets), not from p_t^T with per-sample weights.
+        q_i = w ⊙ p_t^T(x_i) / sum_k w_k p_t^T(x_i)_k,   i.e.  q_i = softmax(t_i / T + log w),
+
+    as the authors' released loss computes it (Balanced KD, section 3; the instance-balanced CE that
+    BKD adds is plain CE, applied by the method). The tail classes get more of every sample's target
+    mass, whatever the sample's label, so no label is needed (unlabelled samples distil too). The
+    target has the shape of rebalance_soft_targets with w in place of pi^-tau. With all weights 1
+    this is kd_loss.
+
+    student_logits, teacher_logits: (B, K); weights: (K,), positive (effective_number_weights).
+    Returns a scalar.
+    """
+    dtype = _dtype(student_logits)
+    log_weights = torch.log(torch.as_tensor(weights).to(student_logits.device, dtype))  # (K,)
+    log_target = F.log_softmax(teacher_logits.to(dtype) / temperature + log_weights, dim=1)  # (B, K) log q
+    log_p_student = F.log_softmax(student_logits.to(dtype) / temperature, dim=1)  # (B, K)
+    kl = (log_target.exp() * (log_target - log_p_student)).sum(dim=1)  # (B,)
+    return temperature**2 * kl.mean()
+
+
+def per_sample_balanced_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor,
+                                weights, temperature: float) -> torch.Tensor:
+    """T^2 * mean_i w_{y_i} KL(p_t^T(x_i) || p_s^T(x_i)): each sample's KL weighted by its label's weight.
+
+    kdkit's first reading of Balanced KD (bkd_form=per_sample), kept because the long-tail numbers
+    in docs/longtail.md were measured with it. It differs from the authors' balanced_kd_loss: the
+    target stays the teacher's own p_t^T, and only how much each sample counts changes, so a
+    head-class sample's soft target still favours the head classes. With all weights 1 this is kd_loss.
 
     student_logits, teacher_logits: (B, K); y: (B,); weights: (K,). Returns a scalar.
     """

@@ -117,7 +117,9 @@ class Method(nn.Module):
         terms = self.terms(s, t, y, index)
         # A term weighted 0 (FitNets' stage 1, a warm-up at its start) stays out of the graph, so the
         # layers only it reaches get no gradient at all, and no weight decay or momentum step either.
-        loss = sum(weight * value for weight, value in terms.values() if weight != 0)
+        # A weight that is a tensor (a feature term over its first value) always counts: testing it
+        # against 0 would make every step wait for the device.
+        loss = sum(weight * value for weight, value in terms.values() if torch.is_tensor(weight) or weight != 0)
         return dict(loss=loss, logits=s.logits, **{name: value for name, (_, value) in terms.items()})
 
     def terms(self, s: Outputs, t: Outputs | None, y, index) -> dict[str, tuple[float, torch.Tensor]]:

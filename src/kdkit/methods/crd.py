@@ -20,12 +20,15 @@ class CRD(FeatureMethod):
 
     hyperparameters = COMMON + (CRD_DIM, NCE_K, NCE_T)
     paper = "contrastive objective with a memory bank of negatives (Tian et al., ICLR 2020)"
+    paper_weight = 0.8
     pooled_teacher = True  # the teacher's features only through pool(): a teacher cache serves them
 
     def __init__(self, student, teacher, input_shape=None, student_layers: list[str] = (), teacher_layers: list[str] = (),
-                 feature_weight: float = 0.8, ce_weight: float = 1.0, label_smoothing: float = 0.0,
+                 feature_weight: float = 1.0, ce_weight: float = 1.0, label_smoothing: float = 0.0,
+                 feature_scale: str = "first_step",
                  crd_dim: int = 128, nce_k: int = 16384, nce_t: float = 0.07, num_train: int | None = None):
-        super().__init__(student, teacher, input_shape, student_layers, teacher_layers, feature_weight, ce_weight, label_smoothing)
+        super().__init__(student, teacher, input_shape, student_layers, teacher_layers, feature_weight, ce_weight, label_smoothing,
+                         feature_scale)
         if not num_train:
             raise KdkitError("method crd needs num_train (the training set size) for its memory bank")
         self.crd = nn.ModuleList(CRDLoss(pooled_size(self.student_shapes[a]), pooled_size(self.teacher_shapes[b]), num_train,
@@ -36,4 +39,4 @@ class CRD(FeatureMethod):
         if index is None:
             raise KdkitError("method crd needs each sample's index in the training set: call it with (x, y, index)")
         crd = sum(head(pool(fs), pool(ft).float(), index) for head, (fs, ft) in zip(self.crd, self.pairs(s, t)))
-        return {"ce": (self.ce_weight, self.ce(s, y)), "crd": (self.feature_weight, crd)}
+        return {"ce": (self.ce_weight, self.ce(s, y)), "crd": (self.feature_term_weight(crd), crd)}

@@ -69,7 +69,12 @@ ALPHA = Hyper("alpha", "[0, 1]", "weight of the KD term; (1 - alpha) weights the
               Search(0.0, 1.0), tuned=True)
 CE_WEIGHT = Hyper("ce_weight", WEIGHT, "weight of the hard-label cross-entropy (the distillation parts have their "
                   "own weights)", around())
-FEATURE_WEIGHT = Hyper("feature_weight", WEIGHT, "weight of the feature term", around(), tuned=True)
+FEATURE_WEIGHT = Hyper("feature_weight", WEIGHT, "weight of the feature term, in the unit feature_scale sets (first_step: "
+                       "the term starts at this value; paper: this many times the paper's weight)", around(), tuned=True)
+FEATURE_SCALES = ("first_step", "paper")
+FEATURE_SCALE = Hyper("feature_scale", FEATURE_SCALES, "first_step: each feature term divided by its value at the first "
+                      "training step (scale-free); paper: the raw loss times the paper's CIFAR-100 weight (fitnet 100, "
+                      "at 1000, sp 3000, rkd 1, pkt 30000, nst 50, crd 0.8, vector 1)", Search(choices=FEATURE_SCALES))
 LOGIT_STANDARDIZE = Hyper("logit_standardize", "true, false", "z-score each sample's teacher and student logits over "
                           "the classes before the temperature (Sun et al., CVPR 2024)", Search(choices=(False, True)))
 STUDENT_LAYERS = Hyper("student_layers", "checked when the layers are tapped", "student layers to tap (`kdkit models "

@@ -8,7 +8,10 @@ per sample and model. Learned adapters project both into one space of `vector_di
                      keeps what the teacher's layers know about the classes
     z_s = A_s(v_s)   trained with the student to come close to z_t (which is detached)
 
-    loss = ce_weight * CE(y, s) + feature_weight * match(z_s, z_t) + CE(y, H(z_t))
+    loss = ce_weight * CE(y, s) + w * match(z_s, z_t) + CE(y, H(z_t))
+
+w is feature_weight over match's first value (feature_scale=first_step, methods/features.py) or
+feature_weight itself (paper: kdkit's own weight, 1).
 
 match is "mse", "cosine" (1 - cosine similarity, the default: free of the vectors' scale) or "cka"
 (1 - linear CKA over the batch, Kornblith et al., ICML 2019). The teacher side is learned but
@@ -42,8 +45,10 @@ class DistillationVector(FeatureMethod):
 
     def __init__(self, student, teacher, input_shape=None, student_layers: list[str] = (), teacher_layers: list[str] = (),
                  feature_weight: float = 1.0, ce_weight: float = 1.0, label_smoothing: float = 0.0,
+                 feature_scale: str = "first_step",
                  vector_dim: int = 128, vector_loss: str = "cosine"):
-        super().__init__(student, teacher, input_shape, student_layers, teacher_layers, feature_weight, ce_weight, label_smoothing)
+        super().__init__(student, teacher, input_shape, student_layers, teacher_layers, feature_weight, ce_weight, label_smoothing,
+                         feature_scale)
         if vector_loss not in MATCHES:
             raise unknown("vector_loss", vector_loss, MATCHES)
         self.vector_loss = vector_loss
@@ -74,7 +79,7 @@ class DistillationVector(FeatureMethod):
             match = (1 - F.cosine_similarity(z_s.float(), target, dim=1)).mean()
         else:
             match = 1 - linear_cka(z_s.float(), target)
-        return {"ce": (self.ce_weight, self.ce(s, y)), "vector": (self.feature_weight, match),
+        return {"ce": (self.ce_weight, self.ce(s, y)), "vector": (self.feature_term_weight(match), match),
                 "distiller": (1.0, distiller)}
 
 
