@@ -18,7 +18,7 @@ from kdkit.errors import KdkitError, shown
 DEMO_TEACHER = {"dataset": "fashion-mnist", "model": "cnn", "epochs": 8, "val_fraction": 0.02, "optimizer": "adamw",
                 "lr": 0.003, "weight_decay": 0.01, "batch_size": 128, "augment": "flip", "out": "runs/demo/teacher"}
 DEMO = {"dataset": "fashion-mnist", "teacher": "runs/demo/teacher", "student": "cnn-tiny", "method": "kd",
-        "labels_per_class": 100, "val_fraction": 0.02, "epochs": 6, "optimizer": "adamw", "lr": 0.003,
+        "labels_per_class": 100, "val_fraction": 0.02, "epochs": 15, "optimizer": "adamw", "lr": 0.003,
         "weight_decay": 0.01, "batch_size": 128, "augment": "flip", "temperature": 4.0, "alpha": 0.9, "seeds": [0],
         "out": "runs/demo/distill"}
 
