@@ -13,6 +13,11 @@ Rows (each over --seeds, mean +- std, one distill run per seed):
   fm-long-N   function matching (Beyer et al. 2022): mixup (scratch too), 15 epochs; N = 0: all labels
   semi-N      the semi-supervised case: a teacher trained in the run on the N labels only (8 epochs)
   dkd-N, dist-N   DKD and DIST at their defaults
+  fm-N        KD + function matching (mixup) at 6 epochs
+  kd-only-N   KD without the unlabelled rest (unlabeled_rest=false): the N labels repeated, same steps
+  ls-long-N   KD + logit standardisation (T 2) at 15 epochs (N = 0: the full-label pair)
+  fm-2x-N, fm-4x-N   function matching on cached teacher outputs (15 recorded mixup views) at 30 and 60
+              epochs, scratch with mixup at the same schedule
 Each run is resumable: a finished run is read, not rerun. `--jobs` distill processes run side by
 side with one thread each, so wall times compare only with each other. Writes
 benchmarks/results/label_scarce.json and prints a markdown table.
@@ -38,6 +43,12 @@ RECIPES = {
     "kd-ls": (["logit_standardize=true", "temperature=2", "epochs=6"], False),
     "kd-long": (["epochs=15"], True),  # a patient teacher (Beyer et al. 2022): 2.5x the steps, scratch too
     "fm-long": (["mix=mixup", "epochs=15"], True),  # ... and consistent: mixup views the teacher labels too
+    "fm": (["mix=mixup", "epochs=6"], False),  # KD + function matching (mixup views the teacher labels too)
+    "kd-only": (["unlabeled_rest=false", "epochs=6"], False),  # KD on the N labelled images only (same steps)
+    "ls-long": (["logit_standardize=true", "temperature=2", "epochs=15"], False),
+    # the full-label pair on cached outputs (15 recorded mixup views), 2x and 4x the demo's 15 epochs; scratch with mixup too
+    "fm-2x": (["mix=mixup", "epochs=30", "teacher_cache=true", "cache_views=15"], True),
+    "fm-4x": (["mix=mixup", "epochs=60", "teacher_cache=true", "cache_views=15"], True),
     "semi": (["teacher=cnn", "teacher_epochs=8", "epochs=6"], True),
     "dkd": (["method=dkd", "temperature=", "epochs=6"], False),
     "dist": (["method=dist", "temperature=", "epochs=6"], False),

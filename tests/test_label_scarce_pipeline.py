@@ -46,6 +46,18 @@ def test_distill_rows_train_on_what_they_should(tmp_path, digits):
     assert steps(out / "student" / "seed0") == (labelled + unlabelled) // 64
 
 
+def test_unlabeled_rest_false_distils_on_the_labelled_samples_only(tmp_path, digits):
+    cfg = config(DistillConfig, tmp_path, teacher="cnn-tiny", labels_per_class=10, unlabeled_rest=False, baseline=False)
+    summary = run_distill(cfg)
+    assert summary["rows"]["student"]["train_samples"] == {"labelled": 100, "unlabeled": 0}
+    assert steps(tmp_path / "run" / "student" / "seed0") == len(digits.train) // 64  # repeated: the scratch row's steps
+
+
+def test_unlabeled_rest_false_needs_labels_per_class(tmp_path):
+    with pytest.raises(KdkitError, match="unlabeled_rest=false .* labels_per_class is 0"):
+        config(DistillConfig, tmp_path, unlabeled_rest=False)
+
+
 def test_train_run_fits_the_labelled_samples(tmp_path):
     summary = run_train(config(TrainConfig, tmp_path, model="cnn-tiny", labels_per_class=20))
     assert summary["train_samples"] == {"labelled": 200, "unlabeled": 0}

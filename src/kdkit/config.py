@@ -36,6 +36,7 @@ class TrainConfig:
     imbalance: str | None = None  # long-tailed train and val splits: exp:100 (exponential, factor 100) or step:10; test stays balanced
     sampler: str = "none"  # none, class_balanced (every class equally often) or sqrt (classes drawn ~ sqrt of their counts)
     labels_per_class: float = 0.0  # label-scarce training: N >= 1 keeps N labels per class of the training split, a fraction in (0, 1) that share of each class, the rest unlabelled (drawn with seed, after validation is carved; validation keeps its labels); 0 = all labels
+    unlabeled_rest: bool = True  # labels_per_class: the training samples whose labels are left out stay as unlabelled inputs (true), or are dropped (false: the student distils on the labelled samples only, repeated to the split's size like the scratch row; the comparison that shows what the unlabelled inputs add)
     unlabeled: str | None = None  # inputs without labels added to the distilled student's training split: a folder of images (flat or nested), an .npy/.npz/.safetensors array, or DATASET:train or DATASET:test of a registered dataset (e.g. mnist:train); normalised with the labelled data's statistics
     workers: int = 0  # threads that gather and augment the next batches when the images stay on the CPU (larger than device memory, memory-mapped from disk, CPU training); same batches as 0
     # model
@@ -343,6 +344,9 @@ def _check_label_scarce(cfg):
     if cfg.unlabeled and not hasattr(cfg, "teacher"):
         raise KdkitError("kdkit train fits hard labels only, so unlabeled inputs would go unused; drop unlabeled, "
                          "or learn from them with kdkit distill")
+    if not cfg.unlabeled_rest and not cfg.labels_per_class:
+        raise KdkitError("unlabeled_rest=false drops the training samples labels_per_class leaves unlabelled, but "
+                         "labels_per_class is 0 (every label kept); set labels_per_class, e.g. 100, or drop unlabeled_rest")
     scarce = "labels_per_class" if cfg.labels_per_class else "unlabeled" if cfg.unlabeled else ""
     if scarce and hasattr(cfg, "teacher") and cfg.sampler != "none":
         raise KdkitError(f"sampler={cfg.sampler} draws by class, but with {scarce} the student's training split holds "

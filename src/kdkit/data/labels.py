@@ -105,6 +105,10 @@ def labelled_only(data: Dataset, same_steps: bool = False) -> Dataset:
 
 
 def sample_counts(split: Split) -> dict[str, int]:
-    """{"labelled": n, "unlabeled": m}: the samples of `split` with and without a label."""
-    labelled = int(is_labelled(split.labels).sum())
-    return {"labelled": labelled, "unlabeled": len(split) - labelled}
+    """{"labelled": n, "unlabeled": m}: the distinct samples of `split` with and without a label (a
+    sample repeated by labelled_only(same_steps=True) counts once: its `index` is the same)."""
+    mask = is_labelled(split.labels)  # (N,)
+    if split.index is None:
+        labelled = int(mask.sum())
+        return {"labelled": labelled, "unlabeled": len(split) - labelled}
+    return {"labelled": len(torch.unique(split.index[mask])), "unlabeled": len(torch.unique(split.index[~mask]))}

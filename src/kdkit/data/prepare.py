@@ -7,7 +7,7 @@ import dataclasses
 import torch
 
 from kdkit.data.dataset import Dataset, Split
-from kdkit.data.labels import hide_labels, is_labelled, sample_counts
+from kdkit.data.labels import hide_labels, is_labelled, labelled_only, sample_counts
 from kdkit.data.registry import load_dataset
 from kdkit.data.unlabeled import add_unlabeled, load_unlabeled
 from kdkit.errors import KdkitError
@@ -29,10 +29,14 @@ def prepare_data(cfg, data: Dataset | None, seed: int) -> Dataset:
 def label_scarce(cfg, data: Dataset, seed: int) -> Dataset:
     """`data` whose training split keeps cfg.labels_per_class labels per class (drawn with `seed`,
     after validation was carved: labels.py) and has cfg.unlabeled's inputs appended (unlabeled.py),
-    both with label UNLABELED. Normalisation statistics, validation and test stay as they were."""
+    both with label UNLABELED. Normalisation statistics, validation and test stay as they were.
+    cfg.unlabeled_rest false: the samples whose labels were left out are dropped and the labelled ones
+    repeated to the split's size (the scratch row's data), so the student sees the same steps."""
     if not (cfg.labels_per_class or cfg.unlabeled):
         return data
     data = hide_labels(data, cfg.labels_per_class, seed)
+    if not getattr(cfg, "unlabeled_rest", True):
+        data = labelled_only(data, same_steps=True)
     if cfg.unlabeled:
         data = add_unlabeled(data, load_unlabeled(cfg.unlabeled, data, cfg.data_dir, cfg.download))
     if cfg.progress:
