@@ -73,6 +73,27 @@ def test_distill_with_two_processes(tmp_path):
         assert len((tmp_path / "two" / phase / "metrics.jsonl").read_text().splitlines()) == n1
 
 
+def test_label_scarce_distill_with_two_processes(tmp_path):
+    """labels_per_class with torchrun: 5 labels per class, the rest unlabelled, so many per-process
+    half-batches hold no labelled sample (their hard-label term is 0 with a zero gradient, which DDP
+    still reduces). Every process draws the same labelled subset; the rows see what one process sees."""
+    args = ["distill", "--teacher", "cnn-x0.25", "--student", "cnn-tiny", "--epochs", "2", "--no-report", *COMMON,
+            "--set", "labels_per_class=5"]
+    one, two = kdkit(args, tmp_path / "one"), kdkit(args, tmp_path / "two", processes=2)
+    assert two.returncode == 0, [line for line in two.stderr.splitlines() if "error" in line.lower()][:5]
+    assert one.returncode == 0, one.stderr[-2000:]
+    s1, s2 = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
+    for row in ("teacher", "scratch", "student"):
+        assert s1["rows"][row]["train_samples"] == s2["rows"][row]["train_samples"], row
+        a, b = s1["rows"][row]["metrics"]["accuracy"]["mean"], s2["rows"][row]["metrics"]["accuracy"]["mean"]
+        assert abs(a - b) < 0.1, (row, a, b)
+    assert s2["rows"]["scratch"]["train_samples"] == {"labelled": 50, "unlabeled": 0}
+    assert s2["rows"]["student"]["train_samples"]["unlabeled"] > 1000
+    for phase in ("teacher", "scratch/seed0", "student/seed0"):
+        n1 = len((tmp_path / "one" / phase / "metrics.jsonl").read_text().splitlines())
+        assert len((tmp_path / "two" / phase / "metrics.jsonl").read_text().splitlines()) == n1
+
+
 def test_uneven_global_batch_is_refused(tmp_path):
     r = kdkit(["train", "--model", "mlp", "--epochs", "1", *COMMON, "--set", "batch_size=65"], tmp_path / "x", processes=2)
     assert r.returncode != 0
