@@ -15,6 +15,7 @@ import math
 import torch
 from torch import nn
 
+from kdkit.data.dataset import example_inputs
 from kdkit.errors import KdkitError
 from kdkit.taps import Taps
 
@@ -33,7 +34,7 @@ def probe(model: nn.Module, layers, input_shape) -> dict[str, tuple[int, ...]]:
     """Output shape (without the batch) of each named layer, from one forward of two zero samples
     in eval mode (BatchNorm statistics untouched), on the model's own device."""
     param = next(model.parameters(), None)
-    x = torch.zeros(2, *input_shape, device=param.device if param is not None else "cpu")
+    x = example_inputs(input_shape, 2, device=param.device if param is not None else "cpu")
     was_training = model.training
     try:
         with Taps(model, layers, detach=True) as taps:

@@ -29,6 +29,7 @@ class TrainConfig:
     dataset: str = "fashion-mnist"  # named dataset or ImageFolder path (`kdkit datasets`)
     data_dir: str | None = None  # where the dataset files are; else $KDKIT_DATA, ~/.cache/kdkit, ...
     val_fraction: float = 0.1  # validation split carved from train (seeded); test is never used for selection
+    normalize: str = "auto"  # what the trained models see: auto (images and table rows standardised per channel / feature with the training split's mean and std; token ids as they are), per-feature (the same, explicitly), none (the stored values as float32); a teacher trained elsewhere always sees the inputs as given
     augment: str = "auto"  # auto (the dataset's standard), none, flip, crop (translate by 2), crop_flip (pad 4 + flip)
     mix: str = "none"  # mix each training image with another of its batch after augmentation: none, mixup (blend) or cutmix (paste a box); the teacher labels the mixed image (Beyer et al. 2022's function matching), hard labels are mixed by lam
     mix_alpha: float = 1.0  # mix: lam ~ Beta(mix_alpha, mix_alpha); 1.0 (uniform) as in Beyer et al. 2022's distillation, CutMix (Yun et al. 2019) and mixup on CIFAR-10 (Zhang et al. 2018; 0.2 on ImageNet)
@@ -131,6 +132,7 @@ CHOICES = {
     "mix": ("none", "mixup", "cutmix"),
     "combine": ("mean", "weights", "entropy", "stacker"),
     "balance": ("none", "class_balanced", "balanced_softmax", "logit_adjusted"),
+    "normalize": ("auto", "none", "per-feature"),
     "sampler": ("none", "class_balanced", "sqrt"), "teacher_sampler": ("none", "class_balanced", "sqrt"),
     "nan_policy": ("stop", "skip"), "cache_dtype": ("float16", "float32"),
     "compile": ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")}

@@ -24,6 +24,7 @@ from torch import nn
 from kdkit.checkpoint import load_weights
 from kdkit.config import DistillConfig, apply_overrides
 from kdkit.data import Dataset, from_arrays
+from kdkit.data.dataset import example_inputs
 from kdkit.data.prepare import label_scarce
 from kdkit.errors import KdkitError
 from kdkit.evaluate import evaluate_model
@@ -106,7 +107,7 @@ def _check_pair(teacher: nn.Module, student: nn.Module, data: Dataset):
     """Teacher and student must both take the data and predict the same number of classes."""
     from kdkit.teachers import HybridTeacher
 
-    x = torch.zeros(2, *data.input_shape)
+    x = example_inputs(data.input_shape, 2)
     outputs = {}
     models = (("teacher", teacher), ("student", student))
     if isinstance(teacher, HybridTeacher):  # predicts the dataset's classes by construction

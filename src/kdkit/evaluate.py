@@ -26,6 +26,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from kdkit.data import BatchLoader, Dataset
+from kdkit.data.dataset import example_inputs
 from kdkit.data.prepare import class_counts
 from kdkit.errors import KdkitError
 
@@ -259,7 +260,7 @@ def model_facts(model: torch.nn.Module, input_shape, *, repeats: int = 20, batch
         "latency_threads": threads,
     }
     for batch_size in batch_sizes:
-        latency_ms = _median_latency_ms(cpu_model, (batch_size, *input_shape), repeats, threads)
+        latency_ms = _median_latency_ms(cpu_model, input_shape, batch_size, repeats, threads)
         out[f"latency_ms_b{batch_size}"] = latency_ms
         out[f"throughput_b{batch_size}"] = batch_size / (latency_ms / 1000.0)
     return out
@@ -276,16 +277,22 @@ def _unshared_state_dict(model: torch.nn.Module) -> dict:
     return out
 
 
+def _random_inputs(input_shape, batch: int) -> torch.Tensor:
+    """Standard-normal inputs, or padding token ids for a model of token ids."""
+    x = example_inputs(input_shape, batch)
+    return torch.randn(x.shape) if x.is_floating_point() else x
+
+
 def _count_flops(cpu_model: torch.nn.Module, input_shape) -> int:
-    x = torch.randn(1, *input_shape)  # (1, *input_shape)
+    x = _random_inputs(input_shape, 1)  # (1, *input_shape)
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
         cpu_model(x)
     return int(counter.get_total_flops())
 
 
-def _median_latency_ms(cpu_model: torch.nn.Module, shape, repeats: int, threads: int) -> float:
-    x = torch.randn(*shape)  # (B, *input_shape)
+def _median_latency_ms(cpu_model: torch.nn.Module, input_shape, batch: int, repeats: int, threads: int) -> float:
+    x = _random_inputs(input_shape, batch)  # (B, *input_shape)
     times, caller_threads = [], torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

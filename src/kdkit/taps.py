@@ -13,6 +13,7 @@ import difflib
 import torch
 from torch import nn
 
+from kdkit.data.dataset import example_inputs
 from kdkit.errors import KdkitError
 
 
@@ -61,7 +62,7 @@ def layer_shapes(model: nn.Module, input_shape) -> list[tuple[str, str, tuple]]:
     names = [n for n, _ in model.named_modules() if n]
     was_training = model.training
     with Taps(model, names, detach=True) as taps, torch.no_grad():
-        model.eval()(torch.zeros(1, *input_shape))
+        model.eval()(example_inputs(input_shape, 1))
     model.train(was_training)
     modules = dict(model.named_modules())
     rows = []

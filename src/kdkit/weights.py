@@ -15,16 +15,23 @@ from kdkit.models import check_input, create_model
 from kdkit.rundir import short_path
 
 
+def input_sizes(data: Dataset) -> tuple[int, int]:
+    """(in_channels, image_size) the model factories take: an image's C and H; a table's F features
+    and 1 (so an MLP's input is F); token ids' length L and 1."""
+    shape = data.input_shape
+    return (shape[0], shape[1]) if len(shape) == 3 else (shape[0], 1)
+
+
 def model_meta(arch: str, data: Dataset) -> dict:
     """What the sidecar must hold to rebuild and use the model without the dataset."""
-    c, h, _ = data.input_shape
-    return {"arch": arch, "num_classes": data.num_classes, "in_channels": c, "image_size": h,
+    c, h = input_sizes(data)
+    return {"arch": arch, "num_classes": data.num_classes, "in_channels": c, "image_size": h, "input_kind": data.kind,
             "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std), "dataset": data.name}
 
 
 def build_model(arch: str, data: Dataset, seed: int) -> torch.nn.Module:
     """A fresh model for this dataset; the seed fixes its initialisation (scratch and student share it)."""
-    c, h, _ = data.input_shape
+    c, h = input_sizes(data)
     torch.manual_seed(seed)
     model = create_model(arch, num_classes=data.num_classes, in_channels=c, image_size=h)
     check_input(model, data.input_shape, data.num_classes)
@@ -105,6 +112,8 @@ def check_model_meta(meta: dict, side: Path) -> dict:
                          "class names (num_classes): restore the sidecar kdkit wrote")
     for key in ("mean", "std"):
         value = meta.get(key)
+        if meta.get("input_kind") == "tokens" and value == []:  # token ids are never normalised
+            continue
         if value is not None and (not isinstance(value, list) or len(value) != sizes["in_channels"]
                                   or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value)
                                   or (key == "std" and not all(v > 0 for v in value))):

@@ -287,13 +287,35 @@ def test_from_arrays_images_channels_last_and_tabular():
     assert torch.equal(ds.test.images, torch.from_numpy(x[:8]).permute(0, 3, 1, 2))
     table = torch.randn(50, 5) * 3 + 7
     ds = from_arrays(table, torch.arange(50) % 2, table[:10], torch.arange(10) % 2, val_fraction=0)
-    assert ds.input_shape == (5, 1, 1) and ds.train.images.dtype == torch.float32
+    assert ds.input_shape == (5,) and ds.kind == "table" and ds.train.images.dtype == torch.float32
     assert np.allclose(ds.mean, table.mean(0).numpy(), atol=1e-5)
+    assert np.allclose(ds.std, table.std(0, unbiased=False).numpy(), atol=1e-5)  # population std, per feature
     before = ds.train.images.clone()
     loader = BatchLoader(ds.train, 64, shuffle=False, mean=ds.mean, std=ds.std)
     x, _, _ = next(iter(loader))  # float data is standardised, never scaled by 1/255
-    assert torch.allclose(x.mean((0, 2, 3)), torch.zeros(5), atol=1e-5)
+    assert x.shape == (50, 5) and torch.allclose(x.mean(0), torch.zeros(5), atol=1e-5)
+    assert torch.allclose(x.std(0, unbiased=False), torch.ones(5), atol=1e-4)
     assert torch.equal(ds.train.images, before)  # normalising in place never touches the split
+
+
+def test_from_arrays_token_ids_stay_integers():
+    ids = torch.randint(1, 1000, (40, 12))
+    ids[:, 9:] = 0  # padding
+    with pytest.raises(KdkitError, match=r"x_train is 40 rows of 12 integers: token ids or table features\? pass kind='tokens'"):
+        from_arrays(ids, torch.arange(40) % 2, ids[:8], torch.arange(8) % 2)
+    ds = from_arrays(ids, torch.arange(40) % 2, ids[:8], torch.arange(8) % 2, kind="tokens", val_fraction=0)
+    assert ds.kind == "tokens" and ds.input_shape == (12,) and ds.input_shape.dtype == torch.int64
+    assert ds.mean == () and ds.std == ()
+    x, _, idx = next(iter(BatchLoader(ds.train, 16, shuffle=True, mean=ds.mean, std=ds.std)))
+    assert x.dtype == torch.int64 and torch.equal(x, ids[idx])  # never made float, never normalised
+    with pytest.raises(KdkitError, match="augment=flip transforms images, but these inputs are token ids; use augment=none"):
+        BatchLoader(ds.train, 16, shuffle=True, augment="flip")
+    with pytest.raises(KdkitError, match="mix=mixup blends inputs, but token ids cannot be blended"):
+        BatchLoader(ds.train, 16, shuffle=True, mix="mixup")
+    table = from_arrays(ids, torch.arange(40) % 2, ids[:8], torch.arange(8) % 2, kind="table", val_fraction=0)
+    assert table.kind == "table" and table.train.images.dtype == torch.float32
+    with pytest.raises(KdkitError, match="token ids must be 0 or more"):
+        from_arrays(-ids, torch.arange(40) % 2, ids[:8], torch.arange(8) % 2, kind="tokens")
 
 
 def test_from_arrays_rejects_bad_labels():

@@ -100,4 +100,4 @@ def test_mix_errors_are_one_line():
     with pytest.raises(KdkitError, match="mix=cutmix pastes a box of pixels, but these inputs have shape"):
         BatchLoader(vectors.train, 8, shuffle=True, mix="cutmix")
     x, _, _, mixing = next(iter(BatchLoader(vectors.train, 8, shuffle=True, mix="mixup")))  # mixup takes any shape
-    assert x.shape == (8, 5, 1, 1) and mixing.lam.shape == (8,)
+    assert x.shape == (8, 5) and mixing.lam.shape == (8,)

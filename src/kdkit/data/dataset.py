@@ -36,7 +36,9 @@ TEST_SEED = 0
 class Split:
     """One split of a dataset, all in memory."""
 
-    images: torch.Tensor  # (N, C, H, W) uint8 images, or float32 for tabular / float arrays
+    # the inputs: (N, C, H, W) uint8 or float32 images, (N, F) float32 table rows, or (N, L) int64
+    # token ids (Dataset.kind); the name is historical
+    images: torch.Tensor
     labels: torch.Tensor  # (N,) int64
     # (N,) int64 position of each sample in the source's training array (train, val, and test
     # carved from train) or test array (a source's own test split); None for hand-built splits
@@ -55,28 +57,65 @@ class Dataset:
     val: Split
     test: Split
     classes: list[str]
-    mean: tuple[float, ...]  # per channel, in [0, 1] units for uint8 images, raw units for floats
-    std: tuple[float, ...]
+    mean: tuple[float, ...]  # per channel (images) or feature (tables), in [0, 1] units for uint8 images,
+    std: tuple[float, ...]  # raw units for floats; empty for token ids (never normalised)
     augment: str  # "crop_flip", "crop" or "none"; see augment.py
     # samples in the source's training array, which train and val `index` point into (saved teacher
     # outputs must have exactly this many rows); None for hand-built datasets
     source_size: int | None = None
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        """(C, H, W) of one sample."""
-        return tuple(self.train.images.shape[1:])
+    def input_shape(self) -> "InputShape":
+        """The shape of one sample, (C, H, W), (F,) or (L,), carrying the dtype a model takes."""
+        return sample_shape(self.train.images)
+
+    @property
+    def kind(self) -> str:
+        """'image' (C, H, W), 'table' (F,) float rows or 'tokens' (L,) integer ids."""
+        return input_kind(self.train.images)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
 
+class InputShape(tuple):
+    """A sample's shape (a plain tuple: (C, H, W), (F,) or (L,)) that also carries the dtype a model
+    takes, so a probe of the model builds the right example: example_inputs(shape, batch)."""
+
+    def __new__(cls, shape, dtype=torch.float32):
+        self = super().__new__(cls, (int(d) for d in shape))
+        self.dtype = dtype
+        return self
+
+
+def example_inputs(shape, batch: int, device=None, dtype=None) -> torch.Tensor:
+    """(batch, *shape) zeros a model can take: int64 token ids (padding) for token inputs, else
+    float (`dtype`, float32 by default)."""
+    wanted = getattr(shape, "dtype", torch.float32)
+    if not wanted.is_floating_point:
+        return torch.zeros(batch, *shape, device=device, dtype=wanted)
+    return torch.zeros(batch, *shape, device=device, dtype=dtype or wanted)
+
+
+def sample_shape(inputs) -> InputShape:
+    """The InputShape of one sample of `inputs` (N, ...)."""
+    return InputShape(inputs.shape[1:], torch.float32 if input_kind(inputs) != "tokens" else torch.int64)
+
+
+def input_kind(inputs) -> str:
+    """'image' for (N, C, H, W), 'tokens' for integer (N, L), 'table' for float (N, F)."""
+    if inputs.ndim == 4:
+        return "image"
+    floating = inputs.dtype.is_floating_point if isinstance(inputs, torch.Tensor) else inputs.dtype.kind == "f"
+    return "table" if floating else "tokens"
+
+
 @dataclass
 class RawData:
     """What a reader found, before splitting: numpy arrays, test split optional."""
 
-    x_train: np.ndarray  # (N, C, H, W) uint8 or float32
+    x_train: np.ndarray  # (N, C, H, W) uint8 or float32 images, (N, F) float32 rows, (N, L) int64 ids
     y_train: np.ndarray  # (N,) integer
     x_test: np.ndarray | None  # (M, C, H, W), None when the source has no test split
     y_test: np.ndarray | None  # (M,)
@@ -128,16 +167,20 @@ def channel_stats(images: np.ndarray,
     """Per-channel mean and std of images[index]; uint8 images are measured in [0, 1] units.
 
     Works through chunks so a large float copy of the whole split is never made. A constant
-    channel gets std 1 so normalising never divides by zero.
+    channel gets std 1 so normalising never divides by zero. Table rows (N, F) get one value per
+    feature; token ids none (they are never normalised).
     """
+    if input_kind(images) == "tokens":
+        return (), ()
     scale = 1 / 255 if images.dtype == np.uint8 else 1.0
     channels = images.shape[1]
+    axes = (0, 2, 3) if images.ndim == 4 else (0,)
     total, squares = np.zeros(channels), np.zeros(channels)
     for start in range(0, len(index), 1024):
-        chunk = images[index[start:start + 1024]].astype(np.float64) * scale  # (b, C, H, W)
-        total += chunk.sum(axis=(0, 2, 3))
-        squares += (chunk * chunk).sum(axis=(0, 2, 3))
-    count = max(len(index) * images.shape[2] * images.shape[3], 1)
+        chunk = images[index[start:start + 1024]].astype(np.float64) * scale  # (b, C, H, W) or (b, F)
+        total += chunk.sum(axis=axes)
+        squares += (chunk * chunk).sum(axis=axes)
+    count = max(len(index) * int(np.prod(images.shape[2:])), 1)
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
     std[std < 1e-8] = 1.0
@@ -161,9 +204,9 @@ def check_labels(labels: np.ndarray, count: int, num_classes: int, what: str) ->
 
 
 def _check_images(images: np.ndarray, what: str) -> None:
-    if images.ndim != 4 or images.dtype not in (np.uint8, np.float32):
-        raise KdkitError(f"{what}: images must be (N, C, H, W) uint8 or float32, "
-                         f"got {images.shape} {images.dtype}")
+    if (images.ndim, images.dtype) not in ((4, np.uint8), (4, np.float32), (2, np.float32), (2, np.int64)):
+        raise KdkitError(f"{what}: inputs must be (N, C, H, W) uint8 or float32 images, (N, F) float32 rows "
+                         f"or (N, L) int64 token ids, got {images.shape} {images.dtype}")
     if len(images) == 0:
         raise KdkitError(f"{what}: no images; check the source holds data")
 

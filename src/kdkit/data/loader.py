@@ -5,6 +5,7 @@
     for epoch in range(epochs):
         loader.set_epoch(epoch)
         for x, y, idx in loader:   # x (B, C, H, W) float32 normalised, y (B,), idx (B,)
+    (table rows: x (B, F) float32 normalised per feature; token ids: x (B, L) int64 as stored)
             ...
 
 Reproducibility: the order of an epoch comes from a generator seeded with (seed, epoch), and
@@ -116,10 +117,21 @@ class BatchLoader:
         # cache's): epoch e mixes each sample with its recorded partner of slot e % K
         self.mix_rows = None if mix_rows is None else {k: torch.as_tensor(v) for k, v in mix_rows.items()}
         self.labels = split.labels.to(self.images.device)  # (N,)
+        # token ids (int64 (N, L)) go to the model as they are; images and table rows as float32,
+        # scaled (uint8 to [0, 1]) and normalised per channel / feature
+        self.tokens = not (split.images.dtype.is_floating_point or split.images.dtype == torch.uint8)
+        if self.tokens and augment != "none":
+            raise KdkitError(f"augment={augment} transforms images, but these inputs are token ids; use augment=none")
+        if split.images.dim() == 2 and augment != "none":
+            raise KdkitError(f"augment={augment} transforms images, but these inputs are table rows of "
+                             f"{split.images.shape[1]} features; use augment=none")
+        if self.tokens and mix != "none":
+            raise KdkitError(f"mix={mix} blends inputs, but token ids cannot be blended; use mix=none")
         channels = split.images.shape[1]
+        view = (1, channels) + (1,) * (split.images.dim() - 2)
         self.scale = 1 / 255 if split.images.dtype == torch.uint8 else 1.0
-        self.mean = _per_channel(mean, 0.0, channels, "mean").to(self.device)  # (1, C, 1, 1)
-        self.std = _per_channel(std, 1.0, channels, "std").to(self.device)  # (1, C, 1, 1)
+        self.mean = _per_channel(mean, 0.0, channels, "mean").view(view).to(self.device)  # (1, C, 1, 1) or (1, F)
+        self.std = _per_channel(std, 1.0, channels, "std").view(view).to(self.device)
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose order and augmentation the next iteration reproduces."""
@@ -241,6 +253,8 @@ class BatchLoader:
     def _normalised(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != self.device.type:  # images kept on CPU: one non-blocking copy per batch
             x = x.to(self.device, non_blocking=True)
+        if self.tokens:
+            return x  # (B, L) int64 token ids
         return x.float().mul_(self.scale).sub_(self.mean).div_(self.std)  # (B, C, H, W) float32 normalised
 
     def _labels(self, idx: torch.Tensor) -> torch.Tensor:
@@ -285,14 +299,15 @@ def _draw_weights(labels: torch.Tensor, sampler: str) -> torch.Tensor:
 
 
 def _per_channel(values, default: float, channels: int, what: str) -> torch.Tensor:
-    """(1, C, 1, 1) float32 from None, one number, or one number per channel."""
-    values = [default] * channels if values is None else list(np.atleast_1d(values))
+    """(C,) float32 from None (or empty: token ids), one number, or one number per channel."""
+    values = [] if values is None else list(np.atleast_1d(values))
+    values = values or [default] * channels
     if len(values) == 1:
         values = values * channels
     if len(values) != channels:
         raise KdkitError(f"{what} has {len(values)} values but the images have {channels} "
                          "channels; pass one value per channel (dataset.mean / dataset.std)")
-    return torch.tensor([float(v) for v in values], dtype=torch.float32).view(1, channels, 1, 1)
+    return torch.tensor([float(v) for v in values], dtype=torch.float32)
 
 
 def _place(images: torch.Tensor, device: torch.device) -> torch.Tensor:

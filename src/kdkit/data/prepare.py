@@ -8,6 +8,7 @@ import torch
 
 from kdkit.data.dataset import Dataset, Split
 from kdkit.data.labels import hide_labels, is_labelled, labelled_only, sample_counts
+from kdkit.data.normalize import normalized
 from kdkit.data.registry import load_dataset
 from kdkit.data.unlabeled import add_unlabeled, load_unlabeled
 from kdkit.errors import KdkitError
@@ -15,8 +16,10 @@ from kdkit.errors import KdkitError
 
 def prepare_data(cfg, data: Dataset | None, seed: int) -> Dataset:
     """The run's dataset: loaded (unless given), made long-tailed when `imbalance` is set, then
-    label-scarce when `labels_per_class` or `unlabeled` is (label_scarce)."""
+    label-scarce when `labels_per_class` or `unlabeled` is (label_scarce); its mean and std are what
+    `normalize` says (kdkit.data.normalize)."""
     data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, seed=seed, download=cfg.download)
+    data = normalized(data, cfg.normalize)
     if cfg.imbalance:
         from kdkit.data.longtail import describe_counts, long_tailed
 

@@ -19,6 +19,7 @@ import torch
 from kdkit.version import __version__
 from kdkit import checkpoint as ckpt
 from kdkit.data import BatchLoader, Split
+from kdkit.data.dataset import example_inputs
 from kdkit.errors import KdkitError
 
 ONNX_FORMAT = "kdkit-onnx-1"
@@ -42,7 +43,7 @@ def export_onnx(model: torch.nn.Module, path, input_shape, opset: int = 17) -> P
     output "logits" (B, K), batch size B free. torch's TorchScript exporter (dynamo=False) is
     used: the torch.export-based default needs the onnxscript package and gains nothing here."""
     path = Path(path)
-    example = torch.zeros(1, *input_shape)  # (1, C, H, W)
+    example = example_inputs(input_shape, 1)  # (1, C, H, W), (1, F) or (1, L)
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from kdkit.export.deploy import LATENCY_REPEATS, deploy_table
 from kdkit.export.int8 import CALIBRATION_SAMPLES, quantize_int8
 from kdkit.export.onnx_file import export_onnx, require_onnx, write_file, write_sidecar
 from kdkit.export.parity import FP32_TOLERANCE, parity_error, verify
-from kdkit.weights import load_model, weights_path
+from kdkit.weights import input_sizes, load_model, weights_path
 from kdkit.rundir import check_out_file
 
 
@@ -154,7 +154,7 @@ def _test_data(meta: dict, dataset: str | None, data_dir, data=None):
         raise KdkitError("the weights' sidecar names no dataset to verify the export on; pass --dataset NAME_OR_PATH")
     data = data or load_dataset(name, data_dir)
     meta = {"classes": list(data.classes), "mean": list(data.mean), "std": list(data.std)} | meta
-    if list(meta["classes"]) != list(data.classes) or (meta["in_channels"], meta["image_size"]) != data.input_shape[:2]:
+    if list(meta["classes"]) != list(data.classes) or (meta["in_channels"], meta["image_size"]) != input_sizes(data):
         raise KdkitError(f"the model ({meta['num_classes']} classes, {meta['in_channels']}x{meta['image_size']} input) "
                          f"does not fit dataset '{data.name}' ({data.num_classes} classes, input {data.input_shape}); "
                          "pass --dataset with the data it was trained on")

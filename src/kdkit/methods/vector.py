@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdkit.adapters import pool, pooled_size
+from kdkit.data.dataset import example_inputs
 from kdkit.errors import unknown
 from kdkit.losses.feature import linear_cka
 from kdkit.methods.features import COMMON, FeatureMethod
@@ -57,7 +58,7 @@ class DistillationVector(FeatureMethod):
             num_classes = teacher.num_classes
         else:
             with torch.no_grad():
-                num_classes = teacher.eval()(torch.zeros(2, *input_shape, device=_device(teacher))).shape[-1]
+                num_classes = teacher.eval()(example_inputs(input_shape, 2, device=_device(teacher))).shape[-1]
         self.student_adapter = nn.Linear(self.segments["student"][-1][2], vector_dim)
         self.teacher_adapter = nn.Linear(self.segments["teacher"][-1][2], vector_dim)
         self.teacher_head = nn.Linear(vector_dim, num_classes)

@@ -56,7 +56,7 @@ from kdkit import checkpoint as ckpt
 from kdkit import distributed
 from kdkit.adapters import pool
 from kdkit.data.augment import draw
-from kdkit.data.dataset import Split, mapped_array
+from kdkit.data.dataset import Split, example_inputs, mapped_array, sample_shape
 from kdkit.data.loader import BatchLoader, seeded_generator, seeded_rng
 from kdkit.data.mix import draw_mix
 from kdkit.errors import KdkitError
@@ -176,7 +176,7 @@ class TeacherCache:
         teacher.eval().to(device)
         layers = list(layers)
         with Taps(teacher, layers) as taps:
-            num_classes = teacher(torch.zeros(1, *split.images.shape[1:], device=device)).shape[-1]
+            num_classes = teacher(example_inputs(sample_shape(split.images), 1, device=device)).shape[-1]
         feature_sizes = [pool(taps.outputs[name]).shape[-1] for name in layers]
         if topk >= num_classes or topk < 0:
             raise KdkitError(f"cache_topk must be in 0..{num_classes - 1} for {num_classes} classes, got {topk}; 0 stores every logit")
