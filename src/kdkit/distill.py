@@ -18,7 +18,6 @@ as a keyword.
 import dataclasses
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from kdkit.checkpoint import load_weights
@@ -103,25 +102,17 @@ def _check_types(teacher, student):
 
 
 def _check_pair(teacher: nn.Module, student: nn.Module, data: Dataset):
-    """Teacher and student must both take the data and predict the same number of classes."""
+    """Teacher and student must both take the data and return (B, K) logits for the same K classes."""
+    from kdkit.models import output_classes
     from kdkit.teachers import HybridTeacher
 
-    x = torch.zeros(2, *data.input_shape)
-    outputs = {}
-    models = (("teacher", teacher), ("student", student))
     if isinstance(teacher, HybridTeacher):  # predicts the dataset's classes by construction
         if teacher.data is not data:
             teacher.prepare(data)
-        outputs["teacher"], models = data.num_classes, models[1:]
-    for name, model in models:
-        was_training = model.training
-        try:
-            with torch.no_grad():
-                outputs[name] = model.eval()(x.to(next(model.parameters()).device)).shape[-1]
-        except Exception as e:
-            raise KdkitError(f"{name} cannot take input of shape {tuple(data.input_shape)}: {str(e)[:100]}") from None
-        finally:
-            model.train(was_training)
-    if outputs["teacher"] != outputs["student"] or outputs["student"] != data.num_classes:
-        raise KdkitError(f"teacher predicts {outputs['teacher']} classes, student {outputs['student']}, "
+        teacher_classes = data.num_classes
+    else:
+        teacher_classes = output_classes(teacher, data.input_shape, "teacher")
+    student_classes = output_classes(student, data.input_shape, "student")
+    if teacher_classes != student_classes or student_classes != data.num_classes:
+        raise KdkitError(f"teacher predicts {teacher_classes} classes, student {student_classes}, "
                          f"data has {data.num_classes}; build both models for {data.num_classes} classes")

@@ -208,8 +208,8 @@ def test_model_hook_with_a_parameter_kdkit_cannot_fill(run, tmp_path):
     sys.path.insert(0, str(tmp_path))  # PYTHONPATH=. (cli() restores sys.path)
     message = run("train", "--dataset", "digits", "--model", "kdkit_bad_hook:make_net", *FAST, "--out", "o", cwd=tmp_path)
     assert message == ("model hook 'kdkit_bad_hook:make_net' cannot be called as make_net(num_classes=...): missing a "
-                       "required argument: 'depth'; give its other parameters defaults (kdkit passes num_classes, "
-                       "in_channels and image_size by keyword)")
+                       "required argument: 'depth'; give the argument in model_kwargs (e.g. --set model_kwargs='{name: "
+                       "value}') or a default (kdkit passes num_classes, in_channels and image_size to parameters of those names)")
 
 
 # ---- data --------------------------------------------------------------------------------------------------
