@@ -27,7 +27,7 @@ from kdkit.data.prepare import label_scarce
 from kdkit.errors import KdkitError
 from kdkit.evaluate import evaluate_model
 from kdkit.recipes import distillation
-from kdkit.weights import build_model
+from kdkit.weights import student_model
 from kdkit.rundir import check_run_dir, claim_run_dir
 from kdkit.train import FitResult, fit, select_device
 
@@ -67,7 +67,7 @@ def distill(teacher: nn.Module, student, train, val=None, method: str = "kd", *,
     check_run_dir(cfg.out, "api", cfg.overwrite)
     data = label_scarce(cfg, as_dataset(train, val, test, classes, augment), cfg.seed)  # labels_per_class, unlabeled
     if isinstance(student, str):
-        student = build_model(student, data, cfg.seed)
+        student = student_model(dataclasses.replace(cfg, student=student), data, cfg.seed)
     _check_pair(teacher, student, data)
     distiller = distillation(cfg, data, teacher, student)
     with claim_run_dir(cfg.out, "api", cfg.overwrite):  # kdkit's own folder, one writer at a time
