@@ -148,8 +148,8 @@ TEXT = {
     "unlabeled": "checked when the data loads",
     "model": "checked when the model is built", "student": "checked when the model is built",
     "model_kwargs": "a mapping", "teacher_kwargs": "a mapping", "student_kwargs": "a mapping",
-    "teacher_state_dict": "a .safetensors file, checked when the run starts",
-    "student_state_dict": "a .safetensors file, checked when the run starts",
+    "teacher_state_dict": "checked when the run starts (a .safetensors state dict)",
+    "student_state_dict": "checked when the run starts (a .safetensors state dict)",
     "peer": "checked when the model is built", "teacher": "checked when the teacher loads", "out": "checked when the run starts",
     "trust_hooks": "module:function hooks, checked when a sidecar names one"}
 EXAMPLES = {"milestones": "30,60", "teacher_weights": "0.5,0.5",
