@@ -109,8 +109,8 @@ def load_model(path, trusted_hooks=()) -> tuple[torch.nn.Module, dict]:
     tensors, meta = ckpt.load_weights(path)
     side = ckpt.sidecar(path)
     if not meta:
-        raise KdkitError(f"'{path}' has no sidecar '{side.name}' naming its architecture; name it and load these "
-                         f"weights into it: --teacher ARCH --set teacher_state_dict={short_path(path)}")
+        raise KdkitError(f"'{path}' has no sidecar '{side.name}' naming its architecture; save weights with kdkit, or, "
+                         f"for a teacher, name its architecture: --teacher ARCH --set teacher_state_dict={short_path(path)}")
     sizes = check_model_meta(meta, side)
     kwargs = meta.get("model_kwargs", {})
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() for k in kwargs):

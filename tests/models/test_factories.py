@@ -163,6 +163,12 @@ def test_timm_style_factory_with_model_kwargs(fakes, digits, tmp_path):
     model, meta = load_model(tmp_path / "run", trusted_hooks=[TIMM])
     assert meta["model_kwargs"] == TIMM_DIGITS and type(model).__name__ == "TinyResNet"
     assert model.head[2].out_features == 10
+    from kdkit.checkpoint import save_weights
+
+    save_weights(tmp_path / "bad.safetensors", model.state_dict(), meta | {"model_kwargs": ["tiny_resnet"]})
+    with pytest.raises(KdkitError, match=r"^sidecar '.*bad.json' has model_kwargs \"\['tiny_resnet'\]\", not a mapping of "
+                                         r"argument names; restore the sidecar kdkit wrote"):
+        load_model(tmp_path / "bad.safetensors", trusted_hooks=[TIMM])
 
 
 # ---- timm's feature_info: default feature taps ---------------------------------------------------------------

@@ -288,8 +288,8 @@ def test_damaged_teacher_outputs(run, tmp_path):
 def test_weights_without_sidecar(run, tmp_path, train_run):
     (tmp_path / "w.safetensors").write_bytes((train_run / "best.safetensors").read_bytes())
     assert run("evaluate", "w.safetensors", cwd=tmp_path) == (
-        "'w.safetensors' has no sidecar 'w.json' naming its architecture; save weights with kdkit, or build the "
-        "model in Python and pass it to kdkit.distill()")
+        "'w.safetensors' has no sidecar 'w.json' naming its architecture; save weights with kdkit, or, for a "
+        "teacher, name its architecture: --teacher ARCH --set teacher_state_dict=w.safetensors")
 
 
 @pytest.mark.parametrize("command", ["evaluate", "export"])
