@@ -63,6 +63,8 @@ def item_fits(key: str, kind, item) -> bool:
         return isinstance(item, bool)
     if kind in (int, float):
         return type(item) is kind and interval_holds(item, RANGES[key])
+    if kind is dict:  # keyword arguments for a model's factory (model_kwargs): parameter names
+        return isinstance(item, dict) and all(isinstance(k, str) and k.isidentifier() for k in item)
     if not isinstance(item, str) or not item or len(item) > TEXT_MAX or re.search(r"[\x00-\x1f\x7f]", item):
         return False
     if key in CHOICES:

@@ -21,12 +21,23 @@ from kdkit.taps import Taps
 
 
 def default_layers(model: nn.Module, role: str) -> list[str]:
-    """The model's stage outputs (its `feature_modules`), or an error saying how to name layers."""
-    layers = getattr(model, "feature_modules", None)
+    """The model's stage outputs: its `feature_modules` (kdkit's models), else the module names of its
+    `feature_info` (timm's models); or an error saying how to name layers."""
+    layers = getattr(model, "feature_modules", None) or feature_info_modules(model)
     if not layers:
-        raise KdkitError(f"{role} {type(model).__name__} does not list its stage outputs (feature_modules); "
-                         f"set {role}_layers to layer names (see `kdkit models --layers ARCH`)")
+        raise KdkitError(f"{role} {type(model).__name__} does not list its stage outputs (feature_modules or timm's "
+                         f"feature_info); set {role}_layers to layer names (see `kdkit models --layers ARCH`)")
     return list(layers)
+
+
+def feature_info_modules(model: nn.Module) -> list[str]:
+    """The `module` names of timm's `feature_info`, in order: a list of dicts (num_chs, reduction, module)
+    on every timm model, or a FeatureInfo object (features_only models) whose `.info` holds that list."""
+    info = getattr(model, "feature_info", None)
+    info = getattr(info, "info", info)
+    if not isinstance(info, (list, tuple)):
+        return []
+    return [entry["module"] for entry in info if isinstance(entry, dict) and isinstance(entry.get("module"), str)]
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 
-from kdkit.config_yaml import ConfigLoader, _cut, dump_yaml, load_yaml, parse_set, save_yaml
+from kdkit.config_yaml import ConfigLoader, _cut, dump_yaml, keyword_arguments, load_yaml, parse_set, save_yaml
 from kdkit.errors import KdkitError, shown
 from kdkit.methods import declared_keys
 from kdkit.methods.hyper import INT_MAX
@@ -42,6 +42,7 @@ class TrainConfig:
     workers: int = 0  # threads that gather and augment the next batches when the images stay on the CPU (larger than device memory, memory-mapped from disk, CPU training); same batches as 0
     # model
     model: str = "cnn"  # architecture (`kdkit models`) or my_pkg.my_module:make_net
+    model_kwargs: dict = field(default_factory=dict)  # keyword arguments for the model's factory, e.g. {model_name: resnet18} for timm:create_model (a module:function gets num_classes, in_channels, image_size only where its signature names them); distill: for every model it builds, teacher_kwargs / student_kwargs add to it per side
     # optimisation
     epochs: int = 10  # training epochs
     batch_size: int = 128  # samples per optimizer step
@@ -83,8 +84,12 @@ class DistillConfig(TrainConfig):
     """`kdkit distill`: a teacher, a student architecture, a method, and the scratch baseline."""
 
     teacher: str = "cnn"  # run dir or .safetensors from `kdkit train`, an architecture to train first, saved outputs (.npy, .parquet, .safetensors), sklearn:logistic|forest|hgb; several: comma-separated
+    teacher_kwargs: dict = field(default_factory=dict)  # keyword arguments for the teacher's factory (an architecture or module:function named by --teacher), over model_kwargs
+    teacher_state_dict: str | None = None  # a .safetensors state dict (model.state_dict(), e.g. from safetensors.torch.save_file) loaded into the teacher that --teacher builds; the teacher is then used as it is, not trained here
     teacher_epochs: int = 0  # epochs when the teacher is trained here; 0 = same as epochs
     student: str = "cnn-tiny"  # student architecture (`kdkit models`) or my_pkg.my_module:make_net
+    student_kwargs: dict = field(default_factory=dict)  # keyword arguments for the student's factory (and the peer's, when it is the student's architecture), over model_kwargs
+    student_state_dict: str | None = None  # a .safetensors state dict the student starts from (scratch and distilled students alike) instead of a random initialisation
     method: str = "kd"  # distillation method (`kdkit methods`)
     # other teachers
     peer: str | None = None  # dml: the peer's architecture; empty = the student's
@@ -144,6 +149,9 @@ TEXT = {
     "dataset": "checked when the data loads", "data_dir": "checked when the data loads",
     "unlabeled": "checked when the data loads",
     "model": "checked when the model is built", "student": "checked when the model is built",
+    "model_kwargs": "a mapping", "teacher_kwargs": "a mapping", "student_kwargs": "a mapping",
+    "teacher_state_dict": "checked when the run starts (a .safetensors state dict)",
+    "student_state_dict": "checked when the run starts (a .safetensors state dict)",
     "peer": "checked when the model is built", "teacher": "checked when the teacher loads", "out": "checked when the run starts",
     "trust_hooks": "module:function hooks, checked when a sidecar names one"}
 EXAMPLES = {"milestones": "30,60", "teacher_weights": "0.5,0.5",
@@ -185,6 +193,8 @@ def _coerce(key: str, value, typ):
             return None
         typ = next(a for a in typing.get_args(typ) if a is not type(None))
         origin = typing.get_origin(typ)
+    if typ is dict:
+        return keyword_arguments(key, value)
     if origin is list:
         (inner,) = typing.get_args(typ)
         if value is None:  # `key:` with nothing after it: an empty list

@@ -1,6 +1,10 @@
 """Config files: YAML read safely (no aliases, no repeated keys, one-line errors naming the file) and
-written back; `--set key=value` pairs. The keys and their values are checked by kdkit.config."""
+written back; `--set key=value` pairs; the mappings of keyword arguments (model_kwargs) that both
+YAML and a weights sidecar's JSON hold as they are. The keys and their values are checked by kdkit.config."""
 import dataclasses
+import keyword
+import math
+import re
 from pathlib import Path
 
 import yaml
@@ -52,6 +56,42 @@ def parse_set(pairs: list[str]) -> dict:
         except (yaml.YAMLError, ValueError, RecursionError):  # not YAML (e.g. '@run', '[0.1'): the text
             out[key.strip()] = value  # itself, still type-checked against the key's field
     return out
+
+
+def keyword_arguments(key: str, value) -> dict:
+    """The value of a mapping key (model_kwargs): keyword arguments for a model's factory, checked.
+    Names must be Python parameter names; values numbers, text, true/false, null, or lists and
+    mappings of these (a tuple becomes a list), so config.yaml and the weights' sidecar keep them."""
+    if value is None or value == "":  # `key:` with nothing after it, or `--set key=`
+        return {}
+    if not isinstance(value, dict):
+        raise KdkitError(f"config key '{key}' expects a mapping of keyword arguments, got {shown(value)}; "
+                         f"e.g. --set {key}='{{model_name: resnet18}}'")
+    for name in value:
+        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+            raise KdkitError(f"config key '{key}' names the argument {shown(name)}, which is not a Python parameter "
+                             "name; use names like model_name or num_classes")
+    try:
+        return {name: _plain(item) for name, item in value.items()}
+    except ValueError as bad:
+        raise KdkitError(f"config key '{key}' holds {shown(bad.args[0])}; give numbers, text, true/false, null, "
+                         "or lists and mappings of these") from None
+
+
+def _plain(value, depth: int = 0):
+    """`value` as JSON and YAML hold it (tuples as lists), or ValueError(the part that is not)."""
+    if isinstance(value, (tuple, list)) and depth < 16:
+        return [_plain(item, depth + 1) for item in value]
+    if isinstance(value, dict) and depth < 16 and all(isinstance(k, str) for k in value):
+        return {k: _plain(item, depth + 1) for k, item in value.items()}
+    if value is None or isinstance(value, bool):
+        return value
+    fits = (isinstance(value, int) and abs(value) < 2**63
+            or isinstance(value, float) and math.isfinite(value)
+            or isinstance(value, str) and len(value) <= 4096 and not re.search(r"[\x00-\x1f\x7f]", value))
+    if not fits:
+        raise ValueError(value)
+    return value
 
 
 def _cut(text, limit: int = 100) -> str:

@@ -18,18 +18,16 @@ as a keyword.
 import dataclasses
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from kdkit.checkpoint import load_weights
 from kdkit.config import DistillConfig, apply_overrides
 from kdkit.data import Dataset, from_arrays
-from kdkit.data.dataset import example_inputs
 from kdkit.data.prepare import label_scarce
 from kdkit.errors import KdkitError
 from kdkit.evaluate import evaluate_model
 from kdkit.recipes import distillation
-from kdkit.weights import build_model
+from kdkit.weights import student_model
 from kdkit.rundir import check_run_dir, claim_run_dir
 from kdkit.train import FitResult, fit, select_device
 
@@ -69,7 +67,7 @@ def distill(teacher: nn.Module, student, train, val=None, method: str = "kd", *,
     check_run_dir(cfg.out, "api", cfg.overwrite)
     data = label_scarce(cfg, as_dataset(train, val, test, classes, augment), cfg.seed)  # labels_per_class, unlabeled
     if isinstance(student, str):
-        student = build_model(student, data, cfg.seed)
+        student = student_model(dataclasses.replace(cfg, student=student), data, cfg.seed)
     _check_pair(teacher, student, data)
     distiller = distillation(cfg, data, teacher, student)
     with claim_run_dir(cfg.out, "api", cfg.overwrite):  # kdkit's own folder, one writer at a time
@@ -104,25 +102,17 @@ def _check_types(teacher, student):
 
 
 def _check_pair(teacher: nn.Module, student: nn.Module, data: Dataset):
-    """Teacher and student must both take the data and predict the same number of classes."""
+    """Teacher and student must both take the data and return (B, K) logits for the same K classes."""
+    from kdkit.models import output_classes
     from kdkit.teachers import HybridTeacher
 
-    x = example_inputs(data.input_shape, 2)
-    outputs = {}
-    models = (("teacher", teacher), ("student", student))
     if isinstance(teacher, HybridTeacher):  # predicts the dataset's classes by construction
         if teacher.data is not data:
             teacher.prepare(data)
-        outputs["teacher"], models = data.num_classes, models[1:]
-    for name, model in models:
-        was_training = model.training
-        try:
-            with torch.no_grad():
-                outputs[name] = model.eval()(x.to(next(model.parameters()).device)).shape[-1]
-        except Exception as e:
-            raise KdkitError(f"{name} cannot take input of shape {tuple(data.input_shape)}: {str(e)[:100]}") from None
-        finally:
-            model.train(was_training)
-    if outputs["teacher"] != outputs["student"] or outputs["student"] != data.num_classes:
-        raise KdkitError(f"teacher predicts {outputs['teacher']} classes, student {outputs['student']}, "
+        teacher_classes = data.num_classes
+    else:
+        teacher_classes = output_classes(teacher, data.input_shape, "teacher")
+    student_classes = output_classes(student, data.input_shape, "student")
+    if teacher_classes != student_classes or student_classes != data.num_classes:
+        raise KdkitError(f"teacher predicts {teacher_classes} classes, student {student_classes}, "
                          f"data has {data.num_classes}; build both models for {data.num_classes} classes")

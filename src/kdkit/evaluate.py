@@ -29,6 +29,7 @@ from kdkit.data import BatchLoader, Dataset
 from kdkit.data.dataset import example_inputs
 from kdkit.data.prepare import class_counts
 from kdkit.errors import KdkitError
+from kdkit.models.outputs import logits_of
 
 ECE_BINS = 15  # Guo et al. 2017, "On Calibration of Modern Neural Networks", Sec. 2
 WARMUP_RUNS = 3
@@ -228,9 +229,7 @@ def predict_logits(model: torch.nn.Module, batches, device="cpu"):
     with eval_mode(model), torch.inference_mode():
         for batch in batches:
             x, y = batch[0], batch[1]
-            logits = model(x.to(device))  # (B, K)
-            if not isinstance(logits, torch.Tensor):
-                raise KdkitError(f"model must return a logits tensor; got {type(logits).__name__}")
+            logits = logits_of(model(x.to(device)), "the model", len(x))  # (B, K)
             all_logits.append(logits.float().cpu())
             all_labels.append(torch.as_tensor(y).long().cpu())
     if not all_logits:

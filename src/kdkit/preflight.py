@@ -5,7 +5,7 @@ from kdkit.config import DistillConfig
 from kdkit.data import Dataset, is_labelled
 from kdkit.errors import KdkitError
 from kdkit.teachers.specs import check_folds, sklearn_estimator, teacher_kind, teacher_specs
-from kdkit.weights import build_model, is_weights
+from kdkit.weights import build_model, is_weights, student_model, teacher_model
 
 
 def check_distill(cfg: DistillConfig, data: Dataset):
@@ -13,19 +13,22 @@ def check_distill(cfg: DistillConfig, data: Dataset):
     from kdkit.methods import method_parts
 
     parts = method_parts(cfg.method)
-    build_model(cfg.student, data, 0)
+    student_model(cfg, data, 0)  # (student_state_dict loaded: its keys checked now)
     if cfg.peer:
-        build_model(cfg.peer, data, 0)
+        build_model(cfg.peer, data, 0, dict(cfg.model_kwargs))
     specs = teacher_specs(cfg.teacher)
     if not specs:
         raise KdkitError("no teacher given; --teacher names weights, an architecture, saved outputs or sklearn:NAME")
+    if cfg.teacher_state_dict and (len(specs) > 1 or teacher_kind(specs[0]) != "torch" or is_weights(specs[0])):
+        raise KdkitError(f"teacher_state_dict loads one teacher that --teacher builds (an architecture or module:function), "
+                         f"but --teacher is '{cfg.teacher}'; name one architecture, or drop teacher_state_dict")
     for spec in specs:
         kind = teacher_kind(spec)
         if kind == "torch" and not is_weights(spec) and ":" not in spec and ("/" in spec or "\\" in spec):
             raise KdkitError(f"teacher '{spec}' not found: no such run directory or weights file; check the path, "
                              "or name an architecture (`kdkit models`)")
         if kind == "torch" and not is_weights(spec):
-            build_model(spec, data, 0)
+            teacher_model(spec, cfg, data, 0)  # (teacher_state_dict loaded: its keys checked now)
         elif kind == "sklearn":
             sklearn_estimator(spec.split(":", 1)[1], 0)
             labels = data.train.labels

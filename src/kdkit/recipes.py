@@ -36,7 +36,8 @@ from kdkit.teachers.specs import (hybrid_facts, member_rows, other_teacher, teac
                                   user_hooks)
 from kdkit.train import (autocast_dtype, check_resume_settings, complete_checkpoints, fit, parse_device,
                          select_device, uses_channels_last)
-from kdkit.weights import build_model, check_teacher, is_weights, load_model, model_meta
+from kdkit.weights import (build_model, check_teacher, factory_kwargs, is_weights, load_model, model_meta, student_model,
+                           teacher_model)
 
 
 def cross_entropy(model, cfg, data: Dataset) -> CrossEntropy:
@@ -105,16 +106,17 @@ def run_train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
     parse_device(cfg.device)
     data = prepare_data(cfg, data, cfg.seed)
     check_classes(data)
-    build_model(cfg.model, data, cfg.seed)
+    build_model(cfg.model, data, cfg.seed, factory_kwargs(cfg, "model"))
     with start_run(cfg, "train"):
         return _train(cfg, data, Path(cfg.out))
 
 
 def _train(cfg: TrainConfig, data: Dataset, out: Path) -> dict:
     data = labelled_only(data)  # labels_per_class: hard labels only
-    model = build_model(cfg.model, data, cfg.seed)
+    kwargs = factory_kwargs(cfg, "model")
+    model = build_model(cfg.model, data, cfg.seed, kwargs)
     method = cross_entropy(model, cfg, data)
-    info = _fit_or_skip(method, data, cfg, out, model_meta(cfg.model, data), desc=f"train {cfg.model}")
+    info = _fit_or_skip(method, data, cfg, out, model_meta(cfg.model, data, kwargs), desc=f"train {cfg.model}")
     if info.get("stopped_early"):
         return {"stopped_early": True, "run_dir": str(out)}
     device = select_device(cfg.device)
@@ -188,19 +190,22 @@ def console_log(message: str):
 
 
 def torch_teacher(spec: str, cfg: DistillConfig, data: Dataset, run_dir: Path, seed: int, bootstrap: bool = False):
-    """Load the teacher from a run/weights path, or train the named architecture first."""
+    """Load the teacher from a run/weights path, or build the named architecture and load
+    teacher_state_dict into it (a teacher trained elsewhere), or train it here first."""
     if is_weights(spec):
         teacher, meta = load_model(spec, user_hooks(cfg))
         check_teacher(meta, data)
-        check_input(teacher, data.input_shape, data.num_classes)
+        check_input(teacher, data.input_shape, data.num_classes, "teacher")
         return teacher, {"source": str(spec), "arch": meta["arch"]}
+    teacher = teacher_model(spec, cfg, data, seed)
+    if cfg.teacher_state_dict:  # trained elsewhere: used as it is
+        return teacher.eval(), {"source": cfg.teacher_state_dict, "arch": spec}
     teacher_cfg = dataclasses.replace(cfg, epochs=cfg.teacher_epochs or cfg.epochs, seed=seed,
                                       sampler=cfg.teacher_sampler or cfg.sampler)
-    teacher = build_model(spec, data, seed)
     labelled = labelled_only(data, same_steps=True)  # a teacher trained here learns from the labels only
     train_data = bootstrap_sample(labelled, seed) if bootstrap else labelled
-    info = _fit_or_skip(cross_entropy(teacher, cfg, labelled), train_data, teacher_cfg,
-                        run_dir, model_meta(spec, data), desc=f"{run_dir.name} {spec}")
+    meta = model_meta(spec, data, factory_kwargs(cfg, "teacher"))
+    info = _fit_or_skip(cross_entropy(teacher, cfg, labelled), train_data, teacher_cfg, run_dir, meta, desc=f"{run_dir.name} {spec}")
     if info.get("stopped_early"):
         raise _Stopped()
     return load_weights_into(teacher, run_dir).eval(), {"source": "trained", "arch": spec, "fit": info, "bootstrap": bootstrap,
@@ -255,14 +260,15 @@ def _distill(cfg: DistillConfig, data: Dataset, out: Path) -> dict:
                 fit_data = labelled if phase == "scratch" else transfer
                 cache_info = {}  # teacher_cache: where the cache is and how long it took
                 if phase == "scratch":
-                    student = build_model(cfg.student, data, seed)
+                    student = student_model(cfg, data, seed)
                     method = cross_entropy(student, cfg, labelled)
                 else:
                     source, cache_info = teacher_source(current_teacher, seed_cfg, fit_data, out, device)
                     method = distillation(seed_cfg, fit_data, source)
                     student = method.student
                 run_dir = out / phase / f"seed{seed}"
-                info = _fit_or_skip(method, fit_data, seed_cfg, run_dir, model_meta(cfg.student, data), desc=f"{phase} seed {seed}")
+                meta = model_meta(cfg.student, data, factory_kwargs(cfg, "student"))
+                info = _fit_or_skip(method, fit_data, seed_cfg, run_dir, meta, desc=f"{phase} seed {seed}")
                 if cache_info:
                     info |= cache_info
                     ckpt.write_json(run_dir / "fit.json", info)
@@ -284,10 +290,11 @@ def distillation(cfg: DistillConfig, data: Dataset, teacher, student=None):
     (a model, a combination, or its output cache), with a peer network when the method trains one
     (cfg.peer, else the student's architecture; a given student and no cfg.peer: the method copies it)."""
     built = student is None
-    student = build_model(cfg.student, data, cfg.seed) if built else student
+    student = student_model(cfg, data, cfg.seed) if built else student
     kwargs = method_kwargs(cfg, data)
     if needs_peer(cfg.method) and (built or cfg.peer):
-        kwargs["peer"] = build_model(cfg.peer or cfg.student, data, cfg.seed + 1000)
+        peer_kwargs = dict(cfg.model_kwargs) if cfg.peer else factory_kwargs(cfg, "student")
+        kwargs["peer"] = build_model(cfg.peer or cfg.student, data, cfg.seed + 1000, peer_kwargs)
     return create_method(cfg.method, student, teacher, **kwargs)
 
 
@@ -297,7 +304,7 @@ def summarise_run(cfg: DistillConfig, data: Dataset, teacher, teacher_info: dict
     models' size and speed and each row's labelled/unlabelled training samples (`samples`), written to
     summary.json/.md, then report.html (when cfg.report)."""
     facts = {"teacher": hybrid_facts(teacher, data) if isinstance(teacher, HybridTeacher) else model_facts(teacher, data.input_shape),
-             "student": model_facts(build_model(cfg.student, data, 0), data.input_shape)}
+             "student": model_facts(build_model(cfg.student, data, 0, factory_kwargs(cfg, "student")), data.input_shape)}
     for source in getattr(teacher, "sources", []):  # members of a combination
         model = getattr(source, "model", None)
         facts[source.name] = model_facts(model, data.input_shape) if model is not None else {}

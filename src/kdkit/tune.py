@@ -73,7 +73,7 @@ def objective(trial, study, ctx: Context) -> float:
     """One distillation with the trial's hyper-parameters; the validation score of its best weights."""
     from kdkit.recipes import distillation
     from kdkit.train import fit
-    from kdkit.weights import model_meta
+    from kdkit.weights import factory_kwargs, model_meta
 
     claim_place(study, trial)
     params = {name: suggest(trial, name, dist) for name, dist in ctx.space.items()}
@@ -100,7 +100,7 @@ def objective(trial, study, ctx: Context) -> float:
     t0 = time.perf_counter()
     try:
         result = fit(distillation(cfg, ctx.data, ctx.source or ctx.teacher), ctx.data, cfg, run_dir,
-                     meta=model_meta(cfg.student, ctx.data),
+                     meta=model_meta(cfg.student, ctx.data, factory_kwargs(cfg, "student")),
                      desc=f"trial {trial.number}", on_epoch=on_epoch)
     except KdkitError as e:
         if "became NaN/inf" not in str(e):  # a diverged trial is a result of its hyper-parameters; other errors are not

@@ -70,7 +70,7 @@ def evaluate_best(ctx: Context, record: dict) -> dict:
     from kdkit.recipes import summarise_run, test_both
     from kdkit.teachers.specs import teacher_metrics
     from kdkit.train import select_device
-    from kdkit.weights import build_model
+    from kdkit.weights import student_model
 
     best, seed = record["best"], ctx.seed
     cfg = dataclasses.replace(ctx.cfg, **best["params"], seed=seed, seeds=[seed], baseline=False)
@@ -79,7 +79,7 @@ def evaluate_best(ctx: Context, record: dict) -> dict:
     shutil.rmtree(student_dir, ignore_errors=True)
     shutil.copytree(best["run_dir"], student_dir, ignore=shutil.ignore_patterns("checkpoints"))
     teacher_row, teacher_logits = teacher_metrics(ctx.teacher, ctx.data, device)
-    student = build_model(cfg.student, ctx.data, seed)
+    student = student_model(cfg, ctx.data, seed)
     metrics = test_both(student, student_dir, ctx.data, device, teacher_logits, cfg.posthoc_tau)
     fit_info = json.loads((student_dir / "fit.json").read_text())
     rows = {"teacher": [teacher_row], "scratch": [], "student": [dict(metrics, seed=seed, last_val_accuracy=fit_info["last_val_accuracy"])]}

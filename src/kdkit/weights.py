@@ -1,5 +1,7 @@
-"""Models and their weights: a fresh model built for a dataset, and a model rebuilt from the
-weights and sidecar kdkit saved (safetensors only, both checksums verified, every sidecar field
+"""Models and their weights: a fresh model built for a dataset (with the keyword arguments the
+config gives its factory: model_kwargs, teacher_kwargs, student_kwargs), a plain state dict loaded
+into it (teacher_state_dict, student_state_dict: a model trained elsewhere), and a model rebuilt from
+the weights and sidecar kdkit saved (safetensors only, both checksums verified, every sidecar field
 checked; a sidecar's architecture can only select a registered one, or a hook the user trusts).
 Used by `kdkit evaluate`, `export`, `report`, `predict` and by every run that loads a teacher.
 """
@@ -22,19 +24,57 @@ def input_sizes(data: Dataset) -> tuple[int, int]:
     return (shape[0], shape[1]) if len(shape) == 3 else (shape[0], 1)
 
 
-def model_meta(arch: str, data: Dataset) -> dict:
-    """What the sidecar must hold to rebuild and use the model without the dataset."""
+def model_meta(arch: str, data: Dataset, kwargs: dict | None = None) -> dict:
+    """What the sidecar must hold to rebuild and use the model without the dataset (and the keyword
+    arguments its factory was given, when there were any)."""
     c, h = input_sizes(data)
-    return {"arch": arch, "num_classes": data.num_classes, "in_channels": c, "image_size": h, "input_kind": data.kind,
+    meta = {"arch": arch, "num_classes": data.num_classes, "in_channels": c, "image_size": h, "input_kind": data.kind,
             "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std), "dataset": data.name}
+    return meta | ({"model_kwargs": dict(kwargs)} if kwargs else {})
 
 
-def build_model(arch: str, data: Dataset, seed: int) -> torch.nn.Module:
-    """A fresh model for this dataset; the seed fixes its initialisation (scratch and student share it)."""
+def factory_kwargs(cfg, role: str) -> dict:
+    """The keyword arguments the config gives `role`'s factory: model_kwargs for kdkit train's model;
+    for a distill run's teacher or student, model_kwargs with teacher_kwargs or student_kwargs over it."""
+    if role == "model":
+        return dict(cfg.model_kwargs)
+    return cfg.model_kwargs | (cfg.teacher_kwargs if role == "teacher" else cfg.student_kwargs)
+
+
+def build_model(arch: str, data: Dataset, seed: int, kwargs: dict | None = None, role: str = "model") -> torch.nn.Module:
+    """A fresh model for this dataset; the seed fixes its initialisation (scratch and student share it).
+    kwargs: for its factory (factory_kwargs); role (model, teacher, student) names it and its key in messages."""
     c, h = input_sizes(data)
     torch.manual_seed(seed)
-    model = create_model(arch, num_classes=data.num_classes, in_channels=c, image_size=h)
-    check_input(model, data.input_shape, data.num_classes)
+    key = f"{role}_kwargs"
+    model = create_model(arch, num_classes=data.num_classes, in_channels=c, image_size=h, kwargs=kwargs, kwargs_key=key)
+    check_input(model, data.input_shape, data.num_classes, f"{role} '{arch}'", key)
+    return model
+
+
+def student_model(cfg, data: Dataset, seed: int) -> torch.nn.Module:
+    """A distill run's student: cfg.student built with its keyword arguments, started from
+    student_state_dict when one is given (else from the seed's random initialisation)."""
+    model = build_model(cfg.student, data, seed, factory_kwargs(cfg, "student"), "student")
+    return load_state_dict(model, cfg.student_state_dict, "student_state_dict") if cfg.student_state_dict else model
+
+
+def teacher_model(spec: str, cfg, data: Dataset, seed: int) -> torch.nn.Module:
+    """A teacher architecture (a name or module:function) built with its keyword arguments, holding the
+    weights of teacher_state_dict when one is given (a teacher trained elsewhere, used as it is)."""
+    model = build_model(spec, data, seed, factory_kwargs(cfg, "teacher"), "teacher")
+    return load_state_dict(model, cfg.teacher_state_dict, "teacher_state_dict") if cfg.teacher_state_dict else model
+
+
+def load_state_dict(model: torch.nn.Module, path, key: str) -> torch.nn.Module:
+    """`model` with the plain safetensors state dict `path` loaded (the config key `key` names it):
+    its keys must be the model's state_dict() keys, with the same shapes."""
+    tensors, _ = ckpt.load_weights(path)  # safetensors only: never a pickle
+    mismatch = state_dict_mismatch(model, tensors)
+    if mismatch:
+        raise KdkitError(f"{key} '{short_path(path)}' does not fit the {type(model).__name__} built here ({mismatch}); save "
+                         "model.state_dict() of the same architecture, built with the same arguments")
+    model.load_state_dict(tensors)
     return model
 
 
@@ -76,10 +116,14 @@ def load_model(path, trusted_hooks=()) -> tuple[torch.nn.Module, dict]:
     tensors, meta = ckpt.load_weights(path)
     side = ckpt.sidecar(path)
     if not meta:
-        raise KdkitError(f"'{path}' has no sidecar '{side.name}' naming its architecture; "
-                         "save weights with kdkit, or build the model in Python and pass it to kdkit.distill()")
+        raise KdkitError(f"'{path}' has no sidecar '{side.name}' naming its architecture; save weights with kdkit, or, "
+                         f"for a teacher, name its architecture: --teacher ARCH --set teacher_state_dict={short_path(path)}")
     sizes = check_model_meta(meta, side)
-    model = create_model_from_file(meta["arch"], side, trusted_hooks, **sizes)
+    kwargs = meta.get("model_kwargs", {})
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() for k in kwargs):
+        raise KdkitError(f"sidecar '{side}' has model_kwargs {str(kwargs)[:40]!r}, not a mapping of argument names; "
+                         "restore the sidecar kdkit wrote")
+    model = create_model_from_file(meta["arch"], side, trusted_hooks, kwargs, **sizes)
     mismatch = state_dict_mismatch(model, tensors)
     if mismatch:
         raise KdkitError(f"weights '{path}' do not fit architecture '{meta['arch']}' that its sidecar "

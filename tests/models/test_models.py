@@ -106,7 +106,7 @@ def test_cifar_zoo_takes_other_input_sizes(name):
 
 
 def test_parametrised_names():
-    model = create_model("mlp-1200-1200", 10, in_channels=1, image_size=28, dropout=0.5, input_dropout=0.2)
+    model = create_model("mlp-1200-1200", 10, in_channels=1, image_size=28, kwargs={"dropout": 0.5, "input_dropout": 0.2})
     assert [b[0].out_features for b in model.blocks] == [1200, 1200]
     assert count_parameters(model) == 784 * 1200 + 1200 + 1200 * 1200 + 1200 + 1200 * 10 + 10
     half = create_model("cnn-x0.5", 10, in_channels=1, image_size=28)
@@ -122,11 +122,13 @@ def test_unknown_names_and_options_are_clear_errors():
     with pytest.raises(KdkitError, match="depth must be 6n\\+4"):
         create_model("wrn_15_2", 10)
     with pytest.raises(KdkitError, match="did you mean 'widths'"):
-        create_model("mlp", 10, widht=(8,))
+        create_model("mlp", 10, kwargs={"widht": (8,)})
     with pytest.raises(KdkitError, match="takes no options"):
-        create_model("resnet8", 10, depth=20)
+        create_model("resnet8", 10, kwargs={"depth": 20})
     with pytest.raises(KdkitError, match="already set by the model name"):
-        create_model("mlp-64", 10, widths=(8,))
+        create_model("mlp-64", 10, kwargs={"widths": (8,)})
+    with pytest.raises(KdkitError, match="num_classes of model 'mlp' comes from the data; drop it from student_kwargs"):
+        create_model("mlp", 10, kwargs={"num_classes": 3}, kwargs_key="student_kwargs")
 
 
 USER_MODULE = '''
@@ -135,8 +137,9 @@ import torch.nn as nn
 def make_net(num_classes, in_channels=3):  # takes no image_size: the hook must not pass it
     return nn.Sequential(nn.Conv2d(in_channels, num_classes, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
-def make_sized(num_classes, image_size, **kwargs):
-    return nn.Sequential(nn.Flatten(), nn.Linear(kwargs["in_channels"] * image_size ** 2, num_classes))
+def make_sized(num_classes, image_size, **kwargs):  # kdkit passes only what the signature names
+    assert not kwargs, kwargs
+    return nn.Sequential(nn.Flatten(), nn.Linear(image_size ** 2, num_classes))
 
 def not_a_model(num_classes):
     return "model"
@@ -151,6 +154,8 @@ def test_user_hook(tmp_path, monkeypatch):
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 7)
     sized = create_model("kdkit_test_user_nets:make_sized", 5, in_channels=1, image_size=8)
     check_input(sized, (1, 8, 8), 5)
+    with pytest.raises(KdkitError, match="outputs 3 classes but the data has 5"):  # model_kwargs win over the sizes
+        check_input(create_model("kdkit_test_user_nets:make_sized", 5, 1, 8, kwargs={"num_classes": 3}), (1, 8, 8), 5)
     with pytest.raises(KdkitError, match="cannot find module 'kdkit_no_such_module'"):
         create_model("kdkit_no_such_module:make_net", 10)
     with pytest.raises(KdkitError, match="has no function 'make_nett'.*did you mean 'make_net'"):

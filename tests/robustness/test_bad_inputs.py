@@ -208,8 +208,8 @@ def test_model_hook_with_a_parameter_kdkit_cannot_fill(run, tmp_path):
     sys.path.insert(0, str(tmp_path))  # PYTHONPATH=. (cli() restores sys.path)
     message = run("train", "--dataset", "digits", "--model", "kdkit_bad_hook:make_net", *FAST, "--out", "o", cwd=tmp_path)
     assert message == ("model hook 'kdkit_bad_hook:make_net' cannot be called as make_net(num_classes=...): missing a "
-                       "required argument: 'depth'; give its other parameters defaults (kdkit passes num_classes, "
-                       "in_channels and image_size by keyword)")
+                       "required argument: 'depth'; give the argument in model_kwargs (e.g. --set model_kwargs='{name: "
+                       "value}') or a default (kdkit passes num_classes, in_channels and image_size to parameters of those names)")
 
 
 # ---- data --------------------------------------------------------------------------------------------------
@@ -288,8 +288,8 @@ def test_damaged_teacher_outputs(run, tmp_path):
 def test_weights_without_sidecar(run, tmp_path, train_run):
     (tmp_path / "w.safetensors").write_bytes((train_run / "best.safetensors").read_bytes())
     assert run("evaluate", "w.safetensors", cwd=tmp_path) == (
-        "'w.safetensors' has no sidecar 'w.json' naming its architecture; save weights with kdkit, or build the "
-        "model in Python and pass it to kdkit.distill()")
+        "'w.safetensors' has no sidecar 'w.json' naming its architecture; save weights with kdkit, or, for a "
+        "teacher, name its architecture: --teacher ARCH --set teacher_state_dict=w.safetensors")
 
 
 @pytest.mark.parametrize("command", ["evaluate", "export"])

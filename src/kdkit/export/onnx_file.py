@@ -21,6 +21,7 @@ from kdkit import checkpoint as ckpt
 from kdkit.data import BatchLoader, Split
 from kdkit.data.dataset import example_inputs
 from kdkit.errors import KdkitError
+from kdkit.models.outputs import LogitsOnly
 
 ONNX_FORMAT = "kdkit-onnx-1"
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -40,7 +41,8 @@ def require_onnx():
 
 def export_onnx(model: torch.nn.Module, path, input_shape, opset: int = 17) -> Path:
     """Write `model` (a copy, in eval mode, on CPU) as ONNX: input "input" (B, C, H, W) float32,
-    output "logits" (B, K), batch size B free. torch's TorchScript exporter (dynamo=False) is
+    output "logits" (B, K), batch size B free (a forward returning a ModelOutput, a mapping or a tuple
+    is exported as its logits: models/outputs.py). torch's TorchScript exporter (dynamo=False) is
     used: the torch.export-based default needs the onnxscript package and gains nothing here."""
     path = Path(path)
     example = example_inputs(input_shape, 1)  # (1, C, H, W), (1, F) or (1, L)
@@ -49,7 +51,7 @@ def export_onnx(model: torch.nn.Module, path, input_shape, opset: int = 17) -> P
         path.parent.mkdir(parents=True, exist_ok=True)
         with quiet_stderr(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
-            torch.onnx.export(copy.deepcopy(model).cpu().eval(), (example,), str(path), input_names=[INPUT_NAME],
+            torch.onnx.export(LogitsOnly(copy.deepcopy(model)).cpu().eval(), (example,), str(path), input_names=[INPUT_NAME],
                               output_names=[OUTPUT_NAME], opset_version=opset, dynamic_axes=axes, dynamo=False)
     except OSError as e:  # the disk, not the model
         raise write_error(path, e) from None

@@ -20,6 +20,7 @@ from torch import nn
 from kdkit.errors import KdkitError
 from kdkit.losses.balanced import class_balanced_ce
 from kdkit.losses.labels import hard_ce, known_labels, mixed_ce
+from kdkit.models.outputs import logits_of
 from kdkit.taps import Taps
 from kdkit.teachers.cache import TeacherCache
 
@@ -91,7 +92,7 @@ class Method(nn.Module):
             if index is None:
                 raise KdkitError("this teacher is keyed by sample index; call the method with (x, y, index)")
             return self.teacher(x, index)
-        return self.teacher(x)
+        return logits_of(self.teacher(x), "the teacher", len(x))  # (B, K), whatever form the forward returns
 
     def run_teacher(self, x, index=None) -> Outputs | None:
         if self.teacher is None:
@@ -106,9 +107,9 @@ class Method(nn.Module):
 
     def run_student(self, x) -> Outputs:
         if not self.student_layers:
-            return Outputs(self.student(x))
+            return Outputs(logits_of(self.student(x), "the student", len(x)))
         with Taps(self.student, self.student_layers) as taps:
-            logits = self.student(x)
+            logits = logits_of(self.student(x), "the student", len(x))
         return Outputs(logits, dict(taps.outputs))
 
     def forward(self, x, y, index=None) -> dict:

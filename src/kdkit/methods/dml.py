@@ -15,6 +15,7 @@ from torch import nn
 from kdkit.losses.kd import kd_loss
 from kdkit.methods.base import Method
 from kdkit.methods.hyper import TEMPERATURE
+from kdkit.models.outputs import logits_of
 
 
 class DML(Method):
@@ -35,7 +36,8 @@ class DML(Method):
         self.temperature, self.label_smoothing = temperature, label_smoothing
 
     def forward(self, x, y, index=None):
-        logits, peer_logits = self.student(x), self.peer(x)
+        logits = logits_of(self.student(x), "the student", len(x))
+        peer_logits = logits_of(self.peer(x), "the peer", len(x))
         ce = self.hard_ce(logits, y, self.label_smoothing)
         peer_ce = self.hard_ce(peer_logits, y, self.label_smoothing)
         mutual = kd_loss(logits, peer_logits.detach(), self.temperature)

@@ -2,7 +2,8 @@
 on any nn.Module (fitnet.py, at.py, nst.py, sp.py, rkd.py, pkt.py, crd.py, vector.py).
 
 Layers are named by `named_modules()` names (`student_layers`, `teacher_layers`, paired by
-position). Left empty, each method picks from the models' stage outputs (`feature_modules`):
+position). Left empty, each method picks from the models' stage outputs (`feature_modules`, or the
+modules of timm's `feature_info`):
 FitNets the middle stage, AT and NST every stage with a spatial map, SP, RKD, PKT and CRD the
 last stage (the penultimate embedding, average-pooled). Shapes come from a probe of one batch when
 the method is built, and size the adapters (kdkit.adapters), which train with the student and are

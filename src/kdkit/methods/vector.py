@@ -29,6 +29,7 @@ from kdkit.errors import unknown
 from kdkit.losses.feature import linear_cka
 from kdkit.methods.features import COMMON, FeatureMethod
 from kdkit.methods.hyper import COUNT, Hyper, Search
+from kdkit.models import output_classes
 from kdkit.teachers.cache import TeacherCache
 
 MATCHES = ("mse", "cosine", "cka")
@@ -57,8 +58,7 @@ class DistillationVector(FeatureMethod):
         if isinstance(teacher, TeacherCache):
             num_classes = teacher.num_classes
         else:
-            with torch.no_grad():
-                num_classes = teacher.eval()(example_inputs(input_shape, 2, device=_device(teacher))).shape[-1]
+            num_classes = output_classes(teacher, input_shape, "teacher")
         self.student_adapter = nn.Linear(self.segments["student"][-1][2], vector_dim)
         self.teacher_adapter = nn.Linear(self.segments["teacher"][-1][2], vector_dim)
         self.teacher_head = nn.Linear(vector_dim, num_classes)
@@ -91,7 +91,3 @@ def _segments(shapes: dict) -> list[tuple[str, int, int]]:
         out.append((name, start, start + pooled_size(shape)))
         start += pooled_size(shape)
     return out
-
-
-def _device(model):
-    return next(model.parameters()).device

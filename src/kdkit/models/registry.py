@@ -4,6 +4,10 @@ checks that a model fits the data (`check_input`).
 Every factory takes (num_classes, in_channels=3, image_size=32, **options) and returns an
 nn.Module whose forward maps (B, C, H, W) images to (B, num_classes) logits and which lists its
 stage outputs in `feature_modules` (names from named_modules(), for feature-distillation taps).
+A user's `module:function` gets num_classes, in_channels and image_size only where its signature
+names them (never through **kwargs: torchvision's resnet18 would pass them on to ResNet), plus the
+keyword arguments the user gives (model_kwargs); its forward may return logits in any form of
+models/outputs.py.
 """
 import importlib
 import inspect
@@ -13,10 +17,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from kdkit.data.dataset import example_inputs
 from kdkit.errors import KdkitError, did_you_mean, unknown
 from kdkit.models.cnn import cnn, cnn_tiny, cnn_x0_5, cnn_x0_25
 from kdkit.models.mlp import hinton_student, hinton_teacher, mlp
 from kdkit.models.mobilenetv2 import mobilenetv2
+from kdkit.models.outputs import logits_of
 from kdkit.models.resnet import (resnet8, resnet8x4, resnet14, resnet20, resnet32, resnet32x4, resnet44,
                                  resnet56, resnet110)
 from kdkit.models.shufflenetv2 import shufflenetv2
@@ -83,13 +89,20 @@ def resolve(name: str):
     return parsed
 
 
-def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32, **kwargs) -> nn.Module:
-    """Build a model by registry name, parametrised name, or 'package.module:function' user hook."""
+def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32,
+                 kwargs: dict | None = None, kwargs_key: str = "model_kwargs") -> nn.Module:
+    """Build a model by registry name, parametrised name, or 'package.module:function' user hook.
+    kwargs: a registered architecture's options (mlp: widths, dropout), or the keyword arguments of a
+    module:function (which may name num_classes, in_channels, image_size too); `kwargs_key` is the
+    config key that gave them, named in messages."""
+    kwargs = dict(kwargs or {})
     if ":" in name:
-        return load_user_model(name, num_classes, in_channels, image_size, **kwargs)
+        return load_user_model(name, num_classes, in_channels, image_size, kwargs, kwargs_key)
     factory, fixed = resolve(name)
     options = [p for p in inspect.signature(factory).parameters if p not in SIZE_ARGUMENTS]
     for key in kwargs:
+        if key in SIZE_ARGUMENTS:
+            raise KdkitError(f"{key} of model '{name}' comes from the data; drop it from {kwargs_key}")
         if key in fixed:
             raise KdkitError(f"option '{key}' is already set by the model name '{name}'; drop one of them")
         if key not in options:
@@ -98,7 +111,7 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: 
     return factory(num_classes, in_channels=in_channels, image_size=image_size, **fixed, **kwargs)
 
 
-def create_model_from_file(name, source, trusted_hooks=(), **sizes) -> nn.Module:
+def create_model_from_file(name, source, trusted_hooks=(), kwargs: dict | None = None, **sizes) -> nn.Module:
     """create_model for an architecture name read from a file (a weights sidecar): it may select a
     registered kdkit architecture only. A 'module:function' hook named by a file runs only when the
     user has named the same hook (trusted_hooks: --trust-hook, --model/--student/--teacher, Python),
@@ -110,7 +123,7 @@ def create_model_from_file(name, source, trusted_hooks=(), **sizes) -> nn.Module
                          f"If you trust that code, allow it: --trust-hook {name} (Python: trusted_hooks=['{name}'])")
     if ":" not in name:
         resolve(name)  # unknown names: the registry's one-line error
-    return create_model(name, **sizes)
+    return create_model(name, **sizes, kwargs=kwargs)
 
 
 def describe_model(name: str) -> str:
@@ -124,8 +137,10 @@ def describe_model(name: str) -> str:
     return summary
 
 
-def load_user_model(spec: str, num_classes: int, in_channels: int = 3, image_size: int = 32, **kwargs) -> nn.Module:
-    """Call the user's 'package.module:function', passing the sizes it accepts by keyword, plus kwargs."""
+def load_user_model(spec: str, num_classes: int, in_channels: int = 3, image_size: int = 32,
+                    kwargs: dict | None = None, kwargs_key: str = "model_kwargs") -> nn.Module:
+    """Call the user's 'package.module:function' with the sizes its signature names, plus kwargs
+    (the config key `kwargs_key`, named in messages)."""
     module_name, _, function_name = spec.partition(":")
     if not module_name or not function_name or ":" in function_name:
         raise KdkitError(f"model hook '{spec}' must look like 'package.module:function'")
@@ -136,7 +151,7 @@ def load_user_model(spec: str, num_classes: int, in_channels: int = 3, image_siz
         hint = f"; {did_you_mean(function_name, public)}" if public else ""
         raise KdkitError(f"module '{module_name}' has no function '{function_name}' (model hook '{spec}'){hint}")
     sizes = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
-    keywords = accepted_keywords(function, sizes) | kwargs
+    keywords = named_keywords(function, sizes) | (kwargs or {})  # the user's model_kwargs win
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError):  # some builtins and C extensions have no signature: just call them
@@ -146,8 +161,9 @@ def load_user_model(spec: str, num_classes: int, in_channels: int = 3, image_siz
             signature.bind(**keywords)
     except TypeError as error:  # e.g. a required parameter kdkit cannot fill
         call = ", ".join(f"{k}=..." for k in keywords)
-        raise KdkitError(f"model hook '{spec}' cannot be called as {function_name}({call}): {error}; give its other "
-                         "parameters defaults (kdkit passes num_classes, in_channels and image_size by keyword)") from None
+        raise KdkitError(f"model hook '{spec}' cannot be called as {function_name}({call}): {error}; give the "
+                         f"argument in {kwargs_key} (e.g. --set {kwargs_key}='{{name: value}}') or a default (kdkit passes "
+                         "num_classes, in_channels and image_size to parameters of those names)") from None
     model = function(**keywords)
     if not isinstance(model, nn.Module):
         raise KdkitError(f"model hook '{spec}' returned {type(model).__name__}, not a torch.nn.Module; "
@@ -170,47 +186,50 @@ def import_user_module(module_name: str, spec: str):
         raise KdkitError(f"module '{module_name}' for model hook '{spec}' failed to import: {error}") from error
 
 
-def accepted_keywords(function, values: dict) -> dict:
-    """The entries of `values` that `function` accepts as keyword arguments."""
+def named_keywords(function, values: dict) -> dict:
+    """The entries of `values` that `function`'s signature names as keyword parameters. A **kwargs
+    takes none of them: kdkit cannot know what the function does with a name it does not declare."""
     try:
         parameters = inspect.signature(function).parameters
     except (TypeError, ValueError):  # some builtins and C extensions have no signature
         return {}
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return dict(values)
     keyword_kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return {k: v for k, v in values.items() if k in parameters and parameters[k].kind in keyword_kinds}
 
 
-def check_input(model: nn.Module, input_shape: tuple[int, int, int], num_classes: int) -> None:
-    """Fail early, with a clear message, if `model` cannot map (C, H, W) images to num_classes logits.
+def check_input(model: nn.Module, input_shape: tuple[int, int, int], num_classes: int, who: str = "model",
+                kwargs_key: str = "model_kwargs") -> None:
+    """Fail early, with a clear message, if `model` cannot map (C, H, W) images to (B, num_classes) logits."""
+    classes = output_classes(model, input_shape, who)
+    if classes != num_classes:
+        raise KdkitError(f"{who} outputs {classes} classes but the data has {num_classes}; build it with "
+                         f"num_classes={num_classes} (a module:function gets num_classes only when its signature names "
+                         f"it; else give it: --set {kwargs_key}='{{num_classes: {num_classes}}}')")
+
+
+def output_classes(model: nn.Module, input_shape: tuple[int, int, int], who: str = "model") -> int:
+    """K of the (B, K) logits `model` returns for (C, H, W) images (any output form of models/outputs.py).
 
     Runs one forward on zeros of shape (2, C, H, W) in eval mode without gradients; every module's
     train/eval mode is restored afterwards.
     """
-    input_shape = tuple(input_shape)
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
-    x = torch.zeros(2, *input_shape, device=device, dtype=dtype)  # (2, C, H, W)
+    x = example_inputs(input_shape, 2, device=device, dtype=dtype)  # (2, C, H, W); int64 (2, L) for token ids
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
-            logits = model(x)
+            out = model(x)
     except Exception as error:  # any failure here means "wrong input for this model"
-        raise KdkitError(f"model cannot take input of shape {input_shape}: {short_reason(error)}; use a model "
+        raise KdkitError(f"{who} cannot take input of shape {input_shape}: {short_reason(error)}; use a model "
                          f"built for this input (e.g. --student with in_channels/image_size matching the "
                          f"dataset)") from error
     finally:
         for module, training in modes:
             module.training = training
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != 2:
-        got = f"shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise KdkitError(f"model must return one logits tensor of shape (batch, num_classes), got {got}")
-    if logits.shape[1] != num_classes:
-        raise KdkitError(f"model outputs {logits.shape[1]} classes but the data has {num_classes}; "
-                         f"build it with num_classes={num_classes}")
+    return logits_of(out, f"the {who}", batch=2).shape[1]
 
 
 def short_reason(error: Exception) -> str:

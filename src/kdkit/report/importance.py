@@ -30,6 +30,7 @@ from kdkit.adapters import default_layers
 from kdkit.data import BatchLoader, Dataset, Split
 from kdkit.errors import KdkitError
 from kdkit.evaluate import eval_mode
+from kdkit.models.outputs import logits_of
 from kdkit.taps import check_names
 
 MAX_DIMS = 256  # dimensions ablated per layer (cost is linear in it)
@@ -116,7 +117,7 @@ def pooled_gradients(model, name: str, x) -> tuple[torch.Tensor, torch.Tensor, t
         return _channels_back(v + shift, out.ndim)
 
     with _hooked(model, name, hook), torch.enable_grad():
-        logits = model(x)  # (N, K)
+        logits = logits_of(model(x))  # (N, K)
         score = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
         (grad,) = torch.autograd.grad(score, box["p"])  # parameters get no .grad
     return box["p"].detach(), grad.detach(), box["shape"]
@@ -139,9 +140,9 @@ def ablated_predictions(model, name: str, x, channels: list[int]) -> torch.Tenso
 
     with _hooked(model, name, hook):
         try:
-            logits = model(x)  # (k*N, K)
+            logits = logits_of(model(x))  # (k*N, K)
         except RuntimeError:
-            logits = model(x.repeat(k, *[1] * (x.ndim - 1)))  # (k*N, K)
+            logits = logits_of(model(x.repeat(k, *[1] * (x.ndim - 1))))  # (k*N, K)
     return logits.argmax(-1).view(k, n)
 
 
@@ -176,7 +177,7 @@ def _hooked(model: nn.Module, name: str, hook):
 @torch.no_grad()
 def _predict(model: nn.Module, x) -> torch.Tensor:
     with eval_mode(model):
-        return model(x).argmax(-1)  # (N,)
+        return logits_of(model(x)).argmax(-1)  # (N,)
 
 
 def _rate(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -60,6 +60,7 @@ from kdkit.data.dataset import Split, example_inputs, mapped_array, sample_shape
 from kdkit.data.loader import BatchLoader, seeded_generator, seeded_rng
 from kdkit.data.mix import draw_mix
 from kdkit.errors import KdkitError
+from kdkit.models.outputs import logits_of
 from kdkit.taps import Taps
 
 _VIEWS = 0x7663  # mixed into the views' generator seed, so they differ from the training draws
@@ -176,7 +177,7 @@ class TeacherCache:
         teacher.eval().to(device)
         layers = list(layers)
         with Taps(teacher, layers) as taps:
-            num_classes = teacher(example_inputs(sample_shape(split.images), 1, device=device)).shape[-1]
+            num_classes = logits_of(teacher(example_inputs(sample_shape(split.images), 1, device=device)), "the teacher", 1).shape[1]
         feature_sizes = [pool(taps.outputs[name]).shape[-1] for name in layers]
         if topk >= num_classes or topk < 0:
             raise KdkitError(f"cache_topk must be in 0..{num_classes - 1} for {num_classes} classes, got {topk}; 0 stores every logit")
@@ -235,7 +236,7 @@ def _write(folder: Path, meta: dict, teacher, split: Split, slots: int, device, 
         feats = [torch.empty(n, size, device=device) for size in meta["feature_sizes"]]  # (N, D_i) each
         for x, _, idx, *_ in loader:  # (with mix: x mixed as the rows of this slot say)
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None), Taps(teacher, layers) as taps:
-                outputs[idx] = teacher(x).float()
+                outputs[idx] = logits_of(teacher(x), "the teacher", len(x)).float()
             for i, name in enumerate(layers):
                 feats[i][idx] = pool(taps.outputs[name]).float()
         for i, feat in enumerate(feats):

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from kdkit.errors import KdkitError
+from kdkit.models.outputs import logits_of
 
 PROB_FLOOR = 1e-8  # smallest probability kept from estimators and files
 PROB_ROW_TOLERANCE = 1e-3  # rows within this of 1 (all values in [0, 1]) are read as probabilities
@@ -39,10 +40,7 @@ class TorchTeacher:
 
     def log_probs(self, x: torch.Tensor) -> torch.Tensor:
         """(B, K') float32 log-probabilities, columns in the model's own order."""
-        logits = self.model(x)  # (B, K')
-        if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-            raise KdkitError(f"teacher '{self.name}' must return a (B, K) logits tensor, got "
-                             f"{_describe(logits)}; wrap the model so forward returns the logits")
+        logits = logits_of(self.model(x), f"teacher '{self.name}'", len(x))  # (B, K')
         return logits.float().log_softmax(dim=1)
 
     def device(self) -> torch.device:
@@ -391,10 +389,4 @@ def _show(names: list[str], brackets: bool = True, limit: int = 10) -> str:
     """['a', 'b'] (or 'a', 'b'), cut after `limit` names."""
     shown = ", ".join(repr(n) for n in names[:limit]) + (", ..." if len(names) > limit else "")
     return f"[{shown}]" if brackets else shown
-
-
-def _describe(value) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a tensor of shape {tuple(value.shape)}"
-    return type(value).__name__
 

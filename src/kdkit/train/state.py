@@ -21,7 +21,8 @@ RUN_KEYS = {"resume", "max_steps", "progress", "out", "report", "log_every", "ch
 
 
 POSITION_KEYS = ("dataset", "model", "student", "teacher", "method", "batch_size", "seed", "val_fraction",
-                 "imbalance", "sampler", "teacher_cache", "cache_views")
+                 "imbalance", "sampler", "teacher_cache", "cache_views", "model_kwargs", "teacher_kwargs",
+                 "student_kwargs", "teacher_state_dict", "student_state_dict")
 
 
 def complete_checkpoints(run_dir) -> list[Path]:
