@@ -163,7 +163,7 @@ def tune(
     summary = run_tune(cfg, trials, storage=storage, study_name=study_name, metric=metric, resume=resume,
                        timeout=timeout, fixed=fixed, searched=_keys(search))
     record = summary["tune"]
-    plot = f"; importance: {cfg.out}/param_importance.png" if record["importance"] else ""
+    plot = f"; importance: {cfg.out}/param_importance.png" if (Path(cfg.out) / "param_importance.png").is_file() else ""
     console.out(f"{record['finished']} of {record['trials_wanted']} trials finished ({record['complete']} complete, "
                 f"{record['pruned']} pruned); all trials: {cfg.out}/tune.json{plot}")
     if "rows" not in summary:

@@ -3,14 +3,15 @@
     png = training_curves({"teacher": records, "student": records})   # records: metrics.jsonl rows
     Path("curves.png").write_bytes(png)
 
-matplotlib runs with the Agg backend (no display needed). Colours are fixed per role (teacher,
-scratch, student) so every figure of a report reads the same way.
+matplotlib (the report extra: pip install 'kdkit[report]') runs with the Agg backend (no display
+needed). Colours are fixed per role (teacher, scratch, student) so every figure of a report reads the same way.
 """
 import io
 import math
 
-import matplotlib
+from kdkit.extras import need
 
+matplotlib = need("matplotlib", "report.html")  # the one line when the report extra is missing
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
