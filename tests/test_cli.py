@@ -234,3 +234,30 @@ def test_ensemble_command(tmp_path):
 ])
 def test_models_layers_with_bad_sizes(args, pattern):
     one_line_error(kdkit("models", "--layers", "cnn", *args), pattern)
+
+
+def test_version():
+    from kdkit.version import __version__
+
+    r = kdkit("--version")
+    assert r.returncode == 0 and r.stdout == f"kdkit {__version__}\n", r.stderr
+
+
+def test_docs_lists_and_prints_the_pages():
+    docs = Path(__file__).parents[1] / "docs"
+    r = kdkit("docs")
+    assert r.returncode == 0, r.stderr
+    for page in docs.glob("*.md"):  # each page by name, with its title
+        title = page.read_text().splitlines()[0].removeprefix("# ")
+        assert any(line.split()[:1] == [page.stem] and title[:40] in line for line in r.stdout.splitlines()), page.stem
+    r = kdkit("docs", "config")
+    assert r.returncode == 0 and r.stdout == (docs / "config.md").read_text(), r.stderr
+    assert kdkit("docs", "Errors.md").stdout == (docs / "errors.md").read_text()
+    one_line_error(kdkit("docs", "confg"), r"^error: unknown docs page 'confg'; did you mean 'config'\?$")
+
+
+def test_help_points_at_kdkit_docs_not_at_the_source_tree():
+    for command in ([], ["distill"], ["tune"], ["report"], ["export"]):
+        r = kdkit(*command, "--help", env={"COLUMNS": "200"})
+        assert r.returncode == 0, r.stderr
+        assert "docs/" not in r.stdout and "kdkit docs" in r.stdout, command

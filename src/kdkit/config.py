@@ -229,7 +229,7 @@ def apply_overrides(cfg, overrides: dict):
         key = str(raw_key).replace("-", "_")  # YAML keys can be numbers, true, null
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-            hint = f"did you mean '{close[0]}'?" if close else "the keys are listed in docs/config.md"
+            hint = f"did you mean '{close[0]}'?" if close else "`kdkit docs config` lists the keys"
             raise KdkitError(f"unknown config key {shown(key)}; {hint}")
         if key in values:
             raise KdkitError(f"config key '{key}' is given twice (as {shown(given[key])} and {shown(raw_key)}); keep one")

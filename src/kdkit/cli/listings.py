@@ -1,5 +1,7 @@
 """The commands that list what kdkit knows: datasets, models (and an architecture's layer names),
-methods."""
+methods, and the documentation pages (docs)."""
+import importlib.resources
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -8,7 +10,7 @@ from rich import box
 from rich.table import Table
 
 from kdkit.cli.shared import console
-from kdkit.errors import KdkitError, shown
+from kdkit.errors import KdkitError, shown, unknown
 
 
 def datasets(data_dir: Optional[str] = typer.Option(None, help="also look here")):
@@ -92,3 +94,34 @@ def _method_table(name: str) -> Table:
         search = declared.hyper.describe_search() if declared else "-"
         table.add_row(key, str(default), valid_values(DistillConfig, key), search, meaning)
     return table
+
+
+def docs_folder():
+    """The documentation pages: inside the installed package (kdkit/docs/, put there by setup.py) or,
+    in a source checkout (editable install, PYTHONPATH=src), the repository's docs/."""
+    shipped = importlib.resources.files("kdkit") / "docs"
+    return shipped if shipped.is_dir() else Path(__file__).resolve().parents[3] / "docs"
+
+
+def doc_pages() -> dict:
+    """page name (file name without .md) -> the page, sorted by name."""
+    return {page.name[:-3]: page for page in sorted(docs_folder().iterdir(), key=lambda p: p.name) if page.name.endswith(".md")}
+
+
+def docs(page: Optional[str] = typer.Argument(None, help="a page, e.g. config, errors, methods, report, tune")):
+    """The documentation, installed with kdkit: without PAGE the list of pages, with PAGE that page (Markdown).
+
+    Examples: `kdkit docs`, `kdkit docs config` (every config key), `kdkit docs errors | less`."""
+    pages = doc_pages()
+    if page is None:
+        table = Table("page", "title", box=box.SIMPLE_HEAD)
+        for name, path in pages.items():
+            title = next((line[2:] for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("# ")), "")
+            table.add_row(name, title)
+        console.print(table)
+        console.print(f"kdkit docs PAGE prints one; the files: {docs_folder()}")
+        return
+    name = page.strip().lower().removesuffix(".md")
+    if name not in pages:
+        raise unknown("docs page", page, pages)
+    sys.stdout.write(pages[name].read_text(encoding="utf-8"))

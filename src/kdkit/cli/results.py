@@ -63,7 +63,7 @@ def report(
     trust_hook: Optional[list[str]] = TrustOpt,
 ):
     """Write RUN_DIR/report.html: the table, training curves, per-class and calibration plots,
-    size/speed, the feature-importance graph, config and environment (docs/report.md)."""
+    size/speed, the feature-importance graph, config and environment (`kdkit docs report`)."""
     from kdkit.report import write_report
 
     if samples < 1:

@@ -22,7 +22,7 @@ DEMO = {"dataset": "fashion-mnist", "teacher": "runs/demo/teacher", "student": "
         "weight_decay": 0.01, "batch_size": 128, "augment": "flip", "temperature": 4.0, "alpha": 0.9, "seeds": [0],
         "out": "runs/demo/distill"}
 
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file with config keys (see docs/config.md)")
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file with config keys (every key: `kdkit docs config`)")
 OverwriteOpt = typer.Option(None, "--overwrite", help="write into an --out folder holding files kdkit did not write")
 SetOpt = typer.Option(None, "--set", help="override any config key: --set lr=0.1 (repeatable)")
 
@@ -147,7 +147,7 @@ def tune(
 ):
     """Search the method's hyper-parameters with Optuna (pruning on validation), then evaluate the
     best trial on test. The same command on several machines, with one --storage URL, shares the
-    study (docs/tune.md)."""
+    study (`kdkit docs tune`)."""
     from kdkit.config import parse_set
     from kdkit.tune import tune as run_tune
 

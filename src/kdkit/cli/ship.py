@@ -23,7 +23,7 @@ def export(
     trust_hook: Optional[list[str]] = TrustOpt,
 ):
     """Export the student to ONNX, check it against PyTorch on the test split, optionally quantise
-    it to int8, and print the deployment table (docs/export.md)."""
+    it to int8, and print the deployment table (`kdkit docs export`)."""
     from kdkit.errors import unknown
     from kdkit.export import deploy_cells, export_run
 
