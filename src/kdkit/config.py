@@ -72,7 +72,7 @@ class TrainConfig:
     max_steps: int = 0  # stop (with a checkpoint) after this many steps of this invocation; --resume continues; 0 = off
     resume: bool = False  # continue from the run directory's last checkpoint
     deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume on CPU)
-    progress: bool = True  # progress bars
+    progress: bool = True  # show progress: a bar in a terminal, else one line per epoch (and every 30 s) on stderr
     overwrite: bool = False  # write into an --out folder that holds files kdkit did not write (files of the same name are replaced)
     trust_hooks: list[str] = field(default_factory=list)  # module:function model hooks that a weights sidecar may name (kdkit never imports a name read from a file otherwise)
 
