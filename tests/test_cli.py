@@ -261,3 +261,50 @@ def test_help_points_at_kdkit_docs_not_at_the_source_tree():
         r = kdkit(*command, "--help", env={"COLUMNS": "200"})
         assert r.returncode == 0, r.stderr
         assert "docs/" not in r.stdout and "kdkit docs" in r.stdout, command
+
+
+def examples(command) -> list[list[str]]:
+    """The `kdkit ...` example lines of a command's docstring, as argument lists (a trailing
+    `(comment)` dropped)."""
+    import shlex
+
+    lines = [line.strip() for line in (command.callback.__doc__ or "").splitlines()]
+    return [shlex.split(line.split("   (")[0])[2:] for line in lines if line.startswith("kdkit ")]
+
+
+def test_every_command_has_examples_that_parse():
+    import typer.main
+
+    from kdkit.cli import app
+
+    group = typer.main.get_command(app)
+    assert len(group.commands) == 14
+    for name, command in group.commands.items():
+        found = examples(command)
+        assert found, f"kdkit {name} --help shows no example"
+        for args in found:  # every option and argument of the example exists and takes its value
+            command.make_context(name, list(args))
+
+
+def test_help_shows_the_config_defaults_and_flags_stay_unset():
+    import typer.main
+    from typer.testing import CliRunner
+
+    from kdkit.cli import app
+    from kdkit.config import DistillConfig, TrainConfig
+
+    runner = CliRunner()
+    shown = {name: " ".join(runner.invoke(app, [name, "--help"], env={"COLUMNS": "250"}).output.split())
+             for name in ("distill", "train", "tune", "ensemble")}
+    assert f"student epochs (scratch and distilled) [default: {DistillConfig.epochs}]" in shown["distill"]
+    assert "softmax temperature T [default: the method's own: 4 (kd, dkd, fitnet, bkd, lakd), 1 (dist, dml)]" in shown["distill"]
+    assert "comma-separated seeds, e.g. 0,1,2 [default: 0]" in shown["distill"]
+    assert "write report.html at the end [default: on]" in shown["distill"]
+    assert f"learning rate [default: {TrainConfig.lr:g}]" in shown["train"] and "[default: runs/train]" in shown["train"]
+    assert "run directory [default: runs/tune]" in shown["tune"] and "run directory [default: runs/ensemble]" in shown["ensemble"]
+    # a flag left out is None, so --config and then the dataclass's default decide, as before
+    group = typer.main.get_command(app)
+    for name in ("distill", "train", "tune", "ensemble"):
+        for param in group.commands[name].params:
+            if "[default: " in (param.help or ""):
+                assert param.default is None, (name, param.name)

@@ -14,7 +14,14 @@ from kdkit.errors import KdkitError, shown, unknown
 
 
 def datasets(data_dir: Optional[str] = typer.Option(None, help="also look here")):
-    """Named datasets and where (if anywhere) their files were found."""
+    """Named datasets and where (if anywhere) their files were found.
+
+    Examples:
+
+      kdkit datasets
+
+      kdkit datasets --data-dir data
+    """
     from kdkit.data import DATASETS, dataset_status
 
     if data_dir is not None and not Path(data_dir).is_dir():
@@ -34,7 +41,14 @@ def models(
     image_size: int = typer.Option(32, help="input size for --layers"),
     num_classes: int = typer.Option(100, help="classes for --layers"),
 ):
-    """Architectures by name, with their parameter counts for 3x32x32 input and 100 classes."""
+    """Architectures by name, with their parameter counts for 3x32x32 input and 100 classes.
+
+    Examples:
+
+      kdkit models
+
+      kdkit models --layers resnet8x4   (its tappable layer names, for the feature methods)
+    """
     from kdkit.models import count_parameters, create_model, describe_model, list_models
 
     for flag, value, example, most in (("--in-channels", in_channels, 3, 1024), ("--image-size", image_size, 32, 4096),
@@ -64,7 +78,14 @@ def models(
 
 def methods(name: Optional[str] = typer.Argument(None, help="a method: show each hyper-parameter's default, valid "
                                                             "values, search range and meaning")):
-    """Distillation methods and their hyper-parameters (config keys)."""
+    """Distillation methods and their hyper-parameters (config keys).
+
+    Examples:
+
+      kdkit methods
+
+      kdkit methods dkd   (its hyper-parameters: default, valid values, search range)
+    """
     from kdkit.methods import METHODS, names
 
     if name is not None:
@@ -111,7 +132,12 @@ def doc_pages() -> dict:
 def docs(page: Optional[str] = typer.Argument(None, help="a page, e.g. config, errors, methods, report, tune")):
     """The documentation, installed with kdkit: without PAGE the list of pages, with PAGE that page (Markdown).
 
-    Examples: `kdkit docs`, `kdkit docs config` (every config key), `kdkit docs errors | less`."""
+    Examples:
+
+      kdkit docs
+
+      kdkit docs config   (every config key)
+    """
     pages = doc_pages()
     if page is None:
         table = Table("page", "title", box=box.SIMPLE_HEAD)
