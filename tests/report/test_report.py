@@ -357,6 +357,7 @@ def test_the_page_opens_with_the_verdict_and_names_sections_by_what_they_measure
     assert titles["importance"] == "Feature importance: which of the distilled student&#x27;s features its accuracy rests on"
     assert "distillation vector" not in text  # a kd run has none
     assert "distillation vector" in importance_title("vector") and "distillation vector" in importance_title("kd+vector")
+    assert "distillation vector" not in importance_title("fitnet") + importance_title("no-such-method")
 
 
 @pytest.mark.parametrize("values", [[0.31, 0.38], [0.12, 0.35, 0.9], [0.05, 40.0], [2e3, 5e4, 3e6], [1e2, 1e9], [7.0]])

@@ -8,6 +8,7 @@ The verdict comes from summary.json's rows (test accuracy, mean over seeds): the
 against the scratch student, and the share of the teacher-scratch gap it closed when the teacher is
 above scratch on the same test set. One seed, or a difference inside the seed-to-seed spread, is said.
 """
+from kdkit.errors import KdkitError
 from kdkit.report.importance import layer_shares, ranked_dims
 
 TIE_POINTS = 0.05  # a difference below this (in accuracy points) is no difference at this precision
@@ -62,9 +63,21 @@ def _teacher(rows: dict) -> str:
     return "" if teacher is None else f" (teacher {100 * teacher:.1f}%)"
 
 
+def has_distillation_vector(method: str) -> bool:
+    """Whether the run's method (or a part of it) distils through a distillation vector: asked of the
+    method classes (methods/vector.py), not of their names. An unknown name (an old summary) has none."""
+    from kdkit.methods import METHODS, method_parts
+    from kdkit.methods.vector import DistillationVector
+
+    try:
+        return any(issubclass(METHODS[part], DistillationVector) for part in method_parts(method))
+    except KdkitError:
+        return False
+
+
 def importance_title(method: str) -> str:
-    """Named by what the section measures; "the distillation vector" only for the method that has one."""
-    if "vector" in method.split("+"):
+    """Named by what the section measures; "the distillation vector" only for a method that has one."""
+    if has_distillation_vector(method):
         return "Feature importance of the distillation vector: which of its slices the student relies on"
     return "Feature importance: which of the distilled student's features its accuracy rests on"
 
@@ -86,7 +99,7 @@ def reading(result: dict, method: str = "") -> str:
              f" ({in_first} of them in {order[0]}); the most important, {top[0][0]}[{top[0][1]}], costs"
              f" {100 * top[0][2]:.1f} accuracy points when ablated.")
     idle = sum(v <= 0 for _, _, v in ranked)
-    whole = "distillation vector" if "vector" in method.split("+") else "student's features"
+    whole = "distillation vector" if has_distillation_vector(method) else "student's features"
     text += (f" {idle} of {len(ranked)} analysed dimensions cost nothing or help when removed: the parts of the"
              f" {whole} that carry little signal or noise on this data.")
     return text + _second_views(result, order[0])
