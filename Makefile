@@ -8,9 +8,15 @@ PY := $(VENV)/bin/python
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# Re-installs when pyproject.toml changes. torch is pinned to the CPU build on this project's machines.
+# The torch installed first: pyproject.toml asks only torch>=2.4, and on this project's machines 2.13.0 is a
+# local CPU build (a plain `pip install kdkit` on Linux could pull a multi-GB CUDA build). Override with
+# `make TORCH=torch==X.Y install`.
+TORCH ?= torch==2.13.0
+
+# Re-installs when pyproject.toml changes. [test] holds every extra (kdkit[all]) and the test tools.
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 

@@ -5,7 +5,7 @@ are missing, files, folders, symlinks, dangling or looping links, inside a file,
 Each cell runs `kdkit COMMAND ...` in this process with one value replaced. The other inputs are
 chosen so that a value kdkit accepts fails right after, on data that does not exist (or on a model
 file that is not one), so nothing trains or is written. A cell must end with exit code 2 and one
-`error: ...` line under 300 characters, never a traceback; the listing commands (models, datasets)
+`error: ...` line under 300 characters, never a traceback; the listing commands (models, datasets, docs)
 may exit 0, but only for a value their parameter can use (judged apart: else a silent accept); and
 no file of the probe folder (the files and links the probes point at) may change.
 
@@ -92,7 +92,7 @@ def base_args(command: str, run: Path, probes: Path, out: Path) -> dict:
         "predict": {"model": str(probes / "model.onnx"), "inputs": str(probes / "x.npy")},
         "report": {"run_dir": str(run)},
         "compare": {"run_dirs": str(run), "--out": str(out / "c.html")},
-        "models": {}, "methods": {}, "datasets": {},
+        "models": {}, "methods": {}, "datasets": {}, "docs": {},
     }[command]
 
 
@@ -120,6 +120,10 @@ def listing_value_is_valid(command: str, name: str, value: str) -> bool:
     Written apart from the CLI's own checks: an exit 0 with any other value is a silent accept."""
     if command == "datasets":
         return Path(value).is_dir()
+    if command == "docs":  # a page's name, or `--` (no page: the list of pages)
+        from kdkit.cli.listings import doc_pages
+
+        return value == "--" or value.strip().lower().removesuffix(".md") in doc_pages()
     if name == "--layers":
         from kdkit.models.registry import MODELS
 

@@ -234,3 +234,77 @@ def test_ensemble_command(tmp_path):
 ])
 def test_models_layers_with_bad_sizes(args, pattern):
     one_line_error(kdkit("models", "--layers", "cnn", *args), pattern)
+
+
+def test_version():
+    from kdkit.version import __version__
+
+    r = kdkit("--version")
+    assert r.returncode == 0 and r.stdout == f"kdkit {__version__}\n", r.stderr
+
+
+def test_docs_lists_and_prints_the_pages():
+    docs = Path(__file__).parents[1] / "docs"
+    r = kdkit("docs")
+    assert r.returncode == 0, r.stderr
+    for page in docs.glob("*.md"):  # each page by name, with its title
+        title = page.read_text().splitlines()[0].removeprefix("# ")
+        assert any(line.split()[:1] == [page.stem] and title[:40] in line for line in r.stdout.splitlines()), page.stem
+    r = kdkit("docs", "config")
+    assert r.returncode == 0 and r.stdout == (docs / "config.md").read_text(), r.stderr
+    assert kdkit("docs", "Errors.md").stdout == (docs / "errors.md").read_text()
+    one_line_error(kdkit("docs", "confg"), r"^error: unknown docs page 'confg'; did you mean 'config'\?$")
+
+
+def test_help_points_at_kdkit_docs_not_at_the_source_tree():
+    for command in ([], ["distill"], ["tune"], ["report"], ["export"]):
+        r = kdkit(*command, "--help", env={"COLUMNS": "200"})
+        assert r.returncode == 0, r.stderr
+        assert "docs/" not in r.stdout and "kdkit docs" in r.stdout, command
+
+
+def examples(command) -> list[list[str]]:
+    """The `kdkit ...` example lines of a command's docstring, as argument lists (a trailing
+    `(comment)` dropped)."""
+    import shlex
+
+    lines = [line.strip() for line in (command.callback.__doc__ or "").splitlines()]
+    return [shlex.split(line.split("   (")[0])[2:] for line in lines if line.startswith("kdkit ")]
+
+
+def test_every_command_has_examples_that_parse():
+    import typer.main
+
+    from kdkit.cli import app
+
+    group = typer.main.get_command(app)
+    assert len(group.commands) == 14
+    for name, command in group.commands.items():
+        found = examples(command)
+        assert found, f"kdkit {name} --help shows no example"
+        for args in found:  # every option and argument of the example exists and takes its value
+            command.make_context(name, list(args))
+
+
+def test_help_shows_the_config_defaults_and_flags_stay_unset():
+    import typer.main
+    from typer.testing import CliRunner
+
+    from kdkit.cli import app
+    from kdkit.config import DistillConfig, TrainConfig
+
+    runner = CliRunner()
+    shown = {name: " ".join(runner.invoke(app, [name, "--help"], env={"COLUMNS": "250"}).output.split())
+             for name in ("distill", "train", "tune", "ensemble")}
+    assert f"student epochs (scratch and distilled) [default: {DistillConfig.epochs}]" in shown["distill"]
+    assert "softmax temperature T [default: the method's own: 4 (kd, dkd, fitnet, bkd, lakd), 1 (dist, dml)]" in shown["distill"]
+    assert "comma-separated seeds, e.g. 0,1,2 [default: 0]" in shown["distill"]
+    assert "write report.html at the end [default: on]" in shown["distill"]
+    assert f"learning rate [default: {TrainConfig.lr:g}]" in shown["train"] and "[default: runs/train]" in shown["train"]
+    assert "run directory [default: runs/tune]" in shown["tune"] and "run directory [default: runs/ensemble]" in shown["ensemble"]
+    # a flag left out is None, so --config and then the dataclass's default decide, as before
+    group = typer.main.get_command(app)
+    for name in ("distill", "train", "tune", "ensemble"):
+        for param in group.commands[name].params:
+            if "[default: " in (param.help or ""):
+                assert param.default is None, (name, param.name)

@@ -207,9 +207,9 @@ def test_unsupported_operator_is_named(tmp_path, capfd):
 
 def test_missing_optional_dependency(monkeypatch, run_dir):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
-    with pytest.raises(KdkitError, match=r"onnxruntime is not installed\); pip install kdkit\[onnx\]"):
+    with pytest.raises(KdkitError, match=r"^ONNX \(export, int8, predict\) needs onnxruntime: pip install 'kdkit\[onnx\]'$"):
         require_onnx()
-    with pytest.raises(KdkitError, match=r"pip install kdkit\[onnx\]"):
+    with pytest.raises(KdkitError, match=r"pip install 'kdkit\[onnx\]'"):
         export_run(run_dir)
 
 
@@ -218,7 +218,7 @@ def test_kdkit_works_without_onnx(run_dir):
     code = ("import sys; sys.modules['onnx'] = sys.modules['onnxruntime'] = None; import kdkit.export; "
             f"from kdkit.cli import main; sys.argv = ['kdkit', 'export', {str(run_dir)!r}]; main()")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    one_line_error(result, r"\(onnx is not installed\); pip install kdkit\[onnx\]$")
+    one_line_error(result, r"needs onnx: pip install 'kdkit\[onnx\]'$")
 
 
 # ---------------------------------------------------------------- the command line

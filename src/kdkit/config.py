@@ -74,7 +74,7 @@ class TrainConfig:
     max_steps: int = 0  # stop (with a checkpoint) after this many steps of this invocation; --resume continues; 0 = off
     resume: bool = False  # continue from the run directory's last checkpoint
     deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume on CPU)
-    progress: bool = True  # progress bars
+    progress: bool = True  # show progress: a bar in a terminal, else one line per epoch (and every 30 s) on stderr
     overwrite: bool = False  # write into an --out folder that holds files kdkit did not write (files of the same name are replaced)
     trust_hooks: list[str] = field(default_factory=list)  # module:function model hooks that a weights sidecar may name (kdkit never imports a name read from a file otherwise)
 
@@ -241,7 +241,7 @@ def apply_overrides(cfg, overrides: dict):
         key = str(raw_key).replace("-", "_")  # YAML keys can be numbers, true, null
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-            hint = f"did you mean '{close[0]}'?" if close else "the keys are listed in docs/config.md"
+            hint = f"did you mean '{close[0]}'?" if close else "`kdkit docs config` lists the keys"
             raise KdkitError(f"unknown config key {shown(key)}; {hint}")
         if key in values:
             raise KdkitError(f"config key '{key}' is given twice (as {shown(given[key])} and {shown(raw_key)}); keep one")

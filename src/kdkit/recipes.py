@@ -25,6 +25,7 @@ from kdkit.config import DistillConfig, TrainConfig, apply_overrides, dump_yaml,
 from kdkit.data import Dataset, labelled_only
 from kdkit.data.labels import sample_counts
 from kdkit.data.prepare import bootstrap_sample, check_classes, class_counts, prepare_data, transfer_set
+from kdkit.errors import KdkitError
 from kdkit.evaluate import environment, evaluate_model, model_facts
 from kdkit.methods import CrossEntropy, create_method, needs_peer
 from kdkit.models import check_input
@@ -319,13 +320,15 @@ def summarise_run(cfg: DistillConfig, data: Dataset, teacher, teacher_info: dict
 
 
 def write_run_report(out: Path, data: Dataset, device, trusted_hooks=()) -> str | None:
-    """report.html for the run; a report that cannot be built never costs the run's results."""
-    from kdkit.report import write_report
-
+    """report.html for the run; a report that cannot be built (matplotlib missing included) never
+    costs the run's results."""
     try:
+        from kdkit.report import write_report
+
         return str(write_report(out, data=data, device=str(device), n_samples=500, trusted_hooks=trusted_hooks))
     except Exception as e:  # noqa: BLE001 -- the summary is written; say why the report is missing
-        print(f"report not written ({type(e).__name__}: {str(e)[:120]}); retry with `kdkit report {out}`")
+        reason = str(e) if isinstance(e, KdkitError) else f"{type(e).__name__}: {str(e)[:120]}"
+        print(f"report not written ({reason}); retry with `kdkit report {out}`")
         return None
 
 

@@ -22,16 +22,18 @@ import time
 import warnings
 from pathlib import Path
 
-import optuna
-from optuna.distributions import CategoricalDistribution, FloatDistribution
+from kdkit.extras import need
 
-from kdkit import checkpoint as ckpt
-from kdkit.config import DistillConfig, load_config, save_yaml
-from kdkit.errors import KdkitError, shown, unknown
-from kdkit.rundir import check_run_dir, claim_run_dir
-from kdkit.tune_results import finish
-from kdkit.tune_study import file_lock, fingerprint, first_difference, open_storage, open_study, shown_url
-from kdkit.tune_workers import Context, claim_place, counts, run_worker
+optuna = need("optuna", "kdkit tune")  # the one line when the tune extra is missing (tune_*.py import it too)
+from optuna.distributions import CategoricalDistribution, FloatDistribution  # noqa: E402
+
+from kdkit import checkpoint as ckpt  # noqa: E402
+from kdkit.config import DistillConfig, load_config, save_yaml  # noqa: E402
+from kdkit.errors import KdkitError, shown, unknown  # noqa: E402
+from kdkit.rundir import check_run_dir, claim_run_dir  # noqa: E402
+from kdkit.tune_results import finish  # noqa: E402
+from kdkit.tune_study import file_lock, fingerprint, first_difference, open_storage, open_study, shown_url  # noqa: E402
+from kdkit.tune_workers import Context, claim_place, counts, run_worker  # noqa: E402
 
 METRICS = ("accuracy", "balanced_accuracy")
 

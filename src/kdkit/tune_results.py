@@ -12,6 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from kdkit import checkpoint as ckpt
+from kdkit.errors import KdkitError
 from kdkit.tune_study import file_lock, shown_url
 from kdkit.tune_workers import Context
 
@@ -54,9 +55,14 @@ def tune_record(study, storage_url: str, ctx: Context) -> dict:
 
 
 def write_importance_plot(record: dict, out: Path):
-    from kdkit.report import plots
-
+    """RUN/param_importance.png; without matplotlib (the report extra) a one-line notice instead."""
     path = out / "param_importance.png"
+    try:
+        from kdkit.report import plots
+    except KdkitError as e:
+        print(f"param_importance.png not written ({e}); the importances are in tune.json")
+        path.unlink(missing_ok=True)
+        return
     if record["importance"]:
         ckpt.atomic_write(path, plots.param_importance(record["importance"]))
     else:

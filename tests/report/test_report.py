@@ -3,6 +3,7 @@ hand-built models whose answer is known."""
 import base64
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -296,3 +297,84 @@ def test_a_file_or_a_damaged_summary_is_named(tmp_path):
                             text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.strip() == (f"error: '{run}/summary.json' is a file; point at the "
                                                                f"`kdkit distill` run directory that holds it: {run}")
+
+
+# ---------------------------------------------------------------- the verdict, section names, readable axes
+
+
+def summary_of(teacher=0.90, scratch=(0.80,), student=(0.85,), teacher_on="test") -> dict:
+    """A summary.json with the given test accuracies per seed (scratch=None: no baseline)."""
+    from kdkit.summary import mean_std
+
+    def row(values, **seed_extra):
+        return {"metrics": {"accuracy": mean_std(values)}, "per_seed": [dict(accuracy=v, **seed_extra) for v in values]}
+
+    rows = {"teacher": row([teacher], measured_on=teacher_on), "student": row(list(student))}
+    if scratch is not None:
+        rows["scratch"] = row(list(scratch))
+    return {"rows": rows, "method": "kd", "seeds": list(range(len(student)))}
+
+
+@pytest.mark.parametrize("summary, expected", [
+    (summary_of(scratch=(0.80, 0.802, 0.798), student=(0.85, 0.852, 0.848)),
+     "Distillation gained +5.0 points of test accuracy over the same student trained alone (50% of the teacher-scratch "
+     "gap closed), mean of 3 seeds."),
+    (summary_of(),
+     "Distillation gained +5.0 points of test accuracy over the same student trained alone (50% of the teacher-scratch "
+     "gap closed), from one seed: rerun with several (e.g. --seeds 0,1,2) before trusting a difference this size."),
+    (summary_of(scratch=(0.80, 0.80), student=(0.79, 0.79)),
+     "Distillation did not pay: the distilled student scored 1.0 points of test accuracy below the same student trained "
+     "alone, mean of 2 seeds."),
+    (summary_of(scratch=(0.80, 0.80), student=(0.80, 0.80)),
+     "Distillation did not pay: the distilled student matched the same student trained alone in test accuracy, mean of 2 seeds."),
+    (summary_of(scratch=(0.78, 0.82), student=(0.80, 0.84)),
+     "Distillation gained +2.0 points of test accuracy over the same student trained alone (20% of the teacher-scratch "
+     "gap closed), mean of 2 seeds, within the seed-to-seed spread (±2.8 points)."),
+    (summary_of(teacher=0.75, scratch=(0.80, 0.80), student=(0.82, 0.82)),
+     "Distillation gained +2.0 points of test accuracy over the same student trained alone (the teacher is not above it, "
+     "so there is no teacher-scratch gap to close), mean of 2 seeds."),
+    (summary_of(teacher_on="val", scratch=(0.80, 0.80), student=(0.82, 0.82)),
+     "Distillation gained +2.0 points of test accuracy over the same student trained alone, mean of 2 seeds."),
+    (summary_of(scratch=None, student=(0.85,)),
+     "No scratch student was trained (baseline off), so this run cannot say what distillation gained: the distilled "
+     "student reaches 85.0% test accuracy (teacher 90.0%)."),
+])
+def test_verdict(summary, expected):
+    from kdkit.report.reading import verdict
+
+    assert verdict(summary) == expected
+
+
+def test_the_page_opens_with_the_verdict_and_names_sections_by_what_they_measure(report, run_dir):
+    from kdkit.report.reading import importance_title, verdict
+
+    text = report.read_text()
+    opening = re.search(r"<h1>[^<]*</h1>\n<p id=\"verdict\">([^<]*)</p>\n<section id=\"summary\">", text)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert opening and opening.group(1) == verdict(summary).replace("'", "&#x27;")
+    assert "from one seed" in opening.group(1)  # the fixture's run has one seed
+    titles = dict(re.findall(r'<section id="(\w+)"><h2>([^<]*)</h2>', text))
+    assert titles["importance"] == "Feature importance: which of the distilled student&#x27;s features its accuracy rests on"
+    assert "distillation vector" not in text  # a kd run has none
+    assert "distillation vector" in importance_title("vector") and "distillation vector" in importance_title("kd+vector")
+    assert "distillation vector" not in importance_title("fitnet") + importance_title("no-such-method")
+
+
+@pytest.mark.parametrize("values", [[0.31, 0.38], [0.12, 0.35, 0.9], [0.05, 40.0], [2e3, 5e4, 3e6], [1e2, 1e9], [7.0]])
+def test_log_axis_labels_do_not_overlap(values):
+    import matplotlib.pyplot as plt
+
+    from kdkit.report import plots
+
+    fig, ax = plt.subplots(figsize=(5.2, 4))  # accuracy_vs's size
+    ax.scatter(values, [50] * len(values))
+    plots.log_axis(ax, values)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    low, high = ax.get_xlim()
+    labels = [t for t in ax.xaxis.get_ticklabels(which="both") if t.get_text() and low <= t.get_position()[0] <= high]
+    plt.close(fig)
+    assert 2 <= len(labels) <= 6, [t.get_text() for t in labels]
+    boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+    assert all(left.x1 < right.x0 for left, right in zip(boxes, boxes[1:])), [t.get_text() for t in labels]
+    assert all(re.fullmatch(r"[\d.]+[kMG]?", t.get_text()) for t in labels)  # plain numbers, no 10^x

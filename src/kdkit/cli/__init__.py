@@ -7,9 +7,11 @@
   kdkit tune --dataset D --teacher ARCH --student ARCH --method kd --trials 20 [--storage URL] --out DIR
   kdkit evaluate WEIGHTS_OR_RUN_DIR --dataset D
   kdkit datasets | models | methods
+  kdkit docs [PAGE]                the documentation pages (config, errors, methods, ...)
+  kdkit --version
 
 Where the commands live: runs.py (train, distill, ensemble, tune, demo), results.py (evaluate,
-report, compare), ship.py (export, predict), listings.py (datasets, models, methods); shared.py
+report, compare), ship.py (export, predict), listings.py (datasets, models, methods, docs); shared.py
 holds the console and what several of them use. This file builds the app and runs it (`main`).
 """
 import os
@@ -22,18 +24,28 @@ from kdkit.cli.shared import console
 from kdkit.errors import KdkitError, shown
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="kdkit: distill a big teacher into a small student, and show the evidence.")
+                  help="kdkit: distill a big teacher into a small student, and show the evidence. "
+                       "Documentation: `kdkit docs` (installed with kdkit).")
 _debug = {"on": False}
 
 
+def _version(value: bool):
+    if value:
+        from kdkit.version import __version__
+
+        print(f"kdkit {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="show full tracebacks")):
+def _main(debug: bool = typer.Option(False, "--debug", help="show full tracebacks"),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print kdkit's version and exit")):
     _debug["on"] = debug
 
 
 # --help lists the commands in this order.
 for command in (runs.distill, runs.ensemble, runs.tune, runs.train, results.evaluate, runs.demo, listings.datasets,
-                listings.models, listings.methods, ship.export, ship.predict, results.report, results.compare):
+                listings.models, listings.methods, ship.export, ship.predict, results.report, results.compare, listings.docs):
     app.command()(command)
 
 

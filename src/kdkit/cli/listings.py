@@ -1,5 +1,7 @@
 """The commands that list what kdkit knows: datasets, models (and an architecture's layer names),
-methods."""
+methods, and the documentation pages (docs)."""
+import importlib.resources
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -8,11 +10,18 @@ from rich import box
 from rich.table import Table
 
 from kdkit.cli.shared import console
-from kdkit.errors import KdkitError, shown
+from kdkit.errors import KdkitError, shown, unknown
 
 
 def datasets(data_dir: Optional[str] = typer.Option(None, help="also look here")):
-    """Named datasets and where (if anywhere) their files were found."""
+    """Named datasets and where (if anywhere) their files were found.
+
+    Examples:
+
+      kdkit datasets
+
+      kdkit datasets --data-dir data
+    """
     from kdkit.data import DATASETS, dataset_status
 
     if data_dir is not None and not Path(data_dir).is_dir():
@@ -32,7 +41,14 @@ def models(
     image_size: int = typer.Option(32, help="input size for --layers"),
     num_classes: int = typer.Option(100, help="classes for --layers"),
 ):
-    """Architectures by name, with their parameter counts for 3x32x32 input and 100 classes."""
+    """Architectures by name, with their parameter counts for 3x32x32 input and 100 classes.
+
+    Examples:
+
+      kdkit models
+
+      kdkit models --layers resnet8x4   (its tappable layer names, for the feature methods)
+    """
     from kdkit.models import count_parameters, create_model, describe_model, list_models
 
     for flag, value, example, most in (("--in-channels", in_channels, 3, 1024), ("--image-size", image_size, 32, 4096),
@@ -62,7 +78,14 @@ def models(
 
 def methods(name: Optional[str] = typer.Argument(None, help="a method: show each hyper-parameter's default, valid "
                                                             "values, search range and meaning")):
-    """Distillation methods and their hyper-parameters (config keys)."""
+    """Distillation methods and their hyper-parameters (config keys).
+
+    Examples:
+
+      kdkit methods
+
+      kdkit methods dkd   (its hyper-parameters: default, valid values, search range)
+    """
     from kdkit.methods import METHODS, names
 
     if name is not None:
@@ -92,3 +115,39 @@ def _method_table(name: str) -> Table:
         search = declared.hyper.describe_search() if declared else "-"
         table.add_row(key, str(default), valid_values(DistillConfig, key), search, meaning)
     return table
+
+
+def docs_folder():
+    """The documentation pages: inside the installed package (kdkit/docs/, put there by setup.py) or,
+    in a source checkout (editable install, PYTHONPATH=src), the repository's docs/."""
+    shipped = importlib.resources.files("kdkit") / "docs"
+    return shipped if shipped.is_dir() else Path(__file__).resolve().parents[3] / "docs"
+
+
+def doc_pages() -> dict:
+    """page name (file name without .md) -> the page, sorted by name."""
+    return {page.name[:-3]: page for page in sorted(docs_folder().iterdir(), key=lambda p: p.name) if page.name.endswith(".md")}
+
+
+def docs(page: Optional[str] = typer.Argument(None, help="a page, e.g. config, errors, methods, report, tune")):
+    """The documentation, installed with kdkit: without PAGE the list of pages, with PAGE that page (Markdown).
+
+    Examples:
+
+      kdkit docs
+
+      kdkit docs config   (every config key)
+    """
+    pages = doc_pages()
+    if page is None:
+        table = Table("page", "title", box=box.SIMPLE_HEAD)
+        for name, path in pages.items():
+            title = next((line[2:] for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("# ")), "")
+            table.add_row(name, title)
+        console.print(table)
+        console.print(f"kdkit docs PAGE prints one; the files: {docs_folder()}")
+        return
+    name = page.strip().lower().removesuffix(".md")
+    if name not in pages:
+        raise unknown("docs page", page, pages)
+    sys.stdout.write(pages[name].read_text(encoding="utf-8"))

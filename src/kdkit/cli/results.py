@@ -12,14 +12,21 @@ from kdkit.errors import KdkitError
 
 def evaluate(
     weights: Path = typer.Argument(..., help="run directory or .safetensors file written by kdkit"),
-    dataset: Optional[str] = typer.Option(None, help="dataset (default: the one the model was trained on)"),
+    dataset: Optional[str] = typer.Option(None, help="dataset \\[default: the one the model was trained on]"),
     data_dir: Optional[str] = typer.Option(None, help="folder holding the dataset files"),
     teacher: Optional[Path] = typer.Option(None, help="also report agreement with this teacher"),
     out: Optional[Path] = typer.Option(None, help="write the metrics as JSON here"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
     trust_hook: Optional[list[str]] = TrustOpt,
 ):
-    """Test-set metrics and model facts (size, FLOPs, latency) of saved weights."""
+    """Test-set metrics and model facts (size, FLOPs, latency) of saved weights.
+
+    Examples:
+
+      kdkit evaluate runs/kd/student/seed0 --teacher runs/teacher
+
+      kdkit evaluate runs/teacher/best.safetensors --out metrics.json
+    """
     from kdkit.checkpoint import atomic_write, sidecar
     from kdkit.data import load_dataset
     from kdkit.evaluate import model_facts
@@ -63,7 +70,15 @@ def report(
     trust_hook: Optional[list[str]] = TrustOpt,
 ):
     """Write RUN_DIR/report.html: the table, training curves, per-class and calibration plots,
-    size/speed, the feature-importance graph, config and environment (docs/report.md)."""
+    size/speed, the feature-importance graph, config and environment (`kdkit docs report`). Needs the
+    report extra: pip install 'kdkit\\[report]'.
+
+    Examples:
+
+      kdkit report runs/kd
+
+      kdkit report runs/kd --no-importance
+    """
     from kdkit.report import write_report
 
     if samples < 1:
@@ -77,7 +92,12 @@ def compare(
     out: Path = typer.Option(Path("compare.html"), help="the HTML file to write"),
 ):
     """One table across runs (each student; a shared teacher and scratch once) and the accuracy vs
-    parameters / latency plots, in one HTML file."""
+    parameters / latency plots, in one HTML file.
+
+    Example:
+
+      kdkit compare runs/kd runs/dkd runs/fitnet --out compare.html
+    """
     from kdkit.report import compare as write_compare
 
     console.out(str(write_compare(run_dirs, out)))

@@ -1,6 +1,7 @@
 """The commands that make a run directory: train, distill, ensemble, tune and demo, and the
 evidence table they print at the end."""
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Optional
 
@@ -8,7 +9,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from kdkit.cli.shared import TrustOpt, console
+from kdkit.cli.shared import TrustOpt, config_option, console
 from kdkit.config import DistillConfig, TrainConfig, apply_overrides, parse_set, resolve
 from kdkit.errors import KdkitError, shown
 
@@ -22,8 +23,11 @@ DEMO = {"dataset": "fashion-mnist", "teacher": "runs/demo/teacher", "student": "
         "weight_decay": 0.01, "batch_size": 128, "augment": "flip", "temperature": 4.0, "alpha": 0.9, "seeds": [0],
         "out": "runs/demo/distill"}
 
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file with config keys (see docs/config.md)")
-OverwriteOpt = typer.Option(None, "--overwrite", help="write into an --out folder holding files kdkit did not write")
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file with config keys (every key: `kdkit docs config`)")
+# A flag that sets a config key: None when left out (then --config, else the default, which --help shows).
+distill_option = functools.partial(config_option, DistillConfig)
+train_option = functools.partial(config_option, TrainConfig)
+OverwriteOpt = train_option("overwrite", "write into an --out folder holding files kdkit did not write", "--overwrite")
 SetOpt = typer.Option(None, "--set", help="override any config key: --set lr=0.1 (repeatable)")
 
 
@@ -44,31 +48,40 @@ def _keys(text: Optional[str]):
 def distill(
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
-    dataset: Optional[str] = typer.Option(None, help="named dataset or ImageFolder path (`kdkit datasets`)"),
-    data_dir: Optional[str] = typer.Option(None, help="folder holding the dataset files"),
-    imbalance: Optional[str] = typer.Option(None, help="long-tailed train/val splits: exp:100 or step:10 (test stays balanced)"),
-    teacher: Optional[str] = typer.Option(None, help="run dir or .safetensors from `kdkit train`, or an architecture to train first"),
-    student: Optional[str] = typer.Option(None, help="student architecture (`kdkit models`) or pkg.module:make_net"),
-    method: Optional[str] = typer.Option(None, help="distillation method (`kdkit methods`)"),
-    epochs: Optional[int] = typer.Option(None, help="student epochs (scratch and distilled)"),
-    teacher_epochs: Optional[int] = typer.Option(None, help="teacher epochs when it is trained here (0 = --epochs)"),
-    seeds: Optional[str] = typer.Option(None, help="comma-separated seeds, e.g. 0,1,2"),
-    temperature: Optional[float] = typer.Option(None, help="softmax temperature T"),
-    alpha: Optional[float] = typer.Option(None, help="weight of the KD term; 1-alpha weights cross-entropy"),
-    lr: Optional[float] = typer.Option(None, help="learning rate"),
-    batch_size: Optional[int] = typer.Option(None, help="batch size"),
-    baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline", help="train the scratch student too"),
-    report: Optional[bool] = typer.Option(None, "--report/--no-report", help="write report.html at the end (default on)"),
-    teacher_cache: Optional[bool] = typer.Option(None, "--teacher-cache/--no-teacher-cache",
-                                                 help="offline KD: store the teacher's outputs once (per recorded view), distill from them"),
-    compile_mode: Optional[str] = typer.Option(None, "--compile", help="torch.compile mode: off | default | reduce-overhead | max-autotune"),
-    resume: Optional[bool] = typer.Option(None, "--resume", help="continue a killed run in --out"),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | mps"),
-    out: Optional[str] = typer.Option(None, help="run directory"),
+    dataset: Optional[str] = distill_option("dataset", "named dataset or ImageFolder path (`kdkit datasets`)"),
+    data_dir: Optional[str] = distill_option("data_dir", "folder holding the dataset files"),
+    imbalance: Optional[str] = distill_option("imbalance", "long-tailed train/val splits: exp:100 or step:10 (test stays balanced)"),
+    teacher: Optional[str] = distill_option("teacher", "run dir or .safetensors from `kdkit train`, or an architecture to train first"),
+    student: Optional[str] = distill_option("student", "student architecture (`kdkit models`) or pkg.module:make_net"),
+    method: Optional[str] = distill_option("method", "distillation method (`kdkit methods`)"),
+    epochs: Optional[int] = distill_option("epochs", "student epochs (scratch and distilled)"),
+    teacher_epochs: Optional[int] = distill_option("teacher_epochs", "teacher epochs when it is trained here (0 = --epochs)"),
+    seeds: Optional[str] = distill_option("seeds", "comma-separated seeds, e.g. 0,1,2"),
+    temperature: Optional[float] = distill_option("temperature", "softmax temperature T"),
+    alpha: Optional[float] = distill_option("alpha", "weight of the KD term; 1-alpha weights cross-entropy"),
+    lr: Optional[float] = distill_option("lr", "learning rate"),
+    batch_size: Optional[int] = distill_option("batch_size", "batch size"),
+    baseline: Optional[bool] = distill_option("baseline", "train the scratch student too", "--baseline/--no-baseline"),
+    report: Optional[bool] = distill_option("report", "write report.html at the end", "--report/--no-report"),
+    teacher_cache: Optional[bool] = distill_option("teacher_cache", "offline KD: store the teacher's outputs once (per recorded "
+                                                   "view), distill from them", "--teacher-cache/--no-teacher-cache"),
+    compile_mode: Optional[str] = distill_option("compile", "torch.compile mode: off | default | reduce-overhead | max-autotune", "--compile"),
+    resume: Optional[bool] = distill_option("resume", "continue a killed run in --out", "--resume"),
+    device: Optional[str] = distill_option("device", "auto | cpu | cuda | mps"),
+    out: Optional[str] = distill_option("out", "run directory"),
     overwrite: Optional[bool] = OverwriteOpt,
     trust_hook: Optional[list[str]] = TrustOpt,
 ):
-    """Distill a teacher into a student; also train the scratch baseline; write the evidence table."""
+    """Distill a teacher into a student; also train the scratch baseline; write the evidence table.
+
+    Examples:
+
+      kdkit distill --dataset fashion-mnist --teacher runs/teacher --student cnn-tiny --method kd --seeds 0,1,2 --out runs/kd
+
+      kdkit distill --dataset digits --teacher cnn --teacher-epochs 5 --epochs 10 --out runs/digits
+
+      kdkit distill --config configs/full_labels.yaml --set temperature=2 --out runs/t2
+    """
     flags = dict(dataset=dataset, data_dir=data_dir, imbalance=imbalance, teacher=teacher, student=student, method=method, epochs=epochs,
                  teacher_epochs=teacher_epochs, seeds=_seeds(seeds), temperature=temperature, alpha=alpha, lr=lr,
                  batch_size=batch_size, baseline=baseline, report=report, teacher_cache=teacher_cache, compile=compile_mode,
@@ -83,20 +96,27 @@ MAX_MEMBERS = 1000  # teachers in one ensemble (each trained here): more is a ty
 def ensemble(
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
-    dataset: Optional[str] = typer.Option(None, help="named dataset or ImageFolder path (`kdkit datasets`)"),
-    teacher: Optional[str] = typer.Option(None, help="teacher architecture(s); one is repeated --members times"),
+    dataset: Optional[str] = distill_option("dataset", "named dataset or ImageFolder path (`kdkit datasets`)"),
+    teacher: Optional[str] = distill_option("teacher", "teacher architecture(s); one is repeated --members times"),
     members: int = typer.Option(3, help="ensemble size when --teacher names one architecture"),
-    bootstrap: Optional[bool] = typer.Option(None, "--bootstrap/--no-bootstrap", help="train each member on a bootstrap resample"),
-    combine: Optional[str] = typer.Option(None, help="mean | weights | entropy | stacker"),
-    student: Optional[str] = typer.Option(None, help="student architecture"),
-    method: Optional[str] = typer.Option(None, help="distillation method (kd, dkd, dist)"),
-    epochs: Optional[int] = typer.Option(None, help="student epochs"),
-    teacher_epochs: Optional[int] = typer.Option(None, help="epochs of each member (0 = --epochs)"),
-    seeds: Optional[str] = typer.Option(None, help="comma-separated student seeds; member i uses seeds[0] + i"),
-    out: Optional[str] = typer.Option(None, help="run directory"),
+    bootstrap: Optional[bool] = distill_option("bootstrap", "train each member on a bootstrap resample", "--bootstrap/--no-bootstrap"),
+    combine: Optional[str] = distill_option("combine", "mean | weights | entropy | stacker"),
+    student: Optional[str] = distill_option("student", "student architecture"),
+    method: Optional[str] = distill_option("method", "distillation method (kd, dkd, dist)"),
+    epochs: Optional[int] = distill_option("epochs", "student epochs"),
+    teacher_epochs: Optional[int] = distill_option("teacher_epochs", "epochs of each member (0 = --epochs)"),
+    seeds: Optional[str] = distill_option("seeds", "comma-separated student seeds; member i uses seeds[0] + i"),
+    out: Optional[str] = distill_option("out", "run directory", default="runs/ensemble"),
 ):
     """Train K teachers (seeds, bootstrap samples or a list of architectures), report each and their
-    combination, and distill the ensemble into one student."""
+    combination, and distill the ensemble into one student.
+
+    Examples:
+
+      kdkit ensemble --dataset digits --teacher cnn --members 5 --bootstrap --student cnn-tiny --out runs/ensemble
+
+      kdkit ensemble --dataset digits --teacher cnn,resnet8,wrn_16_2 --combine entropy --out runs/mixed
+    """
     flags = dict(dataset=dataset, teacher=teacher, bootstrap=bootstrap, combine=combine, student=student, method=method,
                  epochs=epochs, teacher_epochs=teacher_epochs, seeds=_seeds(seeds), out=out)
     cfg = resolve(DistillConfig, config, flags, set_)
@@ -122,32 +142,40 @@ def tune(
                                              "(repeatable); a key set here is not searched"),
     trials: int = typer.Option(20, help="finished trials the study should have, counting every worker's"),
     search: Optional[str] = typer.Option(None, help="the method's hyper-parameters to search, comma-separated, e.g. "
-                                         "temperature,alpha,ce_weight (default: those `kdkit methods NAME` marks tuned); "
-                                         "lr and weight_decay are searched too"),
-    storage: Optional[str] = typer.Option(None, help="database URL shared by the workers (default: sqlite:///OUT/study.db)"),
-    study_name: Optional[str] = typer.Option(None, help="study to start or join (default: the --out path)"),
+                                         "temperature,alpha,ce_weight; lr and weight_decay are searched too "
+                                         "\\[default: those `kdkit methods NAME` marks tuned]"),
+    storage: Optional[str] = typer.Option(None, help="database URL shared by the workers \\[default: sqlite:///OUT/study.db]"),
+    study_name: Optional[str] = typer.Option(None, help="study to start or join \\[default: the --out path]"),
     metric: Optional[str] = typer.Option(None, help="validation score to maximise: accuracy or balanced_accuracy "
-                                         "(default: balanced_accuracy when imbalance is set)"),
-    timeout: Optional[float] = typer.Option(None, help="start no trial after this many seconds (then evaluate the best so far)"),
-    dataset: Optional[str] = typer.Option(None, help="named dataset or ImageFolder path (`kdkit datasets`)"),
-    data_dir: Optional[str] = typer.Option(None, help="folder holding the dataset files"),
-    imbalance: Optional[str] = typer.Option(None, help="long-tailed train/val splits: exp:100 or step:10 (test stays balanced)"),
-    teacher: Optional[str] = typer.Option(None, help="run dir or .safetensors from `kdkit train`, or an architecture to train once first"),
-    student: Optional[str] = typer.Option(None, help="student architecture (`kdkit models`) or pkg.module:make_net"),
-    method: Optional[str] = typer.Option(None, help="distillation method (`kdkit methods`)"),
-    epochs: Optional[int] = typer.Option(None, help="epochs of each trial"),
-    teacher_epochs: Optional[int] = typer.Option(None, help="teacher epochs when it is trained here (0 = --epochs)"),
-    seeds: Optional[str] = typer.Option(None, help="the one seed of every trial, e.g. 0"),
-    lr: Optional[float] = typer.Option(None, help="learning rate: the search spans lr/3 .. 3 lr"),
-    batch_size: Optional[int] = typer.Option(None, help="batch size"),
-    report: Optional[bool] = typer.Option(None, "--report/--no-report", help="write report.html at the end (default on)"),
+                                         "\\[default: balanced_accuracy when imbalance is set, else accuracy]"),
+    timeout: Optional[float] = typer.Option(None, help="start no trial after this many seconds (then evaluate the best "
+                                            "so far) \\[default: no limit]"),
+    dataset: Optional[str] = distill_option("dataset", "named dataset or ImageFolder path (`kdkit datasets`)"),
+    data_dir: Optional[str] = distill_option("data_dir", "folder holding the dataset files"),
+    imbalance: Optional[str] = distill_option("imbalance", "long-tailed train/val splits: exp:100 or step:10 (test stays balanced)"),
+    teacher: Optional[str] = distill_option("teacher", "run dir or .safetensors from `kdkit train`, or an architecture to train once first"),
+    student: Optional[str] = distill_option("student", "student architecture (`kdkit models`) or pkg.module:make_net"),
+    method: Optional[str] = distill_option("method", "distillation method (`kdkit methods`)"),
+    epochs: Optional[int] = distill_option("epochs", "epochs of each trial"),
+    teacher_epochs: Optional[int] = distill_option("teacher_epochs", "teacher epochs when it is trained here (0 = --epochs)"),
+    seeds: Optional[str] = distill_option("seeds", "the one seed of every trial, e.g. 0"),
+    lr: Optional[float] = distill_option("lr", "learning rate: the search spans lr/3 .. 3 lr"),
+    batch_size: Optional[int] = distill_option("batch_size", "batch size"),
+    report: Optional[bool] = distill_option("report", "write report.html at the end", "--report/--no-report"),
     resume: bool = typer.Option(False, "--resume", help="continue the study, also to a new --trials"),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | mps"),
-    out: Optional[str] = typer.Option(None, help="run directory (default runs/tune)"),
+    device: Optional[str] = distill_option("device", "auto | cpu | cuda | mps"),
+    out: Optional[str] = distill_option("out", "run directory", default="runs/tune"),
 ):
     """Search the method's hyper-parameters with Optuna (pruning on validation), then evaluate the
     best trial on test. The same command on several machines, with one --storage URL, shares the
-    study (docs/tune.md)."""
+    study (`kdkit docs tune`). Needs the tune extra: pip install 'kdkit\\[tune]'.
+
+    Examples:
+
+      kdkit tune --dataset fashion-mnist --teacher cnn --student cnn-tiny --method kd --epochs 10 --trials 30 --out runs/tune
+
+      kdkit tune --dataset digits --teacher cnn --method dkd --search temperature,dkd_beta --trials 20 --storage postgresql+psycopg://user:pw@db/kdkit
+    """
     from kdkit.config import parse_set
     from kdkit.tune import tune as run_tune
 
@@ -163,7 +191,7 @@ def tune(
     summary = run_tune(cfg, trials, storage=storage, study_name=study_name, metric=metric, resume=resume,
                        timeout=timeout, fixed=fixed, searched=_keys(search))
     record = summary["tune"]
-    plot = f"; importance: {cfg.out}/param_importance.png" if record["importance"] else ""
+    plot = f"; importance: {cfg.out}/param_importance.png" if (Path(cfg.out) / "param_importance.png").is_file() else ""
     console.out(f"{record['finished']} of {record['trials_wanted']} trials finished ({record['complete']} complete, "
                 f"{record['pruned']} pruned); all trials: {cfg.out}/tune.json{plot}")
     if "rows" not in summary:
@@ -210,20 +238,27 @@ def _print_summary(summary: dict, out: str):
 def train(
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
-    dataset: Optional[str] = typer.Option(None, help="named dataset or ImageFolder path"),
-    data_dir: Optional[str] = typer.Option(None, help="folder holding the dataset files"),
-    imbalance: Optional[str] = typer.Option(None, help="long-tailed train/val splits: exp:100 or step:10 (test stays balanced)"),
-    model: Optional[str] = typer.Option(None, help="architecture (`kdkit models`) or pkg.module:make_net"),
-    epochs: Optional[int] = typer.Option(None, help="epochs"),
-    lr: Optional[float] = typer.Option(None, help="learning rate"),
-    batch_size: Optional[int] = typer.Option(None, help="batch size"),
-    seed: Optional[int] = typer.Option(None, help="seed"),
-    resume: Optional[bool] = typer.Option(None, "--resume", help="continue a killed run in --out"),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | mps"),
-    out: Optional[str] = typer.Option(None, help="run directory"),
+    dataset: Optional[str] = train_option("dataset", "named dataset or ImageFolder path"),
+    data_dir: Optional[str] = train_option("data_dir", "folder holding the dataset files"),
+    imbalance: Optional[str] = train_option("imbalance", "long-tailed train/val splits: exp:100 or step:10 (test stays balanced)"),
+    model: Optional[str] = train_option("model", "architecture (`kdkit models`) or pkg.module:make_net"),
+    epochs: Optional[int] = train_option("epochs", "epochs"),
+    lr: Optional[float] = train_option("lr", "learning rate"),
+    batch_size: Optional[int] = train_option("batch_size", "batch size"),
+    seed: Optional[int] = train_option("seed", "seed"),
+    resume: Optional[bool] = train_option("resume", "continue a killed run in --out", "--resume"),
+    device: Optional[str] = train_option("device", "auto | cpu | cuda | mps"),
+    out: Optional[str] = train_option("out", "run directory"),
     overwrite: Optional[bool] = OverwriteOpt,
 ):
-    """Train one model with cross-entropy (a teacher, usually); weights + summary in --out."""
+    """Train one model with cross-entropy (a teacher, usually); weights + summary in --out.
+
+    Examples:
+
+      kdkit train --dataset fashion-mnist --model cnn --epochs 5 --set optimizer=adamw --lr 3e-3 --out runs/teacher
+
+      kdkit train --dataset path/to/imagefolder --model resnet8x4 --epochs 30 --out runs/my-teacher
+    """
     flags = dict(dataset=dataset, data_dir=data_dir, imbalance=imbalance, model=model, epochs=epochs, lr=lr, batch_size=batch_size,
                  seed=seed, resume=resume, device=device, out=out, overwrite=overwrite)
     _run_train(resolve(TrainConfig, config, flags, set_))
@@ -244,14 +279,21 @@ def _run_train(cfg: TrainConfig) -> bool:
 
 
 def demo(
-    data_dir: Optional[str] = typer.Option(None, help="folder holding Fashion-MNIST (else found or downloaded)"),
+    data_dir: Optional[str] = train_option("data_dir", "folder holding Fashion-MNIST (else found or downloaded)"),
     out: str = typer.Option("runs/demo", help="folder for the two runs: OUT/teacher and OUT/distill"),
     set_: Optional[list[str]] = SetOpt,
 ):
     """Fashion-MNIST with 1,000 labels: a CNN teacher trained on all 60,000 labels (it stands for a model
     you already have; kept and reused in OUT/teacher), then the scratch student on the 1,000 labels and
     the KD student (31x fewer parameters) on the 1,000 labels plus the other training images, unlabelled.
-    --set applies to both runs where the key exists (teacher_epochs: the teacher's epochs)."""
+    --set applies to both runs where the key exists (teacher_epochs: the teacher's epochs).
+
+    Examples:
+
+      kdkit demo
+
+      kdkit demo --out runs/quick --set epochs=3 --set teacher_epochs=2
+    """
     given = {key.replace("-", "_"): value for key, value in parse_set(set_).items()}
     own = set(TrainConfig.__dataclass_fields__) - {"epochs", "out", "labels_per_class", "unlabeled"}
     teacher_cfg = apply_overrides(TrainConfig(), dict(DEMO_TEACHER, data_dir=data_dir, out=f"{out}/teacher", resume=True)

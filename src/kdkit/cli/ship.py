@@ -13,17 +13,25 @@ from kdkit.cli.shared import TrustOpt, check_dataset_option, console
 def export(
     source: Path = typer.Argument(..., help="run directory (a distill run: its student) or .safetensors file"),
     format_: str = typer.Option("onnx", "--format", help="export format (onnx)"),
-    out: Optional[Path] = typer.Option(None, help="output .onnx file (default: RUN/export/student.onnx)"),
+    out: Optional[Path] = typer.Option(None, help="output .onnx file \\[default: RUN/export/student.onnx, or model.onnx for a train run]"),
     quantize: Optional[str] = typer.Option(None, help="int8: also write a statically quantised copy, calibrated on train"),
     opset: int = typer.Option(17, help="ONNX opset version"),
-    dataset: Optional[str] = typer.Option(None, help="verify on this dataset's test split (default: the model's own)"),
+    dataset: Optional[str] = typer.Option(None, help="verify on this dataset's test split \\[default: the model's own]"),
     data_dir: Optional[str] = typer.Option(None, help="folder holding the dataset files"),
     tolerance: float = typer.Option(1e-3, help="max |logit difference| allowed between onnxruntime and PyTorch"),
     repeats: int = typer.Option(20, help="timed runs per latency (median; after 3 warm-up runs)"),
     trust_hook: Optional[list[str]] = TrustOpt,
 ):
     """Export the student to ONNX, check it against PyTorch on the test split, optionally quantise
-    it to int8, and print the deployment table (docs/export.md)."""
+    it to int8, and print the deployment table (`kdkit docs export`). Needs the onnx extra:
+    pip install 'kdkit\\[onnx]'.
+
+    Examples:
+
+      kdkit export runs/kd --quantize int8
+
+      kdkit export runs/teacher/best.safetensors --out teacher.onnx
+    """
     from kdkit.errors import unknown
     from kdkit.export import deploy_cells, export_run
 
@@ -64,7 +72,14 @@ def predict(
     out: Optional[Path] = typer.Option(None, help="write the predictions as CSV here instead of printing them"),
     top: int = typer.Option(3, help="how many classes to list per input"),
 ):
-    """Predict classes with an exported model: onnxruntime and the sidecar only, no PyTorch weights."""
+    """Predict classes with an exported model: onnxruntime and the sidecar only, no PyTorch weights.
+
+    Examples:
+
+      kdkit predict runs/kd/export/student.onnx photos/ --top 3
+
+      kdkit predict runs/kd/export/student.onnx images.npy --out predictions.csv
+    """
     from kdkit.predict import predict as run_predict
     from kdkit.predict import write_predictions
     from kdkit.rundir import check_out_file

@@ -10,7 +10,7 @@ predictions from the exported file alone (kdkit.predict).
 Written next to OUT.onnx: OUT.json (sidecar: classes, mean/std, input shape, source checksum),
 OUT.int8.onnx + OUT.int8.json (with quantize="int8"), OUT.report.json (parity and int8 numbers)
 and OUT.deploy.json (the deployment table). docs/export.md says what is checked and how.
-onnx and onnxruntime are optional (`pip install kdkit[onnx]`), so they are imported inside functions.
+onnx and onnxruntime are optional (`pip install 'kdkit[onnx]'`), so they are imported inside functions.
 
 Where things live: onnx_file.py (the .onnx and its sidecar: write, read, run), parity.py (the file
 against PyTorch), int8.py (quantisation), deploy.py (accuracy, size and latency of each file),

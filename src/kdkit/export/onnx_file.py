@@ -1,6 +1,6 @@
 """The exported file: the .onnx written from a PyTorch model, its JSON sidecar (what `kdkit predict`
 needs: classes, mean/std, input shape, where it came from), and an onnxruntime session over it.
-onnx and onnxruntime are optional (`pip install kdkit[onnx]`), so they are imported inside functions."""
+onnx and onnxruntime are optional (`pip install 'kdkit[onnx]'`), so they are imported inside functions."""
 import contextlib
 import copy
 import errno
@@ -21,6 +21,7 @@ from kdkit import checkpoint as ckpt
 from kdkit.data import BatchLoader, Split
 from kdkit.data.dataset import example_inputs
 from kdkit.errors import KdkitError
+from kdkit.extras import need
 from kdkit.models.outputs import LogitsOnly
 
 ONNX_FORMAT = "kdkit-onnx-1"
@@ -29,14 +30,8 @@ THREADS = 1  # onnxruntime intra-op threads for every timing (and verification)
 
 
 def require_onnx():
-    """(onnx, onnxruntime), or the one-line error saying how to install them."""
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError as e:
-        raise KdkitError(f"ONNX export and predict need the optional packages onnx and onnxruntime "
-                         f"({e.name or e} is not installed); pip install kdkit[onnx]") from None
-    return onnx, onnxruntime
+    """(onnx, onnxruntime), or the one-line error naming the onnx extra that installs them."""
+    return need("onnx", "ONNX (export, int8, predict)"), need("onnxruntime", "ONNX (export, int8, predict)")
 
 
 def export_onnx(model: torch.nn.Module, path, input_shape, opset: int = 17) -> Path:

@@ -24,14 +24,16 @@ import torch
 from kdkit.checkpoint import atomic_write
 from kdkit.errors import KdkitError
 from kdkit.report import plots
-from kdkit.report.importance import layer_importance, layer_shares, ranked_dims
+from kdkit.report.importance import layer_importance, layer_shares
+from kdkit.report.reading import importance_title, reading, verdict
 from kdkit.summary import table_rows
 
 ROLES = ("teacher", "scratch", "student")
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222;padding:0 1em}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
 td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%}
-figcaption{font-size:13px;color:#555}.note{color:#8a5300;font-size:14px}pre{background:#f7f7f7;padding:1em;font-size:12px}"""
+figcaption{font-size:13px;color:#555}.note{color:#8a5300;font-size:14px}pre{background:#f7f7f7;padding:1em;font-size:12px}
+#verdict{font-size:17px;border-left:4px solid #d62728;padding-left:.6em}"""
 
 
 class Run:
@@ -178,7 +180,7 @@ def curves_section(run: Run) -> str:
             return note("training curves: no metrics.jsonl found (a loaded teacher has none)")
         return image(plots.training_curves(runs), f"training curves (seed {run.seed}): every logged loss term and validation accuracy")
 
-    return section("curves", "Training", guarded(build, "training curves"))
+    return section("curves", "Training curves", guarded(build, "training curves"))
 
 
 def _first_seed(summary: dict, names=None) -> dict:
@@ -198,7 +200,7 @@ def classes_section(run: Run) -> str:
         matrices = {n: m["confusion_matrix"] for n, m in _first_seed(summary, ROLES).items()}
         return image(plots.confusion_matrices(matrices, classes), "confusion matrices, rows normalised (rows: true class; numbers: counts)")
 
-    return section("classes", "Per class", guarded(recall, "per-class recall") + guarded(confusion, "confusion matrices"))
+    return section("classes", "Recall and confusion per class", guarded(recall, "per-class recall") + guarded(confusion, "confusion matrices"))
 
 
 def calibration_section(run: Run) -> str:
@@ -214,7 +216,7 @@ def calibration_section(run: Run) -> str:
         return image(plots.reliability_diagram(bins),
                      "reliability diagram (test set, raw logits): points below the diagonal are over-confident")
 
-    return section("calibration", "Calibration", guarded(build, "reliability diagram"))
+    return section("calibration", "Calibration: does confidence match accuracy?", guarded(build, "reliability diagram"))
 
 
 def size_points(rows: dict) -> list[dict]:
@@ -232,8 +234,9 @@ def size_section(rows: dict) -> str:
 
 
 def importance_section(run: Run, enabled: bool, n_samples: int) -> str:
+    title = importance_title(run.summary["method"])
     if not enabled:
-        return section("importance", "Feature importance", note("feature importance: skipped (--no-importance)"))
+        return section("importance", title, note("feature importance: skipped (--no-importance)"))
 
     def build():
         cfg = run.config
@@ -241,17 +244,17 @@ def importance_section(run: Run, enabled: bool, n_samples: int) -> str:
         result = layer_importance(run.models["student"], run.models.get("teacher"), run.data, layers,
                                   n_samples=n_samples, device=run.device)
         atomic_write(run.dir / "importance.json", json.dumps(dict(result, written_by="kdkit report"), indent=1).encode())
-        return importance_body(result)
+        return importance_body(result, run.summary["method"])
 
-    return section("importance", "Feature importance (the distillation vector)", guarded(build, "feature importance"))
+    return section("importance", title, guarded(build, "feature importance"))
 
 
-def importance_body(result: dict) -> str:
+def importance_body(result: dict, method: str = "") -> str:
     key = "ablation_accuracy_drop"
     figures = [(lambda: plots.importance_ranked(result, key), "top dimensions by accuracy drop when mean-ablated"),
                (lambda: plots.importance_heatmap(result, key), "accuracy drop per layer and dimension (blank: not analysed)"),
                (lambda: plots.importance_ranked(result, "grad_x_act"), "top dimensions by gradient x activation")]
-    parts = [f"<p>{escape(reading(result))}</p>", layer_table(result)]
+    parts = [f"<p>{escape(reading(result, method))}</p>", layer_table(result)]
     parts += [guarded(lambda draw=draw, caption=caption: image(draw(), caption), caption) for draw, caption in figures]
     parts.append(note(f"method: {result['method']}; {result['n_samples']} {result['split']} samples; "
                       f"at most {result['max_dims']} dimensions ablated per layer. Data: importance.json"))
@@ -277,49 +280,6 @@ def layer_table(result: dict) -> str:
 
 def _pts(value) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
-
-
-def reading(result: dict) -> str:
-    """A plain-language paragraph computed from the importance numbers."""
-    key, n = "ablation_accuracy_drop", result["n_samples"]
-    shares, ranked = layer_shares(result, key), ranked_dims(result, key)
-    if not shares:
-        return (f"Mean-ablating any single dimension changes the student's accuracy on {n} samples by nothing: "
-                "at this granularity its representation is redundant; the gradient x activation view still ranks them.")
-    order = sorted(shares, key=shares.get, reverse=True)
-    others = ", ".join(f"{name} {100 * shares[name]:.0f}%" for name in order[1:])
-    text = f"Layer {order[0]} carries {100 * shares[order[0]]:.0f}% of the total ablation importance" + (f" ({others})." if others else ".")
-    positive = sum(max(0.0, v) for _, _, v in ranked)
-    top = ranked[:10]
-    in_first = sum(layer == order[0] for layer, _, _ in top)
-    text += (f" The top {len(top)} dimensions hold {100 * sum(max(0.0, v) for _, _, v in top) / positive:.0f}% of it"
-             f" ({in_first} of them in {order[0]}); the most important, {top[0][0]}[{top[0][1]}], costs"
-             f" {100 * top[0][2]:.1f} accuracy points when ablated.")
-    idle = sum(v <= 0 for _, _, v in ranked)
-    text += (f" {idle} of {len(ranked)} analysed dimensions cost nothing or help when removed: the parts of the"
-             " distillation vector that carry little signal or noise on this data.")
-    return text + _second_views(result, order[0])
-
-
-def _second_views(result: dict, first: str) -> str:
-    """What the per-dimension mean, the agreement drop and the gradient view add to the sums."""
-    text = ""
-    means = {layer["name"]: layer["mean"]["ablation_accuracy_drop"] for layer in result["layers"]
-             if layer["mean"]["ablation_accuracy_drop"] is not None}
-    dense = max(means, key=means.get)
-    if dense != first:  # sums favour wide layers; the mean says where each dimension counts most
-        text += (f" Per dimension, {dense} counts most ({100 * means[dense]:.2f} points on average,"
-                 f" {first} {100 * means[first]:.2f}).")
-    agree = layer_shares(result, "ablation_agreement_drop")
-    if agree:
-        best = max(agree, key=agree.get)
-        text += f" For agreement with the teacher, {best} matters most ({100 * agree[best]:.0f}%)."
-    gradient = layer_shares(result, "grad_x_act")
-    if gradient:
-        best = max(gradient, key=gradient.get)
-        verdict = "agrees" if best == first else f"differs: it puts {best} first"
-        text += f" The gradient x activation view {verdict} ({100 * gradient[best]:.0f}% in {best})."
-    return text
 
 
 def tuning_section(run_dir: Path) -> str:
@@ -381,7 +341,8 @@ def write_report(run_dir, importance: bool = True, data=None, n_samples: int = 1
     summary = run.summary
     title = f"{summary['method']}: {summary['teacher'].get('arch', '?')} -> {summary['student_arch']} on {summary['dataset']}"
     tuning = [tuning_section(run.dir)] if (run.dir / "tune.json").is_file() else []  # a `kdkit tune` run
-    sections = [summary_section(summary), *tuning, curves_section(run), classes_section(run), calibration_section(run),
+    opening = f'<p id="verdict">{escape(verdict(summary))}</p>'
+    sections = [opening, summary_section(summary), *tuning, curves_section(run), classes_section(run), calibration_section(run),
                 size_section(summary["rows"]), importance_section(run, importance, n_samples),
                 deployment_section(run.dir), config_section(run.dir), environment_section(summary)]
     out = run.dir / "report.html"

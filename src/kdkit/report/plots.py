@@ -3,18 +3,20 @@
     png = training_curves({"teacher": records, "student": records})   # records: metrics.jsonl rows
     Path("curves.png").write_bytes(png)
 
-matplotlib runs with the Agg backend (no display needed). Colours are fixed per role (teacher,
-scratch, student) so every figure of a report reads the same way.
+matplotlib (the report extra: pip install 'kdkit[report]') runs with the Agg backend (no display
+needed). Colours are fixed per role (teacher, scratch, student) so every figure of a report reads the same way.
 """
 import io
 import math
 
-import matplotlib
+from kdkit.extras import need
 
+matplotlib = need("matplotlib", "report.html")  # the one line when the report extra is missing
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # noqa: E402
 
 from kdkit.evaluate import ECE_BINS  # noqa: E402
 
@@ -134,14 +136,45 @@ def per_class_recall(recalls: dict[str, list[float]], classes: list[str]) -> byt
 def accuracy_vs(points: list[dict], key: str, label: str) -> bytes:
     """Scatter of test accuracy against `key` (e.g. parameters, latency_ms_b1), log x, named points."""
     fig, ax = plt.subplots(figsize=(5.2, 4))
-    for i, p in enumerate(q for q in points if q.get(key) and q.get("accuracy") is not None):
+    shown = [q for q in points if q.get(key) and q.get("accuracy") is not None]
+    for i, p in enumerate(shown):
         ax.scatter(p[key], 100 * p["accuracy"], s=40, color=colour(p["name"], i), zorder=3)
         ax.annotate(p["name"], (p[key], 100 * p["accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set_xscale("log")
+    if shown:
+        log_axis(ax, [p[key] for p in shown])
     ax.set_xlabel(label)
     ax.set_ylabel("test accuracy %")
     ax.grid(alpha=0.3, which="both")
     return png(fig)
+
+
+def log_axis(ax, values, most: int = 6):
+    """A log x axis over `values` with at most `most` ticks, labelled as plain numbers (0.2, 5, 20k, 1.5M):
+    1-2-5 steps, whole decades when those are too many, and 3 rounded ticks when the range is too narrow
+    for either. (matplotlib's own labels the minor ticks of a narrow range, and they overlap.)"""
+    low, high = min(values) / 1.5, max(values) * 1.5  # room for the points' names
+    ax.set_xscale("log")
+    ax.set_xlim(low, high)
+    decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+    for steps in ((1, 2, 5), (1,)):
+        ticks = [m * 10.0 ** d for d in decades for m in steps if low <= m * 10.0 ** d <= high]
+        if len(ticks) <= most:
+            break
+    while len(ticks) > most:  # many decades: every other one
+        ticks = ticks[::2]
+    if len(ticks) < 2:
+        ticks = sorted({float(f"{v:.2g}") for v in np.geomspace(low * 1.3, high / 1.3, 3)})
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: short_number(v)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def short_number(value: float) -> str:
+    """20000 -> 20k, 1500000 -> 1.5M, 0.25 -> 0.25."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
 
 
 def importance_ranked(result: dict, key: str = "ablation_accuracy_drop", top_k: int = 30) -> bytes:

@@ -20,7 +20,6 @@ import warnings
 from pathlib import Path
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from kdkit import checkpoint as ckpt
 from kdkit import distributed
@@ -32,6 +31,7 @@ from kdkit.teachers.cache import TeacherCache
 from kdkit.train.device import autocast_dtype, select_device, uses_channels_last
 from kdkit.train.meters import Logger, _Sums, _Throughput, write_error
 from kdkit.train.optim import _max_norm_hook, lr_at, make_optimizer
+from kdkit.train.progress import progress
 from kdkit.train.state import State
 
 
@@ -99,8 +99,8 @@ def fit(method, data: Dataset, cfg: TrainConfig, run_dir, *, meta: dict | None =
     total_steps = cfg.epochs * steps_per_epoch
     t0, images = time.perf_counter(), 0
     meter = _Throughput(device, warmup=min(20, max(1, total_steps // 10)))
-    with PeakMemory(device) as peak, _progress(cfg.progress and distributed.is_main()) as bar, logger, _out_of_memory(state, cfg, device):
-        task = bar.add_task(desc, total=total_steps, completed=state.step, info="")
+    shown = progress(cfg.progress and distributed.is_main(), desc, total_steps, state.step, steps_per_epoch)
+    with PeakMemory(device) as peak, shown as bar, logger, _out_of_memory(state, cfg, device):
         while state.epoch < cfg.epochs:
             train.set_epoch(state.epoch)
             if hasattr(method.teacher, "set_epoch"):  # a teacher-output cache: the slot of this epoch's views
@@ -125,12 +125,12 @@ def fit(method, data: Dataset, cfg: TrainConfig, run_dir, *, meta: dict | None =
                 state.step += 1
                 images += len(y)
                 meter.step(len(y))
-                bar.update(task, advance=1)
+                bar.step()
                 if state.step % cfg.log_every == 0:
                     scalars = sums.flush(state)
                     logger.log(state.step, state.epoch, {f"train/{k}": v for k, v in scalars.items()} | {"lr": optimizer.param_groups[0]["lr"]}
                                | ({"train/skipped_steps": state.skipped} if skip_bad else {}))
-                    bar.update(task, info=f"loss {scalars.get('loss', math.nan):.3f} acc {scalars['accuracy']:.3f} {images / (time.perf_counter() - t0):.0f} img/s")
+                    bar.note(f"loss {scalars.get('loss', math.nan):.3f} acc {scalars['accuracy']:.3f} {images / (time.perf_counter() - t0):.0f} img/s")
                 if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                     sums.check(state)
                     state.save()
@@ -143,6 +143,7 @@ def fit(method, data: Dataset, cfg: TrainConfig, run_dir, *, meta: dict | None =
             state.sums = None  # the next epoch starts a new log window
             meter.pause()
             _end_epoch(state, method, val, device, logger, run_dir, meta, balanced=bool(cfg.imbalance))
+            bar.epoch(state.epoch, state.history[-1]["val_accuracy"])
             if on_epoch is not None:
                 on_epoch(state.epoch, state.history[-1])
             meter.resume()
@@ -280,8 +281,3 @@ def _result(state, run_dir, t0, images, peak, stopped=False, train_rate=float("n
     last = state.history[-1]["val_accuracy"] if state.history else float("nan")
     return FitResult(run_dir, state.best_epoch, state.best_val_accuracy, last, seconds,
                      images / max(seconds, 1e-9), peak.result, stopped, state.skipped, train_rate)
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), disable=not enabled, transient=False)

@@ -4,6 +4,7 @@ failed write in the run directory said in one line (write_error)."""
 import contextlib
 import errno
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -35,10 +36,31 @@ def write_error(error: OSError, what: str, state) -> KdkitError:
     return KdkitError(f"{problem} while {what} at step {state.step}; {kept}. Fix: {fix.format(run=run)}, then rerun with --resume")
 
 
+_TENSORBOARD_NOTICE = {"said": False}
+
+
+def _summary_writer():
+    """torch's SummaryWriter, or None without tensorboard (the tensorboard extra): the run goes on with
+    metrics.jsonl alone, after one notice per process on stderr."""
+    try:
+        from kdkit.extras import need
+
+        need("tensorboard", "TensorBoard logging")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torch.utils.tensorboard import SummaryWriter
+        return SummaryWriter
+    except (KdkitError, ImportError) as e:
+        if not _TENSORBOARD_NOTICE["said"]:
+            _TENSORBOARD_NOTICE["said"] = True
+            print(f"note: no TensorBoard logs (tb/): {e}; metrics.jsonl has every scalar", file=sys.stderr)
+        return None
+
+
 class Logger:
-    """Every scalar goes to metrics.jsonl and TensorBoard. A resumed run first cuts metrics.jsonl
-    back to the lines its checkpoint had seen, so replayed steps are not logged twice. A write that
-    fails (disk full, permissions) stops the run with write_error's one line."""
+    """Every scalar goes to metrics.jsonl and, when tensorboard is installed, TensorBoard. A resumed
+    run first cuts metrics.jsonl back to the lines its checkpoint had seen, so replayed steps are not
+    logged twice. A write that fails (disk full, permissions) stops the run with write_error's one line."""
 
     def __init__(self, run_dir: Path, resume: bool, keep_lines: int = 0, state=None):
         self.path, self.state = run_dir / "metrics.jsonl", state
@@ -53,14 +75,10 @@ class Logger:
                 kept = self.path.read_text().splitlines(keepends=True)[:keep_lines]
                 ckpt.atomic_write(self.path, "".join(kept).encode())
                 self.lines = len(kept)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                from torch.utils.tensorboard import SummaryWriter
+        writer = _summary_writer()
+        if writer is not None:
             with self._writing(f"creating the TensorBoard log '{run_dir / 'tb'}'"):
-                self.tb = SummaryWriter(str(run_dir / "tb"))
-        except ImportError:  # tensorboard is a dependency, but the loop must not die without it
-            pass
+                self.tb = writer(str(run_dir / "tb"))
 
     @contextlib.contextmanager
     def _writing(self, what: str):
