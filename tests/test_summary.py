@@ -1,13 +1,13 @@
 """kdkit.summary on hand-made rows: gap_closed where the teacher is not above scratch, the seed-noise
 caution (one seed; several: the mean student - scratch difference against twice the std of the
-per-seed differences) and the shot groups line, in summary.md and in what the
+per-seed differences), the step-budget line and the shot groups line, in summary.md and in what the
 CLI prints."""
 from types import SimpleNamespace
 
 import pytest
 
 from kdkit.config import DistillConfig
-from kdkit.summary import gap_closed, small_print, summarise, to_markdown
+from kdkit.summary import budget_record, gap_closed, small_print, summarise, to_markdown
 
 
 def made(teacher: float, scratch: list[float], student: list[float], **config) -> dict:
@@ -64,6 +64,21 @@ def test_no_caution_without_a_scratch_row():
     s = made(0.95, [0.90], [0.91])
     del s["rows"]["scratch"], s["gap_closed"], s["caution"]
     assert small_print(s) == []
+
+
+def test_budget_line_names_each_phase_share():
+    fits = {"teacher": [{"steps": 40, "full_steps": 400}], "scratch": [{"steps": 20, "full_steps": 200}] * 2,
+            "student": [{"steps": 20, "full_steps": 200}] * 2, "teacher1": [{}]}
+    record = budget_record(120, fits)
+    assert record == {"budget": 120, "limited": True, "phases": {"teacher": {"steps": 40, "full_steps": 400},
+                                                                  "scratch": {"steps": 20, "full_steps": 200},
+                                                                  "student": {"steps": 20, "full_steps": 200}}}
+    s = made(0.95, [0.90], [0.905]) | {"step_budget": record}
+    assert small_print(s)[2] == ("budget-limited: step_budget=120 shared by the phases in proportion to their epochs "
+                                 "(steps of each phase's schedule, per seed: teacher 40 of 400, scratch 20 of 200, "
+                                 "student 20 of 200), each schedule compressed: a quick trial, not a result")
+    assert not budget_record(10_000, {"student": [{"steps": 200, "full_steps": 200}]})["limited"]
+    assert len(small_print(s | {"step_budget": {"budget": 10_000, "limited": False, "phases": {}}})) == 2
 
 
 def test_shot_line_counts_each_group():

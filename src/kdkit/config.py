@@ -71,6 +71,7 @@ class TrainConfig:
     log_every: int = 50  # steps between logged scalars (and NaN checks)
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints; 0 = end of each epoch only
     max_steps: int = 0  # stop (with a checkpoint) after this many steps of this invocation; --resume continues; 0 = off
+    step_budget: int = 0  # a quick trial: the whole run trains at most this many optimizer steps, shared by its phases (teacher trained here, scratch and student of each seed) in proportion to their epochs; each runs its schedule compressed into its share and the run ends with its summary, marked budget-limited; 0 = off
     resume: bool = False  # continue from the run directory's last checkpoint
     deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume on CPU)
     progress: bool = True  # progress bars
@@ -119,7 +120,7 @@ RANGES = {
     "milestones": f"[0, {INT_MAX}]", "gamma": "(0, inf)", "warmup_epochs": "[0, inf)", "label_smoothing": "[0, 1)",
     "tau": "[0, inf)", "cb_beta": "[0, 1)", "posthoc_tau": "[0, inf)", "grad_clip": "[0, inf)", "max_norm": "[0, inf)",
     "seed": f"[0, {SEED_MAX}]", "log_every": f"[1, {INT_MAX}]", "checkpoint_every": f"[0, {INT_MAX}]",
-    "max_steps": f"[0, {INT_MAX}]",  # distill:
+    "max_steps": f"[0, {INT_MAX}]", "step_budget": f"[0, {INT_MAX}]",  # distill:
     "teacher_epochs": f"[0, {INT_MAX}]", "generations": f"[1, {INT_MAX}]", "teacher_weights": "[0, inf)",
     "cache_views": f"[1, {INT_MAX}]",
     "cache_topk": f"[0, {INT_MAX}]", "transfer_exclude": f"[0, {INT_MAX}]", "seeds": f"[0, {SEED_MAX}]",

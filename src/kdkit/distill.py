@@ -75,7 +75,8 @@ def distill(teacher: nn.Module, student, train, val=None, method: str = "kd", *,
     _check_pair(teacher, student, data)
     distiller = distillation(cfg, data, teacher, student)
     with claim_run_dir(cfg.out, "api", cfg.overwrite):  # kdkit's own folder, one writer at a time
-        result = fit(distiller, data, cfg, Path(cfg.out), meta={"arch": "python-api", "classes": list(data.classes)})
+        result = fit(distiller, data, cfg, Path(cfg.out), meta={"arch": "python-api", "classes": list(data.classes)},
+                     steps=cfg.step_budget or None)  # one phase: the whole budget
     student.load_state_dict(load_weights(Path(cfg.out) / "best.safetensors")[0])
     device = select_device(cfg.device)
     metrics = {"val": evaluate_model(student, dataclasses.replace(data, test=data.val), device)[0]}

@@ -9,7 +9,7 @@ close, and the ratio of two negative differences would read as progress): summar
 The small print under the table (`small_print`, also printed by the CLI): the gap, a caution about
 seed noise (one seed: differences under about a point are noise; several: whether the mean
 student - scratch difference exceeds twice the std of the per-seed differences, the criterion of
-kdkit's benchmarks) and the many/medium/few-shot groups.
+kdkit's benchmarks), a run cut short by step_budget, and the many/medium/few-shot groups.
 """
 import dataclasses
 import json
@@ -83,8 +83,18 @@ def summarise(cfg, data, rows: dict, fits: dict, facts: dict, teacher_info: dict
         per_seed = [gap_closed(t, sc["accuracy"], st["accuracy"]) for sc, st in zip(rows["scratch"], rows["student"])]
         mean = gap_closed(t, out["rows"]["scratch"]["metrics"]["accuracy"]["mean"], out["rows"]["student"]["metrics"]["accuracy"]["mean"])
         out["gap_closed"] = {"mean": mean, "per_seed": per_seed}
+    if cfg.step_budget:
+        out["step_budget"] = budget_record(cfg.step_budget, fits)
     out["caution"] = noise_caution(out)
     return out
+
+
+def budget_record(budget: int, fits: dict) -> dict:
+    """{"budget": N, "limited": any phase cut short, "phases": {row: {"steps", "full_steps"}}} from the
+    rows' fit records (their first seed; a teacher loaded from elsewhere has none)."""
+    phases = {name: {"steps": infos[0]["steps"], "full_steps": infos[0]["full_steps"]}
+              for name, infos in fits.items() if infos and infos[0].get("full_steps")}
+    return {"budget": budget, "limited": any(p["steps"] < p["full_steps"] for p in phases.values()), "phases": phases}
 
 
 def noise_caution(summary: dict) -> str | None:
@@ -159,9 +169,9 @@ def write_summary(summary: dict, out: Path):
 
 
 def small_print(summary: dict) -> list[str]:
-    """The lines under the table: the gap closed, the seed-noise caution, the shot groups of a
-    long-tailed run (each only where it applies)."""
-    lines = [_gap_line(summary), summary.get("caution", noise_caution(summary)), _shot_line(summary)]
+    """The lines under the table: the gap closed, the seed-noise caution, a step budget that cut the
+    run short, the shot groups of a long-tailed run (each only where it applies)."""
+    lines = [_gap_line(summary), summary.get("caution", noise_caution(summary)), _budget_line(summary), _shot_line(summary)]
     return [line for line in lines if line]
 
 
@@ -179,6 +189,15 @@ def _gap_line(summary: dict) -> str | None:
 
     per = ", ".join(cell(gap, sc["accuracy"]) for gap, sc in zip(g["per_seed"], rows["scratch"]["per_seed"]))
     return f"gap closed (accuracy): {cell(g['mean'], rows['scratch']['metrics']['accuracy']['mean'])} (per seed: {per})"
+
+
+def _budget_line(summary: dict) -> str | None:
+    budget = summary.get("step_budget")
+    if not budget or not budget["limited"]:
+        return None
+    phases = ", ".join(f"{name} {p['steps']:,} of {p['full_steps']:,}" for name, p in budget["phases"].items())
+    return (f"budget-limited: step_budget={budget['budget']:,} shared by the phases in proportion to their epochs "
+            f"(steps of each phase's schedule, per seed: {phases}), each schedule compressed: a quick trial, not a result")
 
 
 def _shot_line(summary: dict) -> str | None:
