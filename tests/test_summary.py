@@ -88,6 +88,8 @@ def test_shot_line_counts_each_group():
     s["rows"]["student"]["per_seed"][0]["shot_thresholds"] = {"many": 450, "few": 90}
     assert small_print(s)[-1] == ("shot groups by training samples per class (Liu et al. 2019's > 100, 20-100, < 20 of a "
                                   "1,000 head, scaled to 4,500): many > 450: 5 classes, medium 90-450: 5, few < 90: 0")
+    s["train_class_counts"] = {f"c{k}": 4500 - k for k in range(10)}  # nearly balanced: every class many-shot
+    assert not small_print(s)[-1].startswith("shot groups")
 
 
 def test_the_cli_prints_the_small_print(capsys):

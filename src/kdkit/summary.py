@@ -201,7 +201,8 @@ def _budget_line(summary: dict) -> str | None:
 
 
 def _shot_line(summary: dict) -> str | None:
-    """How many classes each shot group holds, so an empty one reads as what it is."""
+    """How many classes each shot group holds, so an empty one reads as what it is; nothing when every
+    class is many-shot (a nearly balanced split, such as digits' 125-131 a class)."""
     counts = list(summary.get("train_class_counts", {}).values())
     found = [row["per_seed"][0]["shot_thresholds"] for row in summary["rows"].values()
              if row["per_seed"] and "shot_thresholds" in row["per_seed"][0]]
@@ -209,6 +210,8 @@ def _shot_line(summary: dict) -> str | None:
         return None
     many, few = found[0]["many"], found[0]["few"]
     groups = {name: len(members) for name, members in shot_groups(counts, many, few).items()}
+    if groups["many"] == len(counts):
+        return None
     return (f"shot groups by training samples per class (Liu et al. 2019's > 100, 20-100, < 20 of a 1,000 head, scaled to "
             f"{max(counts):,}): many > {many:,}: {groups['many']} classes, medium {few:,}-{many:,}: {groups['medium']}, "
             f"few < {few:,}: {groups['few']}")
