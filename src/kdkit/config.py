@@ -36,6 +36,7 @@ class TrainConfig:
     download: bool = True  # download from the official source when the files are not found and online
     imbalance: str | None = None  # long-tailed train and val splits: exp:100 (exponential, factor 100) or step:10; test stays balanced
     sampler: str = "none"  # none, class_balanced (every class equally often) or sqrt (classes drawn ~ sqrt of their counts)
+    train_per_class: float = 0.0  # a quick trial on fewer training samples: N >= 1 keeps N samples per class of the training split, a fraction in (0, 1) that share of each class, the rest dropped (drawn with seed, after validation is carved and before imbalance; validation and test stay whole); 0 = all samples
     labels_per_class: float = 0.0  # label-scarce training: N >= 1 keeps N labels per class of the training split, a fraction in (0, 1) that share of each class, the rest unlabelled (drawn with seed, after validation is carved; validation keeps its labels); 0 = all labels
     unlabeled_rest: bool = True  # labels_per_class: the training samples whose labels are left out stay as unlabelled inputs (true), or are dropped (false: the student distils on the labelled samples only, repeated to the split's size like the scratch row; the comparison that shows what the unlabelled inputs add)
     unlabeled: str | None = None  # inputs without labels added to the distilled student's training split: a folder of images (flat or nested), an .npy/.npz/.safetensors array, or DATASET:train or DATASET:test of a registered dataset (e.g. mnist:train); normalised with the labelled data's statistics
@@ -72,6 +73,7 @@ class TrainConfig:
     log_every: int = 50  # steps between logged scalars (and NaN checks)
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints; 0 = end of each epoch only
     max_steps: int = 0  # stop (with a checkpoint) after this many steps of this invocation; --resume continues; 0 = off
+    step_budget: int = 0  # a quick trial: the whole run trains at most this many optimizer steps, shared by its phases (teacher trained here, scratch and student of each seed) in proportion to their epochs; each runs its schedule compressed into its share and the run ends with its summary, marked budget-limited; 0 = off
     resume: bool = False  # continue from the run directory's last checkpoint
     deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume on CPU)
     progress: bool = True  # show progress: a bar in a terminal, else one line per epoch (and every 30 s) on stderr
@@ -119,12 +121,12 @@ TEXT_MAX = 4096  # characters of any text value: longer than any path the OS tak
 
 # Numbers (list keys: each item). [ ] includes a bound, ( ) excludes it; "inf)" = finite, no upper bound.
 RANGES = {
-    "val_fraction": "[0, 1)", "mix_alpha": "(0, inf)", "labels_per_class": f"[0, {INT_MAX}]", "workers": f"[0, {INT_MAX}]", "epochs": f"[1, {INT_MAX}]",
+    "val_fraction": "[0, 1)", "mix_alpha": "(0, inf)", "train_per_class": f"[0, {INT_MAX}]", "labels_per_class": f"[0, {INT_MAX}]", "workers": f"[0, {INT_MAX}]", "epochs": f"[1, {INT_MAX}]",
     "batch_size": f"[1, {INT_MAX}]", "lr": "(0, inf)", "momentum": "[0, 1)", "weight_decay": "[0, inf)",
     "milestones": f"[0, {INT_MAX}]", "gamma": "(0, inf)", "warmup_epochs": "[0, inf)", "label_smoothing": "[0, 1)",
     "tau": "[0, inf)", "cb_beta": "[0, 1)", "posthoc_tau": "[0, inf)", "grad_clip": "[0, inf)", "max_norm": "[0, inf)",
     "seed": f"[0, {SEED_MAX}]", "log_every": f"[1, {INT_MAX}]", "checkpoint_every": f"[0, {INT_MAX}]",
-    "max_steps": f"[0, {INT_MAX}]",  # distill:
+    "max_steps": f"[0, {INT_MAX}]", "step_budget": f"[0, {INT_MAX}]",  # distill:
     "teacher_epochs": f"[0, {INT_MAX}]", "generations": f"[1, {INT_MAX}]", "teacher_weights": "[0, inf)",
     "cache_views": f"[1, {INT_MAX}]",
     "cache_topk": f"[0, {INT_MAX}]", "transfer_exclude": f"[0, {INT_MAX}]", "seeds": f"[0, {SEED_MAX}]",
@@ -349,10 +351,11 @@ def validate(cfg):
 
 
 def _check_label_scarce(cfg):
-    """labels_per_class and unlabeled against the keys they cannot go with (kdkit.data.labels)."""
-    if cfg.labels_per_class >= 1 and not float(cfg.labels_per_class).is_integer():
-        raise KdkitError(f"labels_per_class must be a fraction in (0, 1) or a whole number of labels per class, "
-                         f"got {shown(cfg.labels_per_class)}; e.g. 100 or 0.1")
+    """train_per_class, labels_per_class and unlabeled against the keys they cannot go with (kdkit.data.labels)."""
+    for key, what in (("train_per_class", "samples"), ("labels_per_class", "labels")):
+        if getattr(cfg, key) >= 1 and not float(getattr(cfg, key)).is_integer():
+            raise KdkitError(f"{key} must be a fraction in (0, 1) or a whole number of {what} per class, "
+                             f"got {shown(getattr(cfg, key))}; e.g. 100 or 0.1")
     if cfg.unlabeled and not hasattr(cfg, "teacher"):
         raise KdkitError("kdkit train fits hard labels only, so unlabeled inputs would go unused; drop unlabeled, "
                          "or learn from them with kdkit distill")

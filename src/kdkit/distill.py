@@ -23,7 +23,7 @@ from torch import nn
 from kdkit.checkpoint import load_weights
 from kdkit.config import DistillConfig, apply_overrides
 from kdkit.data import Dataset, from_arrays
-from kdkit.data.prepare import label_scarce
+from kdkit.data.prepare import label_scarce, subsample_train
 from kdkit.errors import KdkitError
 from kdkit.evaluate import evaluate_model
 from kdkit.recipes import distillation
@@ -65,13 +65,17 @@ def distill(teacher: nn.Module, student, train, val=None, method: str = "kd", *,
     # method and out too go through the one type and range check of every config key
     cfg = apply_overrides(DistillConfig(progress=False), {**config, "method": method, "out": str(out)})
     check_run_dir(cfg.out, "api", cfg.overwrite)
-    data = label_scarce(cfg, as_dataset(train, val, test, classes, augment), cfg.seed)  # labels_per_class, unlabeled
+    data = as_dataset(train, val, test, classes, augment)
+    if cfg.train_per_class:  # a quick trial on fewer training samples (validation and test whole)
+        data = subsample_train(data, cfg.train_per_class, cfg.seed)
+    data = label_scarce(cfg, data, cfg.seed)  # labels_per_class, unlabeled
     if isinstance(student, str):
         student = student_model(dataclasses.replace(cfg, student=student), data, cfg.seed)
     _check_pair(teacher, student, data)
     distiller = distillation(cfg, data, teacher, student)
     with claim_run_dir(cfg.out, "api", cfg.overwrite):  # kdkit's own folder, one writer at a time
-        result = fit(distiller, data, cfg, Path(cfg.out), meta={"arch": "python-api", "classes": list(data.classes)})
+        result = fit(distiller, data, cfg, Path(cfg.out), meta={"arch": "python-api", "classes": list(data.classes)},
+                     steps=cfg.step_budget or None)  # one phase: the whole budget
     student.load_state_dict(load_weights(Path(cfg.out) / "best.safetensors")[0])
     device = select_device(cfg.device)
     metrics = {"val": evaluate_model(student, dataclasses.replace(data, test=data.val), device)[0]}

@@ -8,7 +8,8 @@ A distill run directory:
   config.yaml                      the resolved config
   teacher/                         the teacher's own training run (when trained here)
   scratch/seed{S}/, student/seed{S}/   one fit() run each (weights, metrics.jsonl, tb/)
-  summary.json, summary.md         teacher vs scratch vs student, mean +- std over seeds, gap_closed
+  summary.json, summary.md         teacher vs scratch vs student, mean +- std over seeds, gap_closed,
+                                   the seed-noise caution, the step budget's shares (step_budget: budget.py)
 
 Label-scarce runs (labels_per_class, unlabeled; kdkit.data.labels): the distilled students train on
 the labelled and the unlabelled samples, the scratch student and a teacher trained here on the
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from kdkit import checkpoint as ckpt
 from kdkit import distributed
+from kdkit.budget import phase_steps
 from kdkit.config import DistillConfig, TrainConfig, apply_overrides, dump_yaml, load_yaml
 from kdkit.data import Dataset, labelled_only
 from kdkit.data.labels import sample_counts
@@ -47,16 +49,16 @@ def cross_entropy(model, cfg, data: Dataset) -> CrossEntropy:
                         cb_beta=cfg.cb_beta, class_counts=class_counts(data))
 
 
-def _fit_or_skip(method, data, cfg, run_dir: Path, meta: dict, desc: str):
-    """fit(), unless --resume finds this phase already finished (no work is ever redone or lost;
-    a finished phase must have been made with the same settings)."""
+def _fit_or_skip(method, data, cfg, run_dir: Path, meta: dict, desc: str, steps: int | None = None):
+    """fit() (on `steps`: the phase's share of step_budget, budget.py), unless --resume finds this phase already
+    finished (no work is ever redone or lost; a finished phase must have been made with the same settings)."""
     done = run_dir / "fit.json"  # written last: the weights before it are complete
     if cfg.resume and done.is_file() and (run_dir / "last.safetensors").is_file():
         saved = ckpt.load_meta(run_dir / "last.safetensors").get("config", {})
         check_resume_settings(saved, dataclasses.asdict(cfg), f"'{run_dir}'", finished=True)
         return json.loads(done.read_text())
     has_state = bool(complete_checkpoints(run_dir))
-    result = fit(method, data, dataclasses.replace(cfg, resume=cfg.resume and has_state), run_dir, meta=meta, desc=desc)
+    result = fit(method, data, dataclasses.replace(cfg, resume=cfg.resume and has_state), run_dir, meta=meta, desc=desc, steps=steps)
     info = {k: v for k, v in dataclasses.asdict(result).items() if k != "run_dir"}
     if not result.stopped_early:
         ckpt.write_json(done, info)
@@ -117,7 +119,8 @@ def _train(cfg: TrainConfig, data: Dataset, out: Path) -> dict:
     kwargs = factory_kwargs(cfg, "model")
     model = build_model(cfg.model, data, cfg.seed, kwargs)
     method = cross_entropy(model, cfg, data)
-    info = _fit_or_skip(method, data, cfg, out, model_meta(cfg.model, data, kwargs), desc=f"train {cfg.model}")
+    info = _fit_or_skip(method, data, cfg, out, model_meta(cfg.model, data, kwargs), desc=f"train {cfg.model}",
+                        steps=phase_steps(cfg, cfg.epochs))
     if info.get("stopped_early"):
         return {"stopped_early": True, "run_dir": str(out)}
     device = select_device(cfg.device)
@@ -206,7 +209,8 @@ def torch_teacher(spec: str, cfg: DistillConfig, data: Dataset, run_dir: Path, s
     labelled = labelled_only(data, same_steps=True)  # a teacher trained here learns from the labels only
     train_data = bootstrap_sample(labelled, seed) if bootstrap else labelled
     meta = model_meta(spec, data, factory_kwargs(cfg, "teacher"))
-    info = _fit_or_skip(cross_entropy(teacher, cfg, labelled), train_data, teacher_cfg, run_dir, meta, desc=f"{run_dir.name} {spec}")
+    info = _fit_or_skip(cross_entropy(teacher, cfg, labelled), train_data, teacher_cfg, run_dir, meta, desc=f"{run_dir.name} {spec}",
+                        steps=phase_steps(cfg, teacher_cfg.epochs))
     if info.get("stopped_early"):
         raise _Stopped()
     return load_weights_into(teacher, run_dir).eval(), {"source": "trained", "arch": spec, "fit": info, "bootstrap": bootstrap,
@@ -269,7 +273,8 @@ def _distill(cfg: DistillConfig, data: Dataset, out: Path) -> dict:
                     student = method.student
                 run_dir = out / phase / f"seed{seed}"
                 meta = model_meta(cfg.student, data, factory_kwargs(cfg, "student"))
-                info = _fit_or_skip(method, fit_data, seed_cfg, run_dir, meta, desc=f"{phase} seed {seed}")
+                info = _fit_or_skip(method, fit_data, seed_cfg, run_dir, meta, desc=f"{phase} seed {seed}",
+                                    steps=phase_steps(cfg, cfg.epochs))
                 if cache_info:
                     info |= cache_info
                     ckpt.write_json(run_dir / "fit.json", info)

@@ -190,10 +190,9 @@ def check_arguments(cfg: DistillConfig, trials: int, metric: str, timeout: float
     if len(cfg.seeds) != 1:
         raise KdkitError(f"kdkit tune runs each trial with one seed, got seeds {cfg.seeds}; give one, e.g. --seeds 0 "
                          "(then run `kdkit distill` with the best parameters over several seeds)")
-    if cfg.generations != 1 or cfg.max_steps:
-        key = "generations" if cfg.generations != 1 else "max_steps"
-        raise KdkitError(f"kdkit tune does not take {key}={getattr(cfg, key)}; leave it at its default "
-                         f"({DistillConfig.generations if key == 'generations' else 0})")
+    for key, default in (("generations", DistillConfig.generations), ("max_steps", 0), ("step_budget", 0)):
+        if getattr(cfg, key) != default:  # (a quick search: fewer epochs, --trials, train_per_class)
+            raise KdkitError(f"kdkit tune does not take {key}={getattr(cfg, key)}; leave it at its default ({default})")
 
 
 def tune(cfg: DistillConfig, trials: int, storage: str | None = None, study_name: str | None = None,

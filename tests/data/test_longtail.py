@@ -162,6 +162,23 @@ def test_shot_groups_and_thresholds():
         shot_groups(counts, many=10, few=20)
 
 
+def test_shot_group_boundaries_are_liu_et_al_s():
+    # "Many-shot (more than 100 images), Medium-shot (20-100 images) and Few-shot (less than 20 images)":
+    # 100 and 20 themselves are medium
+    assert shot_groups([101, 100, 20, 19]) == {"many": [0], "medium": [1, 2], "few": [3]}
+    # the same cut, scaled: CIFAR-10 after a 10% validation split has heads of 4,500, so 450 and 90
+    many, few = scaled_thresholds(4500)
+    assert (many, few) == (450, 90)
+    assert shot_groups([4500, 451, 450, 90, 89], many, few) == {"many": [0, 1], "medium": [2, 3], "few": [4]}
+    # step:10's tail is n_max / 10, exactly the many-shot cut, so medium (as 100 images are on ImageNet-LT);
+    # a step profile has few-shot classes from a factor above 50 on (step:100: a tail of 45)
+    assert class_counts(4500, 10, "step", 10) == [4500] * 5 + [450] * 5
+    assert shot_groups(class_counts(4500, 10, "step", 10), many, few)["few"] == []
+    assert shot_groups(class_counts(4500, 10, "step", 100), many, few) == {"many": [0, 1, 2, 3, 4], "medium": [],
+                                                                         "few": [5, 6, 7, 8, 9]}
+    assert shot_groups(class_counts(4500, 10, "step", 50), many, few)["medium"] == [5, 6, 7, 8, 9]  # a tail of 90
+
+
 # ---------------------------------------------------------------- samplers
 
 

@@ -219,7 +219,7 @@ def _run_distill(cfg: DistillConfig):
 
 def _print_summary(summary: dict, out: str):
     """The evidence table of a finished distill (or tune) run, and where its files are."""
-    from kdkit.summary import table_rows
+    from kdkit.summary import small_print, table_rows
 
     header, body = table_rows(summary)
     keep = [header.index(h) for h in CLI_COLUMNS]
@@ -228,8 +228,8 @@ def _print_summary(summary: dict, out: str):
     for cells in body:
         table.add_row(*(cells[i] for i in keep))
     console.print(table)
-    if summary.get("gap_closed", {}).get("mean") is not None:
-        console.print(f"gap closed (accuracy): {100 * summary['gap_closed']['mean']:.0f}%")
+    for line in small_print(summary):  # the gap, the seed-noise caution, a step budget, the shot groups
+        console.out(line)
     console.print(f"full table: {out}/summary.md   data: {out}/summary.json   config: {out}/config.yaml")
     if summary.get("report"):
         console.print(f"report: {summary['report']}")
@@ -275,6 +275,10 @@ def _run_train(cfg: TrainConfig) -> bool:
     m = summary["metrics"]
     console.print(f"{cfg.model} on {summary['dataset']}: test accuracy {100 * m['accuracy']:.2f}%, "
                   f"balanced accuracy {100 * m['balanced_accuracy']:.2f}%; weights: {cfg.out}/best.safetensors")
+    fit = summary["fit"]
+    if fit.get("steps", 0) < fit.get("full_steps", 0):
+        console.out(f"budget-limited: {fit['steps']:,} of {fit['full_steps']:,} steps (step_budget), schedule compressed: "
+                    "a quick trial, not a result")
     return True
 
 

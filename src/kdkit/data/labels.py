@@ -47,22 +47,24 @@ def is_labelled(labels: torch.Tensor) -> torch.Tensor:
     return labels != UNLABELED
 
 
-def labels_kept(counts: list[int], labels_per_class: float, classes: list[str]) -> list[int]:
-    """Labels kept per class, given the training samples per class; see the module docstring."""
+def labels_kept(counts: list[int], labels_per_class: float, classes: list[str], key: str = "labels_per_class",
+                what: str = "labels") -> list[int]:
+    """Labels kept per class, given the training samples per class; see the module docstring.
+    `key` and `what` name the setting in the messages (train_per_class draws samples the same way)."""
     value = float(labels_per_class)
     if value == 0:
         return list(counts)
     if 0 < value < 1:
         return [min(n, max(1, int(round(value * n)))) for n in counts]
     if value < 0 or not value.is_integer():
-        raise KdkitError(f"labels_per_class must be a fraction in (0, 1) or a whole number of labels per class, "
+        raise KdkitError(f"{key} must be a fraction in (0, 1) or a whole number of {what} per class, "
                          f"got {shown(labels_per_class)}; e.g. 100 or 0.1")
     wanted = int(value)
     short = [(name, n) for name, n in zip(classes, counts) if n < wanted]
     if short:
         name, n = min(short, key=lambda item: item[1])
-        raise KdkitError(f"class {shown(name)} has {n} training samples, fewer than labels_per_class={wanted}; "
-                         f"lower labels_per_class, or give a fraction (e.g. 0.1) to keep that share of each class")
+        raise KdkitError(f"class {shown(name)} has {n} training samples, fewer than {key}={wanted}; "
+                         f"lower {key}, or give a fraction (e.g. 0.1) to keep that share of each class")
     return [wanted] * len(counts)
 
 

@@ -129,7 +129,7 @@ def describe_counts(labels: torch.Tensor, classes: list[str], split: str = "trai
 
 
 def shot_groups(train_counts: list[int], many: int = 100, few: int = 20) -> dict[str, list[int]]:
-    """Class indices by training samples: "many" (> many), "medium" (few..many), "few" (< few).
+    """Class indices by training samples: "many" (> many), "medium" (few..many, both included), "few" (< few).
 
     The defaults are Liu et al.'s ImageNet-LT thresholds (many-shot > 100, few-shot < 20); pass
     scaled_thresholds(max(train_counts)) for a dataset with small classes.

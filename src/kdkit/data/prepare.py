@@ -1,25 +1,35 @@
-"""A run's dataset, prepared: loaded, made long-tailed when asked, made label-scarce when asked
-(labels_per_class, unlabeled: labels.py, unlabeled.py), resampled for bagging, with the distilled
-student's transfer set (classes left out) and the class counts long-tail losses use.
+"""A run's dataset, prepared: loaded, cut to fewer training samples per class for a quick trial
+(train_per_class), made long-tailed when asked, made label-scarce when asked (labels_per_class,
+unlabeled: labels.py, unlabeled.py), resampled for bagging, with the distilled student's transfer
+set (classes left out) and the class counts long-tail losses use.
 """
 import dataclasses
 
+import numpy as np
 import torch
 
 from kdkit.data.dataset import Dataset, Split
-from kdkit.data.labels import hide_labels, is_labelled, labelled_only, sample_counts
+from kdkit.data.labels import hide_labels, is_labelled, labelled_only, labels_kept, sample_counts
 from kdkit.data.normalize import normalized
 from kdkit.data.registry import load_dataset
 from kdkit.data.unlabeled import add_unlabeled, load_unlabeled
 from kdkit.errors import KdkitError
 
 
+_SUBSAMPLE_STREAM = 0x73756273  # mixed into the seed: not the validation split's or the labels' draw
+
+
 def prepare_data(cfg, data: Dataset | None, seed: int) -> Dataset:
-    """The run's dataset: loaded (unless given), made long-tailed when `imbalance` is set, then
-    label-scarce when `labels_per_class` or `unlabeled` is (label_scarce); its mean and std are what
-    `normalize` says (kdkit.data.normalize)."""
+    """The run's dataset: loaded (unless given), its training split cut to `train_per_class`, made
+    long-tailed when `imbalance` is set, then label-scarce when `labels_per_class` or `unlabeled` is
+    (label_scarce); its mean and std are what `normalize` says (kdkit.data.normalize)."""
     data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, seed=seed, download=cfg.download)
     data = normalized(data, cfg.normalize)
+    if cfg.train_per_class:
+        full = len(data.train)
+        data = subsample_train(data, cfg.train_per_class, seed)
+        if cfg.progress:
+            print(f"training split: {len(data.train):,} of {full:,} samples kept (train_per_class={cfg.train_per_class:g})")
     if cfg.imbalance:
         from kdkit.data.longtail import describe_counts, long_tailed
 
@@ -27,6 +37,27 @@ def prepare_data(cfg, data: Dataset | None, seed: int) -> Dataset:
         if cfg.progress:
             print(describe_counts(data.train.labels, list(data.classes)))
     return label_scarce(cfg, data, seed)
+
+
+def subsample_train(data: Dataset, train_per_class: float, seed: int) -> Dataset:
+    """`data` with fewer training samples: train_per_class per class (a whole number N, or a fraction
+    of each class; the counts are labels.labels_kept's), drawn at random with `seed` and kept in their
+    order with their `index`. The samples left out are dropped, not kept unlabelled (that is
+    labels_per_class). Validation and test are untouched, and mean / std stay those of the full
+    training split (like long_tailed), so a quick trial feeds models the inputs a full run does.
+
+    prepare_data applies it before `imbalance`: the long-tail profile is then cut from the smaller
+    split, so N is the head class's count and the tail keeps its ratio (exp:100 with N = 500: 500
+    down to 5); a fraction gives the same profile either way."""
+    labels = data.train.labels.numpy()  # (N,)
+    counts = np.bincount(labels[labels >= 0], minlength=data.num_classes)  # (K,)
+    kept = labels_kept(counts.tolist(), train_per_class, list(data.classes), key="train_per_class", what="samples")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) % 2**64, _SUBSAMPLE_STREAM]))
+    rows = [rng.permutation(np.flatnonzero(labels == k))[:count] for k, count in enumerate(kept)]
+    rows = torch.from_numpy(np.sort(np.concatenate(rows)))  # (N',) the kept rows, in their order
+    split = data.train
+    train = Split(images=split.images[rows], labels=split.labels[rows], index=None if split.index is None else split.index[rows])
+    return dataclasses.replace(data, train=train)
 
 
 def label_scarce(cfg, data: Dataset, seed: int) -> Dataset:

@@ -47,13 +47,19 @@ class FitResult:
     stopped_early: bool = False  # max_steps reached; --resume continues
     skipped_steps: int = 0  # steps skipped for NaN/inf under nan_policy=skip
     train_images_per_second: float = float("nan")  # steady-state training steps only (see _Throughput)
+    steps: int = 0  # optimizer steps of this fit's schedule: full_steps, or its share of step_budget
+    full_steps: int = 0  # epochs x steps per epoch (steps < full_steps: budget-limited)
 
 
 def fit(method, data: Dataset, cfg: TrainConfig, run_dir, *, meta: dict | None = None, desc: str = "train",
-        on_epoch=None) -> FitResult:
+        on_epoch=None, steps: int | None = None) -> FitResult:
     """Train `method` (its student and adapters) on data.train, select on data.val. See module docstring.
     on_epoch(epoch, history_row) is called after each epoch's validation and checkpoint (a tuner
-    prunes there: whatever it raises ends the fit, the checkpoint is already written)."""
+    prunes there: whatever it raises ends the fit, the checkpoint is already written).
+    steps: this fit's share of a step budget (kdkit.budget). When fewer than cfg.epochs x steps per
+    epoch, the whole schedule runs compressed into them: learning-rate warmup and decay, and the
+    epoch a method reads (dkd's warmup, fitnet's hint stage), move at full_steps / steps the normal
+    pace; the last epoch is cut where the budget ends, then validated like any other."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     distributed.check_batch_size(cfg.batch_size)
@@ -96,12 +102,14 @@ def fit(method, data: Dataset, cfg: TrainConfig, run_dir, *, meta: dict | None =
     stop_at = state.step + cfg.max_steps if cfg.max_steps else None  # max_steps counts this invocation's steps
     meta = dict(meta or {}, config=dataclasses.asdict(cfg))
     steps_per_epoch = len(train)
-    total_steps = cfg.epochs * steps_per_epoch
+    full_steps = cfg.epochs * steps_per_epoch
+    total_steps = min(full_steps, steps) if steps else full_steps
+    epochs = -(-total_steps // steps_per_epoch)  # the last one cut short where a step budget ends
     t0, images = time.perf_counter(), 0
     meter = _Throughput(device, warmup=min(20, max(1, total_steps // 10)))
     shown = progress(cfg.progress and distributed.is_main(), desc, total_steps, state.step, steps_per_epoch)
     with PeakMemory(device) as peak, shown as bar, logger, _out_of_memory(state, cfg, device):
-        while state.epoch < cfg.epochs:
+        while state.epoch < epochs:
             train.set_epoch(state.epoch)
             if hasattr(method.teacher, "set_epoch"):  # a teacher-output cache: the slot of this epoch's views
                 method.teacher.set_epoch(state.epoch)
@@ -112,9 +120,10 @@ def fit(method, data: Dataset, cfg: TrainConfig, run_dir, *, meta: dict | None =
                 x, y, idx = (distributed.shard(t) for t in batch[:3])  # this process's slice of the global batch
                 # mix: x is already mixed (the teacher sees it too); the partners' labels and lam are for hard_ce
                 method.mixing = batch[3].map(distributed.shard) if len(batch) > 3 else None
+                position = state.step * full_steps // total_steps  # = state.step without a budget
                 for group in optimizer.param_groups:
-                    group["lr"] = lr_at(state.step, steps_per_epoch, cfg)
-                method.epoch = state.step / steps_per_epoch
+                    group["lr"] = lr_at(position, steps_per_epoch, cfg)
+                method.epoch = position / steps_per_epoch
                 if "reduce-overhead" in compiled:  # CUDA graphs: this step's outputs may overwrite the last's
                     torch.compiler.cudagraph_mark_step_begin()
                 out = _step(model, optimizer, params, x, y, idx, dtype, cfg.grad_clip, skip_bad)
@@ -134,10 +143,10 @@ def fit(method, data: Dataset, cfg: TrainConfig, run_dir, *, meta: dict | None =
                 if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                     sums.check(state)
                     state.save()
-                if stop_at and state.step >= stop_at:
+                if (stop_at and state.step >= stop_at) or state.step >= total_steps:
                     break
             sums.check(state)
-            if stop_at and state.step >= stop_at and state.step % steps_per_epoch:
+            if stop_at and state.step >= stop_at and state.step % steps_per_epoch and state.step < total_steps:
                 state.save()  # stopped mid-epoch: --resume continues from here
                 break
             state.sums = None  # the next epoch starts a new log window
@@ -147,11 +156,11 @@ def fit(method, data: Dataset, cfg: TrainConfig, run_dir, *, meta: dict | None =
             if on_epoch is not None:
                 on_epoch(state.epoch, state.history[-1])
             meter.resume()
-            if stop_at and state.step >= stop_at and state.epoch < cfg.epochs:
+            if stop_at and state.step >= stop_at and state.epoch < epochs:
                 break
     method.mixing = None  # (a method used after fit sees unmixed batches)
     distributed.barrier()  # every process sees the files rank 0 wrote
-    stopped = state.epoch < cfg.epochs
+    stopped = state.epoch < epochs
     if state.skipped:
         warnings.warn(f"{state.skipped} of {state.step} steps were skipped for NaN/inf (nan_policy=skip)")
     if not stopped:
@@ -161,7 +170,8 @@ def fit(method, data: Dataset, cfg: TrainConfig, run_dir, *, meta: dict | None =
     meter.pause()
     if layout:  # the layout was for training speed: what fit returns is laid out as a freshly loaded model,
         method.to(memory_format=torch.contiguous_format)  # so evaluating it gives bitwise what a reload gives
-    return _result(state, run_dir, t0, images * distributed.world_size(), peak, stopped, meter.rate() * distributed.world_size())
+    result = _result(state, run_dir, t0, images * distributed.world_size(), peak, stopped, meter.rate() * distributed.world_size())
+    return dataclasses.replace(result, steps=total_steps, full_steps=full_steps)
 
 
 def compile_models(method, mode: str) -> str:
