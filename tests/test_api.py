@@ -28,12 +28,54 @@ def test_distill_user_modules_on_tensors(tmp_path):
     student = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     result = kdkit.distill(teacher, student, train, val, method="kd", test=test, epochs=5, batch_size=32,
                            lr=0.1, temperature=2.0, alpha=0.7, out=tmp_path / "api")
-    assert result.student is student
-    assert result.metrics["test"]["accuracy"] > 0.8 and result.metrics["val"]["n"] == 150
-    assert (tmp_path / "api" / "best.safetensors").is_file()
+    assert result.student[-1] is student  # the object itself, trained, behind the input step it was trained with
+    assert result.metrics["test"]["accuracy"] > 0.8 and result.metrics["test"]["n"] == 150
+    assert (tmp_path / "api" / "student" / "seed0" / "best.safetensors").is_file()
+    rows = result.summary["rows"]
+    assert set(rows) == {"teacher", "scratch", "student"} and "| student |" in result.table
     for k, v in teacher.state_dict().items():  # the teacher is never updated
         assert torch.equal(v, teacher_state[k])
     assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_a_users_teacher_sees_its_raw_inputs_and_the_student_takes_them_too():
+    """Features on a scale of thousands: kdkit standardises what the student sees, but the teacher
+    (trained on the raw features) scores on kdkit's table exactly what it scores on its own inputs,
+    and the returned student takes the raw features (the step travels with it)."""
+    (x, y), (xv, yv), (xt, yt) = _blobs(600, 0), _blobs(150, 1), _blobs(150, 2)
+    scale = lambda a: a * 1000 + 50  # noqa: E731
+    x, xv, xt = scale(x), scale(xv), scale(xt)
+    teacher = nn.Sequential(nn.Linear(4, 3))
+    with torch.no_grad():  # a teacher for the raw scale: the blobs' class centres, undone from the scaling
+        teacher[0].weight.copy_(2.5 * torch.eye(3, 4) / 1000)
+        teacher[0].bias.copy_(-2.5 * 50 / 1000 * torch.ones(3))
+    own = (teacher(xt).argmax(1) == yt).float().mean().item()
+    assert own > 0.8
+    result = kdkit.distill(teacher, nn.Sequential(nn.Linear(4, 3)), (x, y), (xv, yv), test=(xt, yt), epochs=3,
+                           batch_size=32, lr=0.1, seeds=[0])
+    assert result.summary["rows"]["teacher"]["metrics"]["accuracy"]["mean"] == pytest.approx(own, abs=1e-6)
+    reported = result.metrics["test"]["accuracy"]
+    with torch.no_grad():
+        mine = (result.student(xt).argmax(1) == yt).float().mean().item()
+    assert reported > 0.8 and mine == pytest.approx(reported, abs=1e-6)
+
+
+def test_api_options_match_the_command_line(tmp_path):
+    train, val = _blobs(200, 0), _blobs(60, 1)
+    teacher = nn.Sequential(nn.Linear(4, 3))
+    with pytest.raises(KdkitError, match="unknown config key 'seed_s'.*did you mean 'seeds'"):
+        kdkit.distill(teacher, nn.Sequential(nn.Linear(4, 3)), train, val, seed_s=[0, 1])
+    result = kdkit.distill(teacher, nn.Sequential(nn.Linear(4, 3)), train, val, epochs=1, seeds=[0, 1], baseline=False)
+    assert set(result.summary["rows"]) == {"teacher", "student"} and result.summary["seeds"] == [0, 1]
+    assert len(result.summary["rows"]["student"]["per_seed"]) == 2 and result.out is None
+    before = set(tmp_path.iterdir())
+    assert before == set()  # out=None wrote nothing here (and nothing under ./runs)
+    from sklearn.linear_model import LogisticRegression
+
+    forest = LogisticRegression(max_iter=200).fit(train[0].numpy(), train[1].numpy())  # an estimator as the teacher
+    result = kdkit.distill(forest, "mlp", train, val, epochs=1, seeds=[0], out=tmp_path / "run")
+    assert result.summary["teacher"]["arch"].startswith("HybridTeacher") or result.summary["rows"]["teacher"]
+    assert (tmp_path / "run" / "summary.json").is_file()
 
 
 def test_distill_class_mismatch_names_both_numbers():
@@ -75,18 +117,25 @@ class _Proba:  # stands in for a scikit-learn estimator: fit / predict_proba, no
 
 
 @pytest.mark.parametrize("teacher,pattern", [
-    ("cnn", r"^kdkit.distill takes a trained teacher model, got the architecture name 'cnn'; train it first "
-            r"\(`kdkit train --model cnn --dataset D --out RUN`\), then pass kdkit.weights.load_model\('RUN'\)\[0\]$"),
-    ("runs/teacher", r"^kdkit.distill takes the teacher as an nn.Module or a kdkit.teachers.HybridTeacher, got the string "
-                     r"'runs/teacher'; for saved weights pass kdkit.weights.load_model\('runs/teacher'\)\[0\]"),
-    (None, r"^kdkit.distill takes the teacher as an nn.Module or a kdkit.teachers.HybridTeacher, got None; "),
-    (_Proba(), r"^the teacher _Proba is an estimator with predict_proba, not an nn.Module; wrap it: "
-               r"kdkit.teachers.HybridTeacher\(\[kdkit.teachers.ProbaTeacher\(estimator\)\]\)"),
+    ("cnn", r"^SmallCNN needs image_size >= 4, got 1"),  # an architecture to train here, on a table: refused before training
+    ("runs/teacher", r"^teacher 'runs/teacher' not found: no such run directory or weights file"),
+    (None, r"^kdkit.distill takes the teacher as an nn.Module, a fitted scikit-learn estimator, a kdkit.teachers.HybridTeacher "
+           r"or what --teacher takes \(a run directory, an architecture, sklearn:NAME\), got None$"),
 ])
 def test_teacher_that_is_not_a_model(teacher, pattern):
     train, val = _blobs(60, 0), _blobs(30, 1)
     with pytest.raises(KdkitError, match=pattern):
         kdkit.distill(teacher, nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), train, val, epochs=1)
+
+
+def test_teachers_by_name_and_estimators_are_used():
+    """What --teacher takes works here too: an architecture is trained in the run (on the labelled
+    samples), an estimator with predict_proba is the teacher as it is."""
+    train, val = _blobs(120, 0), _blobs(30, 1)
+    result = kdkit.distill("mlp", nn.Sequential(nn.Linear(4, 3)), train, val, epochs=1, seeds=[0], baseline=False)
+    assert result.summary["teacher"]["source"] == "trained" and result.summary["teacher"]["arch"] == "mlp"
+    result = kdkit.distill(_Proba(), nn.Sequential(nn.Linear(4, 3)), train, val, epochs=1, seeds=[0], baseline=False)
+    assert result.summary["rows"]["teacher"]["metrics"]["accuracy"]["mean"] < 0.6  # the uniform teacher, used as it is
 
 
 @pytest.mark.parametrize("student,pattern", [
@@ -112,3 +161,45 @@ def test_out_that_is_a_file_or_a_folder_of_user_files(tmp_path):
     with pytest.raises(KdkitError, match="holds files kdkit did not write \\(e.g. 'notes.txt'\\)"):
         kdkit.distill(teacher, student, train, val, epochs=1, out=tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_weights_of_a_python_student_say_how_to_load_them(tmp_path):
+    from kdkit.weights import load_model
+
+    train, val = _blobs(120, 0), _blobs(30, 1)
+    kdkit.distill(nn.Sequential(nn.Linear(4, 3)), nn.Sequential(nn.Linear(4, 3)), train, val, epochs=1, seeds=[0],
+                  baseline=False, out=tmp_path / "run")
+    with pytest.raises(KdkitError, match=r"holds a Sequential built in Python \(kdkit.distill\); kdkit rebuilds only "
+                                         r"architectures it can name: load the weights into your own model"):
+        load_model(tmp_path / "run" / "student" / "seed0")
+    result = kdkit.distill(nn.Sequential(nn.Linear(4, 3)), "mlp", train, val, epochs=1, seeds=[0], baseline=False,
+                           out=tmp_path / "named")
+    model, meta = load_model(tmp_path / "named" / "student" / "seed0")  # a named architecture: rebuilt from its sidecar
+    assert meta["arch"] == "mlp" and meta["input_kind"] == "table" and len(meta["mean"]) == 4
+    x = val[0]
+    step = result.student[0]
+    torch.testing.assert_close(model(step(x)), result.student(x))  # the sidecar's mean/std are the returned step's
+
+
+def test_a_method_inside_a_parent_module_moves_its_teacher_along():
+    """A kdkit method as a submodule of the user's own module (a LightningModule does the same):
+    the parent's .to() reaches the teacher, which is outside the module tree (not in parameters(),
+    not in state_dict()), and the parent's .train() leaves it in eval mode."""
+    from kdkit.methods import create_method
+
+    class Parent(nn.Module):  # stands in for a LightningModule
+        def __init__(self):
+            super().__init__()
+            self.distiller = create_method("kd", nn.Linear(4, 3), nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 3)))
+
+    parent = Parent()
+    teacher = parent.distiller.teacher
+    parent.to(torch.float64)
+    assert all(p.dtype == torch.float64 for p in teacher.parameters()) and teacher[1].running_mean.dtype == torch.float64
+    assert all(p.dtype == torch.float64 for p in parent.distiller.student.parameters())
+    parent.train()
+    assert parent.distiller.student.training and not teacher.training
+    assert not any(k.startswith("distiller.teacher") for k in parent.state_dict())
+    loss = parent.distiller(torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 3, (8,)))["loss"]
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())

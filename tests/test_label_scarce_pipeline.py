@@ -95,7 +95,7 @@ def test_python_api_takes_the_same_keys(tmp_path):
     teacher, student = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
     kdkit.distill(teacher, student, (x[:160], y[:160]), (x[160:], y[160:]), epochs=1, batch_size=32, progress=False,
                   labels_per_class=0.5, unlabeled=str(tmp_path / "extra.npy"), out=tmp_path / "api")
-    assert steps(tmp_path / "api") == (160 + 64) // 32  # the unlabelled inputs were trained on
+    assert steps(tmp_path / "api" / "student" / "seed0") == (160 + 64) // 32  # the unlabelled inputs were trained on
 
 
 def test_resume_mid_run_with_unlabelled_samples_is_bit_identical(tmp_path):

@@ -1,45 +1,58 @@
-"""The Python API: `kdkit.distill(teacher, student, train, val, method="kd", ...)`.
+"""The Python API: `kdkit.distill`, the very run of `kdkit distill` (recipes.run_distill): the teacher
+row, then per seed the same student trained alone (scratch) and distilled, and the evidence table.
 
     import kdkit
-    result = kdkit.distill(teacher, student, (x_train, y_train), (x_val, y_val), method="kd",
-                           epochs=5, temperature=4.0, alpha=0.9, test=(x_test, y_test))
-    result.student        # the distilled student (best-by-validation weights), any nn.Module
+    result = kdkit.distill(teacher, student, (x_train, y_train), (x_val, y_val), test=(x_test, y_test),
+                           method="kd", epochs=5, temperature=4.0, seeds=[0, 1, 2])
+    print(result.table)            # the table `kdkit distill` writes to summary.md
+    result.student(x)              # the distilled student (first seed, best by validation) on your raw inputs
+    result.summary["rows"]["student"]["metrics"]["accuracy"]["mean"]
 
-The teacher may also be a kdkit.teachers.HybridTeacher: torch models, scikit-learn estimators and
-saved outputs combined into one target (prepared on the data here).
-    result.metrics        # validation (and test, when given) metrics
-
-Same loop, losses and files as `kdkit distill`; the teacher is a trained nn.Module (or a
-HybridTeacher), the student any nn.Module or an architecture name. To distill from an architecture
-name, train the teacher first (`kdkit train --model cnn ... --out RUN`) and pass
-kdkit.weights.load_model("RUN")[0]. Any config key (`kdkit.config.DistillConfig`) can be passed
-as a keyword.
+teacher: a trained nn.Module (used as it is: it sees your inputs exactly as you give them), a
+    kdkit.teachers.HybridTeacher, or anything --teacher takes (a run directory, an architecture to train
+    here, saved outputs, sklearn:NAME).
+student: an nn.Module (every row starts from its weights as handed over: kdkit.given) or an architecture.
+train / val / test: (x, y) arrays or tensors (kind="tokens" or "table" for 2-D integers; see
+    kdkit.data.from_arrays), or a kdkit Dataset; or no train and dataset=NAME as on the command line.
+Every config key (`kdkit docs config`) is a keyword with the command line's name and meaning; an
+unknown one is refused with the closest valid name. The defaults differ in two: progress=False and
+report=False (a report needs out=DIR). out=None runs in a temporary folder, removed at the end:
+nothing is written that you did not ask for; out=DIR keeps the run directory for `kdkit evaluate`,
+`kdkit report` and `kdkit export` (a student given as a module is saved as python.ClassName: load the
+weights into your own model, kdkit cannot rebuild a class from a name).
 """
 import dataclasses
+import shutil
+import tempfile
 from pathlib import Path
 
 from torch import nn
 
 from kdkit.checkpoint import load_weights
 from kdkit.config import DistillConfig, apply_overrides
-from kdkit.data import Dataset, from_arrays
-from kdkit.data.prepare import label_scarce, subsample_train
+from kdkit.data import Dataset, from_arrays, load_dataset
+from kdkit.data.normalize import normalized, with_input_step
 from kdkit.errors import KdkitError
-from kdkit.evaluate import evaluate_model
-from kdkit.recipes import distillation
+from kdkit.given import Given
+from kdkit.recipes import run_distill
+from kdkit.summary import to_markdown
 from kdkit.weights import student_model
-from kdkit.rundir import check_run_dir, claim_run_dir
-from kdkit.train import FitResult, fit, select_device
 
 
 @dataclasses.dataclass
 class DistillResult:
-    student: nn.Module
-    fit: FitResult
-    metrics: dict  # {"val": {...}, "test": {...}} (test only when given)
+    student: nn.Module  # the first seed's distilled student, best by validation, behind its input step: takes your raw inputs
+    summary: dict  # summary.json: rows teacher / scratch / student (mean +- std over seeds, per seed), gap_closed, facts
+    table: str  # summary.md: the table `kdkit distill` writes
+    out: Path | None  # the run directory (None: out=None, nothing kept)
+
+    @property
+    def metrics(self) -> dict:
+        """{"test": the first seed's distilled student's test metrics}."""
+        return {"test": self.summary["rows"]["student"]["per_seed"][0]}
 
 
-def as_dataset(train, val=None, test=None, classes=None, augment: str = "none") -> Dataset:
+def as_dataset(train, val=None, test=None, classes=None, augment: str = "none", kind: str = "auto") -> Dataset:
     """A Dataset from a Dataset, or from (x, y) pairs of arrays/tensors (val carved when not given)."""
     if isinstance(train, Dataset):
         return train
@@ -48,61 +61,75 @@ def as_dataset(train, val=None, test=None, classes=None, augment: str = "none") 
     holdout = val if val is not None else test
     if holdout is None:
         raise KdkitError("give val=(x, y) (or test=(x, y)) so the student can be selected on held-out data")
-    data = from_arrays(*train, *holdout, classes=classes, val_fraction=0.0 if val is not None else 0.1, augment=augment)
+    data = from_arrays(*train, *holdout, classes=classes, val_fraction=0.0 if val is not None else 0.1, augment=augment,
+                       kind=kind)
     if val is not None:
         # the user's val array is not part of the training array: no position there to key saved outputs by
         data.val = dataclasses.replace(data.test, index=None)
         if test is not None:
-            data.test = from_arrays(*train, *test, classes=data.classes, val_fraction=0.0).test
+            data.test = from_arrays(*train, *test, classes=data.classes, val_fraction=0.0, kind=kind).test
     return data
 
 
-def distill(teacher: nn.Module, student, train, val=None, method: str = "kd", *, test=None, classes=None,
-            out: str = "runs/api", **config) -> DistillResult:
-    """Distill `teacher` into `student` (an nn.Module or an architecture name). See module docstring."""
+def distill(teacher, student, train=None, val=None, test=None, *, method: str = "kd", out=None, classes=None,
+            kind: str = "auto", transform=None, **config) -> DistillResult:
+    """Distill `teacher` into `student` and compare with the student trained alone. See the module docstring."""
+    teacher = _as_teacher(teacher)
     _check_types(teacher, student)
-    augment = config.pop("augment", "none")
-    # method and out too go through the one type and range check of every config key
-    cfg = apply_overrides(DistillConfig(progress=False), {**config, "method": method, "out": str(out)})
-    check_run_dir(cfg.out, "api", cfg.overwrite)
-    data = as_dataset(train, val, test, classes, augment)
-    if cfg.train_per_class:  # a quick trial on fewer training samples (validation and test whole)
-        data = subsample_train(data, cfg.train_per_class, cfg.seed)
-    data = label_scarce(cfg, data, cfg.seed)  # labels_per_class, unlabeled
-    if isinstance(student, str):
-        student = student_model(dataclasses.replace(cfg, student=student), data, cfg.seed)
-    _check_pair(teacher, student, data)
-    distiller = distillation(cfg, data, teacher, student)
-    with claim_run_dir(cfg.out, "api", cfg.overwrite):  # kdkit's own folder, one writer at a time
-        result = fit(distiller, data, cfg, Path(cfg.out), meta={"arch": "python-api", "classes": list(data.classes)},
-                     steps=cfg.step_budget or None)  # one phase: the whole budget
-    student.load_state_dict(load_weights(Path(cfg.out) / "best.safetensors")[0])
-    device = select_device(cfg.device)
-    metrics = {"val": evaluate_model(student, dataclasses.replace(data, test=data.val), device)[0]}
-    if test is not None or data.test is not data.val:
-        metrics["test"] = evaluate_model(student, data, device)[0]
-    return DistillResult(student.cpu().eval(), result, metrics)
+    names = {"teacher": teacher} if isinstance(teacher, str) else {}
+    names |= {"student": student} if isinstance(student, str) else {}
+    # method, out and the names too go through the one type and range check of every config key
+    cfg = apply_overrides(DistillConfig(progress=False, report=False), {**config, **names, "method": method})
+    if cfg.report and out is None:
+        raise KdkitError("report=True writes report.html into the run directory, but out=None keeps none; give out=DIR")
+    data = as_dataset(train, val, test, classes, "none", kind) if train is not None else \
+        load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, seed=cfg.seeds[0], download=cfg.download)
+    data = normalized(data, cfg.normalize)
+    given = Given(teacher if not isinstance(teacher, str) else None, student if isinstance(student, nn.Module) else None,
+                  transform)
+    if given.teacher is not None:  # (prepares a combination on the data)
+        _check_pair(given.teacher, given.student or student_model(cfg, data, cfg.seeds[0]), data)
+    folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="kdkit-"))
+    try:
+        summary = run_distill(dataclasses.replace(cfg, out=str(folder)), data, given, kind="api")
+        if summary.get("stopped_early"):
+            raise KdkitError(f"max_steps stopped the run before its end; continue it with resume=True, out='{folder}'")
+        trained = given.student
+        if trained is None:  # built by name: the first seed's distilled student, best by validation
+            trained = student_model(cfg, data, cfg.seeds[0])
+            trained.load_state_dict(load_weights(folder / "student" / f"seed{cfg.seeds[0]}" / "best.safetensors")[0])
+        return DistillResult(with_input_step(trained.cpu().eval(), data), summary, to_markdown(summary),
+                             folder if out is not None else None)
+    finally:
+        if out is None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _check_types(teacher, student):
-    """The teacher must be a model (trained, so never a name); the student a model or a name."""
-    from kdkit.models import list_models
-
-    if isinstance(teacher, str) and teacher in list_models():
-        raise KdkitError(f"kdkit.distill takes a trained teacher model, got the architecture name '{teacher}'; train it first "
-                         f"(`kdkit train --model {teacher} --dataset D --out RUN`), then pass kdkit.weights.load_model('RUN')[0]")
-    if hasattr(teacher, "predict_proba") and not isinstance(teacher, nn.Module):
-        raise KdkitError(f"the teacher {type(teacher).__name__} is an estimator with predict_proba, not an nn.Module; wrap it: "
-                         "kdkit.teachers.HybridTeacher([kdkit.teachers.ProbaTeacher(estimator)])")
-    if not isinstance(teacher, nn.Module):
-        got = f"the string '{teacher}'" if isinstance(teacher, str) else "None" if teacher is None else type(teacher).__name__
-        where = f"'{teacher}'" if isinstance(teacher, str) else "PATH"
-        raise KdkitError(f"kdkit.distill takes the teacher as an nn.Module or a kdkit.teachers.HybridTeacher, got {got}; for saved "
-                         f"weights pass kdkit.weights.load_model({where})[0], other teachers (TorchTeacher, ProbaTeacher, "
-                         "FileTeacher) go inside a HybridTeacher([...])")
+    """The teacher: a model, a combination, or a --teacher spec; the student: a model or an architecture name."""
+    if not isinstance(teacher, (nn.Module, str)) and not _is_hybrid(teacher):
+        got = "None" if teacher is None else type(teacher).__name__
+        raise KdkitError(f"kdkit.distill takes the teacher as an nn.Module, a fitted scikit-learn estimator, a "
+                         f"kdkit.teachers.HybridTeacher or what --teacher takes (a run directory, an architecture, "
+                         f"sklearn:NAME), got {got}")
     if not isinstance(student, (nn.Module, str)):
         got = "None" if student is None else type(student).__name__
         raise KdkitError(f"kdkit.distill takes the student as an nn.Module or an architecture name (`kdkit models`), got {got}")
+
+
+def _is_hybrid(teacher) -> bool:
+    from kdkit.teachers import HybridTeacher
+
+    return isinstance(teacher, HybridTeacher)
+
+
+def _as_teacher(teacher):
+    """A fitted scikit-learn estimator (predict_proba) becomes a one-member combination."""
+    if hasattr(teacher, "predict_proba") and not isinstance(teacher, (nn.Module, str)) and not _is_hybrid(teacher):
+        from kdkit.teachers import HybridTeacher, ProbaTeacher
+
+        return HybridTeacher([ProbaTeacher(teacher)])
+    return teacher
 
 
 def _check_pair(teacher: nn.Module, student: nn.Module, data: Dataset):

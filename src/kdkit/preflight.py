@@ -8,14 +8,18 @@ from kdkit.teachers.specs import check_folds, sklearn_estimator, teacher_kind, t
 from kdkit.weights import build_model, is_weights, student_model, teacher_model
 
 
-def check_distill(cfg: DistillConfig, data: Dataset):
-    """Catch bad names and settings before any training starts, so a typo never costs a trained teacher."""
+def check_distill(cfg: DistillConfig, data: Dataset, given=None):
+    """Catch bad names and settings before any training starts, so a typo never costs a trained teacher.
+    given (kdkit.given.Given): models handed over in Python, checked by kdkit.distill instead."""
     from kdkit.methods import method_parts
 
     parts = method_parts(cfg.method)
-    student_model(cfg, data, 0)  # (student_state_dict loaded: its keys checked now)
+    if given is None or given.student is None:
+        student_model(cfg, data, 0)  # (student_state_dict loaded: its keys checked now)
     if cfg.peer:
         build_model(cfg.peer, data, 0, dict(cfg.model_kwargs))
+    if given is not None and given.teacher is not None:
+        return
     specs = teacher_specs(cfg.teacher)
     if not specs:
         raise KdkitError("no teacher given; --teacher names weights, an architecture, saved outputs or sklearn:NAME")

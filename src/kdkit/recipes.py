@@ -18,7 +18,10 @@ labelled ones only (labelled_only); each row of summary.json records them as tra
 import dataclasses
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
+
+from torch import nn
 
 from kdkit import checkpoint as ckpt
 from kdkit import distributed
@@ -26,9 +29,11 @@ from kdkit.budget import phase_steps
 from kdkit.config import DistillConfig, TrainConfig, apply_overrides, dump_yaml, load_yaml
 from kdkit.data import Dataset, labelled_only
 from kdkit.data.labels import sample_counts
+from kdkit.data.normalize import raw_view
 from kdkit.data.prepare import bootstrap_sample, check_classes, class_counts, prepare_data, transfer_set
 from kdkit.errors import KdkitError
 from kdkit.evaluate import environment, evaluate_model, model_facts
+from kdkit.given import Given
 from kdkit.methods import CrossEntropy, create_method, needs_peer
 from kdkit.models import check_input
 from kdkit.preflight import check_distill
@@ -49,16 +54,19 @@ def cross_entropy(model, cfg, data: Dataset) -> CrossEntropy:
                         cb_beta=cfg.cb_beta, class_counts=class_counts(data))
 
 
-def _fit_or_skip(method, data, cfg, run_dir: Path, meta: dict, desc: str, steps: int | None = None):
-    """fit() (on `steps`: the phase's share of step_budget, budget.py), unless --resume finds this phase already
-    finished (no work is ever redone or lost; a finished phase must have been made with the same settings)."""
+def _fit_or_skip(method, data, cfg, run_dir: Path, meta: dict, desc: str, steps: int | None = None, transform=None):
+    """fit() (on `steps`: the phase's share of step_budget, budget.py; `transform`: a given batch transform),
+    unless --resume finds this phase already finished (no work is ever redone or lost; a finished phase must
+    have been made with the same settings)."""
     done = run_dir / "fit.json"  # written last: the weights before it are complete
     if cfg.resume and done.is_file() and (run_dir / "last.safetensors").is_file():
         saved = ckpt.load_meta(run_dir / "last.safetensors").get("config", {})
         check_resume_settings(saved, dataclasses.asdict(cfg), f"'{run_dir}'", finished=True)
         return json.loads(done.read_text())
     has_state = bool(complete_checkpoints(run_dir))
-    result = fit(method, data, dataclasses.replace(cfg, resume=cfg.resume and has_state), run_dir, meta=meta, desc=desc, steps=steps)
+    extra = {} if transform is None else {"transform": transform}
+    result = fit(method, data, dataclasses.replace(cfg, resume=cfg.resume and has_state), run_dir, meta=meta, desc=desc,
+                 steps=steps, **extra)
     info = {k: v for k, v in dataclasses.asdict(result).items() if k != "run_dir"}
     if not result.stopped_early:
         ckpt.write_json(done, info)
@@ -221,30 +229,33 @@ class _Stopped(Exception):
     """max_steps reached inside a phase; --resume continues."""
 
 
-def prepare_distill(cfg: DistillConfig, data: Dataset | None = None, kind: str = "distill") -> tuple[DistillConfig, Dataset]:
+def prepare_distill(cfg: DistillConfig, data: Dataset | None = None, kind: str = "distill",
+                    given: Given | None = None) -> tuple[DistillConfig, Dataset]:
     """The data and every check that needs no training (a typo never costs a teacher); the config
     with the method's defaults filled in. kind: the command whose run directory cfg.out is."""
     check_run_dir(cfg.out, kind, cfg.overwrite)
     parse_device(cfg.device)
     data = prepare_data(cfg, data, cfg.seeds[0])
     check_classes(data)
-    check_distill(cfg, data)
+    check_distill(cfg, data, given)
     return with_method_defaults(cfg), data
 
 
-def run_distill(cfg: DistillConfig, data: Dataset | None = None) -> dict:
-    """`kdkit distill`: teacher, then per seed the scratch student and the distilled student; summary."""
+def run_distill(cfg: DistillConfig, data: Dataset | None = None, given: Given | None = None, kind: str = "distill") -> dict:
+    """`kdkit distill`: teacher, then per seed the scratch student and the distilled student; summary.
+    given: models handed over in Python (kdkit.distill, kind "api"; kdkit.given)."""
     distributed.setup()  # torchrun: join the process group (a no-op for one process)
-    cfg, data = prepare_distill(cfg, data)
-    with start_run(cfg, "distill"):
-        return _distill(cfg, data, Path(cfg.out))
+    given = given or Given()
+    cfg, data = prepare_distill(cfg, data, kind, given)
+    with start_run(cfg, kind), raw_view(given.teacher, data) if isinstance(given.teacher, nn.Module) else nullcontext():
+        return _distill(cfg, data, Path(cfg.out), given)
 
 
-def _distill(cfg: DistillConfig, data: Dataset, out: Path) -> dict:
+def _distill(cfg: DistillConfig, data: Dataset, out: Path, given: Given) -> dict:
     device = select_device(cfg.device)
     t0 = time.perf_counter()
     try:
-        teacher, teacher_info = build_teacher(cfg, data, out)
+        teacher, teacher_info = (given.teacher, given.teacher_info()) if given.teacher is not None else build_teacher(cfg, data, out)
         teacher_row, teacher_logits = teacher_metrics(teacher, data, device)
         # Born-again networks: generation g's student teaches generation g + 1; the last is "student".
         generations = [f"gen{g}" for g in range(1, cfg.generations)] + ["student"]
@@ -265,16 +276,17 @@ def _distill(cfg: DistillConfig, data: Dataset, out: Path) -> dict:
                 fit_data = labelled if phase == "scratch" else transfer
                 cache_info = {}  # teacher_cache: where the cache is and how long it took
                 if phase == "scratch":
-                    student = student_model(cfg, data, seed)
+                    student = given.new_student(lambda: student_model(cfg, data, seed), first=False)
                     method = cross_entropy(student, cfg, labelled)
                 else:
                     source, cache_info = teacher_source(current_teacher, seed_cfg, fit_data, out, device)
-                    method = distillation(seed_cfg, fit_data, source)
+                    first = phase == "student" and seed == cfg.seeds[0]  # a given student: this row trains the object itself
+                    method = distillation(seed_cfg, fit_data, source, given.new_student(lambda: None, first))
                     student = method.student
                 run_dir = out / phase / f"seed{seed}"
-                meta = model_meta(cfg.student, data, factory_kwargs(cfg, "student"))
+                meta = model_meta(given.student_arch(cfg.student), data, factory_kwargs(cfg, "student") if given.student is None else None)
                 info = _fit_or_skip(method, fit_data, seed_cfg, run_dir, meta, desc=f"{phase} seed {seed}",
-                                    steps=phase_steps(cfg, cfg.epochs))
+                                    steps=phase_steps(cfg, cfg.epochs), transform=given.transform)
                 if cache_info:
                     info |= cache_info
                     ckpt.write_json(run_dir / "fit.json", info)
@@ -288,7 +300,7 @@ def _distill(cfg: DistillConfig, data: Dataset, out: Path) -> dict:
     except _Stopped:
         return {"stopped_early": True, "run_dir": str(out)}
     return summarise_run(cfg, data, teacher, teacher_info, rows, fits, samples, out, device,
-                         {"wall_seconds": time.perf_counter() - t0})
+                         {"wall_seconds": time.perf_counter() - t0}, given)
 
 
 def distillation(cfg: DistillConfig, data: Dataset, teacher, student=None):
@@ -305,12 +317,13 @@ def distillation(cfg: DistillConfig, data: Dataset, teacher, student=None):
 
 
 def summarise_run(cfg: DistillConfig, data: Dataset, teacher, teacher_info: dict, rows: dict, fits: dict, samples: dict,
-                  out: Path, device, extra: dict | None = None) -> dict:
+                  out: Path, device, extra: dict | None = None, given: Given | None = None) -> dict:
     """The evidence table of a run's rows (teacher, members, scratch, students; summary.summarise) with the
     models' size and speed and each row's labelled/unlabelled training samples (`samples`), written to
     summary.json/.md, then report.html (when cfg.report)."""
     facts = {"teacher": hybrid_facts(teacher, data) if isinstance(teacher, HybridTeacher) else model_facts(teacher, data.input_shape),
-             "student": model_facts(build_model(cfg.student, data, 0, factory_kwargs(cfg, "student")), data.input_shape)}
+             "student": model_facts(given.new_student(None, first=False) if given and given.student is not None
+                                    else build_model(cfg.student, data, 0, factory_kwargs(cfg, "student")), data.input_shape)}
     for source in getattr(teacher, "sources", []):  # members of a combination
         model = getattr(source, "model", None)
         facts[source.name] = model_facts(model, data.input_shape) if model is not None else {}

@@ -119,6 +119,11 @@ def load_model(path, trusted_hooks=()) -> tuple[torch.nn.Module, dict]:
         raise KdkitError(f"'{path}' has no sidecar '{side.name}' naming its architecture; save weights with kdkit, or, "
                          f"for a teacher, name its architecture: --teacher ARCH --set teacher_state_dict={short_path(path)}")
     sizes = check_model_meta(meta, side)
+    if str(meta["arch"]).startswith("python."):  # kdkit.given.PYTHON_ARCH: a class built in Python
+        raise KdkitError(f"'{short_path(path)}' holds a {meta['arch'][7:]} built in Python (kdkit.distill); kdkit rebuilds only "
+                         f"architectures it can name: load the weights into your own model with "
+                         f"model.load_state_dict(kdkit.checkpoint.load_weights(PATH)[0]), or give the student as a name "
+                         f"(`kdkit models`, or my_pkg.nets:make_net)")
     kwargs = meta.get("model_kwargs", {})
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() for k in kwargs):
         raise KdkitError(f"sidecar '{side}' has model_kwargs {str(kwargs)[:40]!r}, not a mapping of argument names; "

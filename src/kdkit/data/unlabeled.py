@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from kdkit.data import files
-from kdkit.data.arrays import as_images
+from kdkit.data.arrays import as_inputs
 from kdkit.data.dataset import Dataset, RawData, Split
 from kdkit.data.imagefolder import IMAGE_SUFFIXES
 from kdkit.data.images import GREY_MODES, opened, to_array
@@ -51,7 +51,7 @@ def load_unlabeled(spec: str, data: Dataset, data_dir=None, download: bool = Tru
     path, origin = _path(spec), shown(str(spec))
     kind = _kind(path)
     if kind == "array":
-        images = _read_array(path)
+        images = _read_array(path, data.kind)
     elif kind == "images":
         images = _read_images(path)
     elif kind == "other":
@@ -117,7 +117,7 @@ def _read_split(spec: str, data: Dataset, data_dir, download: bool) -> torch.Ten
     return getattr(load_dataset(name, data_dir, val_fraction=0.0, download=download), split).images
 
 
-def _read_array(path: Path) -> torch.Tensor:
+def _read_array(path: Path, kind: str = "image") -> torch.Tensor:
     """The one array (or the one named "x") of an .npy, .npz or .safetensors file, as (N, C, H, W)."""
     suffix = path.suffix.lower()
     try:
@@ -139,7 +139,7 @@ def _read_array(path: Path) -> torch.Tensor:
         raise KdkitError(f"unlabeled file '{path}' holds {len(arrays)} arrays ({names or 'none'}); save the inputs "
                          "alone, or name them 'x'")
     array = arrays["x"] if "x" in arrays else next(iter(arrays.values()))
-    return torch.from_numpy(as_images(array, f"unlabeled file '{path}'"))
+    return torch.from_numpy(as_inputs(array, f"unlabeled file '{path}'", kind))  # the labelled data's kind
 
 
 def _read_images(path: Path) -> torch.Tensor:

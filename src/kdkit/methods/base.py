@@ -40,7 +40,9 @@ class Method(nn.Module):
     optimizer, not in checkpoints of the trainable state, and not wrapped for DDP), frozen and in
     eval mode: torchdistill's samples leave it in train mode, which silently updates BatchNorm
     running statistics of a model that is supposed to be fixed. Adapters are submodules of the
-    method, so they train with the student, but only `student` is ever saved as the result.
+    method, so they train with the student, but only `student` is ever saved as the result. The
+    teacher still moves with the method (.to(), .cuda(), .double(): `_apply`), also when the method is
+    a submodule of the user's own model (a LightningModule).
     """
 
     needs_teacher = True
@@ -80,10 +82,12 @@ class Method(nn.Module):
             self.teacher.eval()
         return self
 
-    def to(self, *args, **kwargs):
-        super().to(*args, **kwargs)
+    def _apply(self, fn, *args, **kwargs):
+        """.to(), .cuda(), .double() ... move the teacher with the method, also when the method sits
+        inside a parent module (a LightningModule): the parent's .to() reaches it through _apply."""
+        super()._apply(fn, *args, **kwargs)
         if isinstance(self.teacher, nn.Module):
-            self.teacher.to(*args, **kwargs)
+            self.teacher._apply(fn, *args, **kwargs)
         return self
 
     @torch.no_grad()
