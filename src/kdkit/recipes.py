@@ -18,7 +18,7 @@ labelled ones only (labelled_only); each row of summary.json records them as tra
 import dataclasses
 import json
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack
 from pathlib import Path
 
 from torch import nn
@@ -247,15 +247,17 @@ def run_distill(cfg: DistillConfig, data: Dataset | None = None, given: Given | 
     distributed.setup()  # torchrun: join the process group (a no-op for one process)
     given = given or Given()
     cfg, data = prepare_distill(cfg, data, kind, given)
-    with start_run(cfg, kind), raw_view(given.teacher, data) if isinstance(given.teacher, nn.Module) else nullcontext():
-        return _distill(cfg, data, Path(cfg.out), given)
+    with start_run(cfg, kind), ExitStack() as stack:
+        return _distill(cfg, data, Path(cfg.out), given, stack)
 
 
-def _distill(cfg: DistillConfig, data: Dataset, out: Path, given: Given) -> dict:
+def _distill(cfg: DistillConfig, data: Dataset, out: Path, given: Given, stack: ExitStack) -> dict:
     device = select_device(cfg.device)
     t0 = time.perf_counter()
     try:
         teacher, teacher_info = (given.teacher, given.teacher_info()) if given.teacher is not None else build_teacher(cfg, data, out)
+        if isinstance(given.teacher, nn.Module) or cfg.teacher_state_dict:  # trained elsewhere: it sees the inputs as given
+            stack.enter_context(raw_view(teacher, data))
         teacher_row, teacher_logits = teacher_metrics(teacher, data, device)
         # Born-again networks: generation g's student teaches generation g + 1; the last is "student".
         generations = [f"gen{g}" for g in range(1, cfg.generations)] + ["student"]

@@ -5,13 +5,15 @@ and the raw view a teacher trained elsewhere gets.
                              training split's mean and std (uint8 images first scaled to [0, 1]);
                              token ids as they are
     normalize = per-feature  the same, said explicitly (token ids refuse it: they are ids, not values)
-    normalize = none         every model sees the values as stored, as float32 (uint8 images 0..255)
+    normalize = none         every model sees the values as given, as float32 (uint8 images scaled
+                             to [0, 1], torchvision's ToTensor convention)
 
 The student trains on what `normalize` says, and that step goes with it: `with_input_step(student,
 data)` is the module that takes the user's raw inputs (the one kdkit.distill returns), and the
 saved sidecar holds the mean and std. A teacher the user trained elsewhere (an nn.Module given to
-kdkit.distill, a factory with a checkpoint) sees the inputs exactly as the user gave them whatever
-`normalize` is (`raw_view`): kdkit never changes the inputs of a model it did not train.
+kdkit.distill, a factory with teacher_state_dict) sees the inputs as the user gave them whatever
+`normalize` is (`raw_view`; uint8 images in [0, 1]): kdkit never standardises the inputs of a model
+it did not train.
 """
 import contextlib
 
@@ -33,8 +35,7 @@ def normalized(data, mode: str):
     if mode != "none" or data.kind == "tokens":
         return data
     channels = data.input_shape[0]
-    unit = 1 / 255 if data.train.images.dtype == torch.uint8 else 1.0  # x * unit / unit: the stored value
-    return dataclasses.replace(data, mean=(0.0,) * channels, std=(unit,) * channels)
+    return dataclasses.replace(data, mean=(0.0,) * channels, std=(1.0,) * channels)
 
 
 def _shaped(values, kind: str) -> torch.Tensor:
@@ -57,8 +58,8 @@ class InputStep(nn.Module):
         return (x.float() * self.scale - self.mean) / self.std
 
     def undo(self, x: torch.Tensor) -> torch.Tensor:
-        """The inverse: normalised inputs back to the values the user gave."""
-        return (x * self.std + self.mean) / self.scale
+        """Normalised inputs back to the values the user gave (uint8 images: in [0, 1], not 0..255)."""
+        return x * self.std + self.mean
 
 
 def input_step(data) -> InputStep | None:
