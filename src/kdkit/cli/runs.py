@@ -44,7 +44,7 @@ def _keys(text: Optional[str]):
 def distill(
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
-    dataset: Optional[str] = typer.Option(None, help="named dataset or ImageFolder path (`kdkit datasets`)"),
+    dataset: Optional[str] = typer.Option(None, help="named dataset (`kdkit datasets`), ImageFolder path, or .csv/.parquet table (--set label_column=NAME)"),
     data_dir: Optional[str] = typer.Option(None, help="folder holding the dataset files"),
     imbalance: Optional[str] = typer.Option(None, help="long-tailed train/val splits: exp:100 or step:10 (test stays balanced)"),
     teacher: Optional[str] = typer.Option(None, help="run dir or .safetensors from `kdkit train`, or an architecture to train first"),
@@ -83,7 +83,7 @@ MAX_MEMBERS = 1000  # teachers in one ensemble (each trained here): more is a ty
 def ensemble(
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
-    dataset: Optional[str] = typer.Option(None, help="named dataset or ImageFolder path (`kdkit datasets`)"),
+    dataset: Optional[str] = typer.Option(None, help="named dataset (`kdkit datasets`), ImageFolder path, or .csv/.parquet table (--set label_column=NAME)"),
     teacher: Optional[str] = typer.Option(None, help="teacher architecture(s); one is repeated --members times"),
     members: int = typer.Option(3, help="ensemble size when --teacher names one architecture"),
     bootstrap: Optional[bool] = typer.Option(None, "--bootstrap/--no-bootstrap", help="train each member on a bootstrap resample"),
@@ -129,7 +129,7 @@ def tune(
     metric: Optional[str] = typer.Option(None, help="validation score to maximise: accuracy or balanced_accuracy "
                                          "(default: balanced_accuracy when imbalance is set)"),
     timeout: Optional[float] = typer.Option(None, help="start no trial after this many seconds (then evaluate the best so far)"),
-    dataset: Optional[str] = typer.Option(None, help="named dataset or ImageFolder path (`kdkit datasets`)"),
+    dataset: Optional[str] = typer.Option(None, help="named dataset (`kdkit datasets`), ImageFolder path, or .csv/.parquet table (--set label_column=NAME)"),
     data_dir: Optional[str] = typer.Option(None, help="folder holding the dataset files"),
     imbalance: Optional[str] = typer.Option(None, help="long-tailed train/val splits: exp:100 or step:10 (test stays balanced)"),
     teacher: Optional[str] = typer.Option(None, help="run dir or .safetensors from `kdkit train`, or an architecture to train once first"),
@@ -210,7 +210,7 @@ def _print_summary(summary: dict, out: str):
 def train(
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
-    dataset: Optional[str] = typer.Option(None, help="named dataset or ImageFolder path"),
+    dataset: Optional[str] = typer.Option(None, help="named dataset, ImageFolder path, or .csv/.parquet table (--set label_column=NAME)"),
     data_dir: Optional[str] = typer.Option(None, help="folder holding the dataset files"),
     imbalance: Optional[str] = typer.Option(None, help="long-tailed train/val splits: exp:100 or step:10 (test stays balanced)"),
     model: Optional[str] = typer.Option(None, help="architecture (`kdkit models`) or pkg.module:make_net"),
