@@ -60,6 +60,12 @@ def test_a_kdkit_dataset_is_returned_as_it_is():
         as_dataset(data, (x, y))
 
 
+def test_from_arrays_needs_both_test_arrays_or_neither():
+    x, y = images()
+    with pytest.raises(KdkitError, match="^give both x_test and y_test, or neither .a test split is then carved from train.$"):
+        from_arrays(x, y, x[:4])
+
+
 def test_val_and_test_given_or_carved():
     x, y = images(100)
     alone = as_dataset((x, y), val_fraction=0.1)  # test carved first, a fixed 20%, as for digits
@@ -176,6 +182,29 @@ def test_dataframe_errors_name_the_column():
         as_dataset((full[["a"]].to_numpy(), full["Target"].to_numpy()), full, label_column="Target")
 
 
+def test_more_table_errors_name_the_column():
+    with pytest.raises(KdkitError, match="^val: column 'a' holds text but numbers in the training table; give it numbers in every split$"):
+        as_dataset(pandas.DataFrame({"a": [1.0, 2.0], "label": [0, 1]}), pandas.DataFrame({"a": ["x", "y"], "label": [0, 1]}))
+    with pytest.raises(KdkitError, match="^train: the label column 'label' has 1 missing values .first in row 0.; drop those rows "
+                                         "or fill in their labels$"):
+        as_dataset(pandas.DataFrame({"a": [1.0, 2.0], "label": [None, "cat"]}))
+    ids = pandas.DataFrame({"name": [f"n{i}" for i in range(1001)], "label": [0, 1] * 500 + [0]})
+    with pytest.raises(KdkitError, match="^the training table: column 'name' holds 1,001 distinct texts, too many to one-hot encode "
+                                         ".at most 1000.; drop it .an identifier or free text. or encode it yourself$"):
+        as_dataset(ids)
+    with pytest.raises(KdkitError, match="^the training table has two columns named 'a'; rename one$"):
+        as_dataset(pandas.DataFrame([[1.0, 2.0, 0]], columns=["a", "a", "label"]))
+    with pytest.raises(KdkitError, match="^the training table has only the label column 'label'; a table needs feature columns too$"):
+        as_dataset(pandas.DataFrame({"label": [0, 1]}))
+
+
+def test_tables_without_pandas_say_what_to_install(tmp_path, monkeypatch):
+    (tmp_path / "t.csv").write_text("a,label\n1,0\n")
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas now fails, as when it is not installed
+    with pytest.raises(KdkitError, match="^reading the table t.csv needs pandas, which is not installed; pip install pandas$"):
+        load_dataset(str(tmp_path / "t.csv"))
+
+
 # ---------------------------------------------------------------- bad sources
 
 def test_samples_of_different_shapes_name_the_position():
@@ -192,6 +221,7 @@ def test_samples_of_different_shapes_name_the_position():
     ("data.csv", "train is a str; give (x, y) arrays, a DataFrame, a torch or Hugging Face dataset, a DataLoader, "
                  "or an iterable of (x, y) or dict samples"),
     (5, "train is a int, which kdkit cannot read; give (x, y) arrays"),
+    (None, "train is None; give (x, y) arrays"),
     ([], "train holds no samples; check the source"),
     ([{"image": 1, "label": 0}], "train: sample 0 has keys ['image', 'label'], none of input_ids, pixel_values, x or features; "
                                  "put the input under one of them"),
@@ -199,6 +229,7 @@ def test_samples_of_different_shapes_name_the_position():
                              "or name its key with label_column=NAME"),
     ([(np.zeros(3), np.eye(2)[0])] * 3, "train: the label of sample 0 has shape (2,); give one class index or name per sample"),
     ([7, 8], "train: sample 0 is a int; a sample must be (x, y) or a dict"),
+    ([{"input_ids": [[1, 2]], "label": 0}], "train: the token ids of sample 0 have shape (1, 2); give each sample one sequence of ids (L,)"),
 ])
 def test_sources_kdkit_cannot_read_are_one_line_errors(source, message):
     with pytest.raises(KdkitError) as error:
