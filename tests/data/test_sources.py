@@ -1,5 +1,6 @@
 """kdkit.data.sources.as_dataset on every kind of source (tiny generated data), tables read from
 .csv / .parquet by `--dataset` (tables.py, registry.py), and ImageFolder's image_size."""
+import json
 import sys
 
 import numpy as np
@@ -146,6 +147,8 @@ def test_text_labels_become_sorted_classes_or_follow_classes():
     assert same_splits(data, as_dataset((x, np.array([2, 0, 1, 0] * 10)), classes=["cat", "dog", "emu"]))
     ordered = as_dataset([(x[i], names[i]) for i in range(40)], classes=["emu", "dog", "cat"])
     assert ordered.classes == ["emu", "dog", "cat"] and set(ordered.train.labels[ordered.train.index % 4 == 0].tolist()) == {0}
+    flags = as_dataset(pandas.DataFrame({"a": np.arange(20.0), "label": [True, False] * 10}))  # a CSV's True/False column
+    assert flags.classes == ["False", "True"] and flags.train.labels.tolist() == [int(i % 2 == 0) for i in flags.train.index]
     with pytest.raises(KdkitError, match="^train has the label 'cat', which is not in classes; add it to classes=.* or fix the label$"):
         as_dataset((x, names), classes=["emu", "dog"])
     with pytest.raises(KdkitError, match="^the labels of train are text but those of val are numbers; give labels of one kind$"):
@@ -287,11 +290,26 @@ def test_distill_an_mlp_on_a_csv_end_to_end(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_:
         main()
     assert exit_.value.code in (0, None), capsys.readouterr().err
-    import json
-
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["dataset"] == "cancer"
     assert (tmp_path / "run" / "student").is_dir() and "augment: auto" in (tmp_path / "run" / "config.yaml").read_text()
+    # evaluate reads the table as training did: label_column comes from the weights' sidecar
+    weights = tmp_path / "run" / "student" / "seed0" / "best.safetensors"
+    monkeypatch.setattr(sys, "argv", ["kdkit", "evaluate", str(weights), "--dataset", str(path), "--out", str(tmp_path / "m.json")])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code in (0, None), capsys.readouterr().err
+    metrics = json.loads((tmp_path / "m.json").read_text())["metrics"]
+    assert metrics["accuracy"] == pytest.approx(summary["rows"]["student"]["metrics"]["accuracy"]["mean"])
+
+
+def test_loading_options_come_from_the_sidecar_config():
+    from kdkit.data.registry import loading_options
+
+    assert loading_options({"config": {"label_column": "target", "image_size": 64, "lr": 0.1}}) == \
+        {"label_column": "target", "image_size": 64}
+    assert loading_options({"config": {"label_column": 3, "image_size": "64"}}) == {}  # a damaged sidecar: left out
+    assert loading_options({"config": "nonsense"}) == loading_options({}) == {}
 
 
 # ---------------------------------------------------------------- ImageFolder image_size

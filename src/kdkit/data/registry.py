@@ -117,6 +117,19 @@ def load_dataset(name_or_path, data_dir=None, val_fraction: float = 0.1, seed: i
     return data
 
 
+def loading_options(meta: dict) -> dict:
+    """The load_dataset keywords (label_column, image_size) a model's run read its data with, from its
+    weights sidecar's config, so `kdkit evaluate` and `kdkit export` read a table or a resized
+    ImageFolder as training did; a value of the wrong type (a damaged sidecar) is left out."""
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    options = {}
+    if isinstance(config.get("label_column"), str):
+        options["label_column"] = config["label_column"]
+    if type(config.get("image_size")) is int and 0 <= config["image_size"] <= 4096:
+        options["image_size"] = config["image_size"]
+    return options
+
+
 def _load(name: str, data_dir, split: dict, download: bool, label_column: str, image_size: int) -> Dataset:
     if name.lower() == "digits":
         return build_dataset(load_digits_raw(), "digits", "none", **split)

@@ -197,7 +197,8 @@ def _class_indices(ys: dict, classes) -> tuple[dict, list | None]:
     """Labels of every split as class indices, and the classes: text labels are looked up in `classes`
     (sorted names of every label when not given); numbers are left as they are."""
     ys = {what: as_numpy(y, f"y_{what}") for what, y in ys.items()}
-    text = {what: y.dtype.kind in "US" or (y.dtype.kind == "O" and any(isinstance(v, str) for v in y.ravel()))
+    # booleans (a table's True/False column) are names too: classes 'False', 'True'
+    text = {what: y.dtype.kind in "USb" or (y.dtype.kind == "O" and any(isinstance(v, str) for v in y.ravel()))
             for what, y in ys.items()}
     if not any(text.values()):
         return ys, classes

@@ -62,7 +62,7 @@ def read_table(path: Path):
             require("pyarrow", f"reading the Parquet file {path.name}")
             return pandas.read_parquet(path, engine="pyarrow")
         return pandas.read_csv(path)
-    except (OSError, ValueError) as error:  # pandas' and pyarrow's parse errors are ValueErrors
+    except Exception as error:  # noqa: BLE001 -- pandas and pyarrow fail on a bad file in many ways; all mean the same
         why = " ".join(str(error).split())[:100] or type(error).__name__
         raise KdkitError(f"cannot read the table {path} ({why}); check that it is a valid "
                          f"{path.suffix.lstrip('.').upper()} file") from None
