@@ -99,6 +99,8 @@ def test_token_dicts_of_ragged_lengths_are_masked_and_padded():
         row[:n - 1] = np.arange(1, n)
     assert torch.equal(data.train.images, torch.from_numpy(expected)[data.train.index])
     assert data.val.images.tolist() == [list(range(1, 8))] * 4
+    pairs = as_dataset([(np.arange(1, n + 1), i % 2) for i, n in enumerate(lengths)], kind="tokens")  # (x, y) samples too
+    assert pairs.input_shape == (5,) and pairs.train.images[pairs.train.index == 2].tolist() == [[1, 2, 0, 0, 0]]
 
 
 def test_dataloader_is_iterated_once_and_unbatched():
@@ -215,7 +217,7 @@ def test_samples_of_different_shapes_name_the_position():
     samples = [(x[i], y[i]) for i in range(10)]
     samples[7] = (x[7][:, :3], y[7])
     with pytest.raises(KdkitError, match=r"^train: sample 7 has shape \(3, 3, 4\) but sample 0 has \(3, 4, 4\); give every sample "
-                                         r"one shape \(resize the images first, or set image_size for an ImageFolder\)$"):
+                                         r"one shape \(resize the images first; token ids of any length are padded with kind='tokens'\)$"):
         as_dataset(samples)
 
 

@@ -138,7 +138,7 @@ def _stacked(samples, what: str, label_column: str | None, wanted: str) -> tuple
     for i, x in enumerate(inputs):
         if x.shape != inputs[0].shape:
             raise KdkitError(f"{what}: sample {i} has shape {x.shape} but sample 0 has {inputs[0].shape}; give every "
-                             "sample one shape (resize the images first, or set image_size for an ImageFolder)")
+                             "sample one shape (resize the images first; token ids of any length are padded with kind='tokens')")
     return np.stack(inputs), np.asarray(labels), kind
 
 
@@ -189,7 +189,7 @@ def _padded_ids(inputs: list, what: str) -> np.ndarray:
 
 def _padded(xs: dict) -> dict:
     """Token ids of every split padded with 0 to the longest split's length."""
-    length = max(x.shape[1] for x in xs.values() if x.ndim == 2)
+    length = max((x.shape[1] for x in xs.values() if x.ndim == 2), default=0)  # other layouts: from_arrays refuses them
     return {what: np.pad(x, ((0, 0), (0, length - x.shape[1]))) if x.ndim == 2 else x for what, x in xs.items()}
 
 
