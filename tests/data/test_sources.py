@@ -232,9 +232,14 @@ def test_samples_of_different_shapes_name_the_position():
                                  "put the input under one of them"),
     ([{"x": [1.0], "y": 0}], "train: sample 0 has keys ['x', 'y'], none of them label or labels; put the label under label, "
                              "or name its key with label_column=NAME"),
-    ([(np.zeros(3), np.eye(2)[0])] * 3, "train: the label of sample 0 has shape (2,); give one class index or name per sample"),
+    ([(np.zeros(3), np.eye(2)[0])] * 3, "train: the label of sample 0 is a ndarray of shape (2,); give one class index or name per sample"),
+    ([(np.zeros(3), None)], "train: the label of sample 0 is None; give one class index or name per sample"),
+    ([({"x": 1}, 0)], "train: the input of sample 0 is {'x': 1}, not an array of numbers; give a tensor, a numpy array"),
+    ([{"input_ids": [1, 2], "attention_mask": [1], "label": 0}], "train: the attention_mask of sample 0 has shape (1,) but its "
+                                                                 "input_ids (2,); give one mask value per id"),
     ([7, 8], "train: sample 0 is a int; a sample must be (x, y) or a dict"),
-    ([{"input_ids": [[1, 2]], "label": 0}], "train: the token ids of sample 0 have shape (1, 2); give each sample one sequence of ids (L,)"),
+    ([{"input_ids": [[1, 2]], "label": 0}], "train: the token ids of sample 0 are (1, 2) int64; give each sample one sequence of "
+                                            "integer ids (L,)"),
 ])
 def test_sources_kdkit_cannot_read_are_one_line_errors(source, message):
     with pytest.raises(KdkitError) as error:
@@ -333,3 +338,34 @@ def test_image_folder_of_mixed_sizes_loads_resized(tmp_path):
     small = np.asarray(Image.fromarray(written["test/cat/000.png"]).resize((6, 6), Image.BILINEAR)).transpose(2, 0, 1).copy()
     assert torch.equal(data.test.images[0], torch.from_numpy(small))
     assert load_dataset(str(tmp_path / "pets"), image_size=5).input_shape == (3, 5, 5)  # cached apart per size
+
+
+def test_junk_samples_and_tables_give_a_dataset_or_one_line():
+    """Random samples of random values (the fuzz contract of tests/robustness/test_fuzz.py): either a
+    Dataset comes out, or a one-line KdkitError; never another exception."""
+    import random
+
+    rng = random.Random(0)
+    values = [0, 1, "a", None, 1.5, [1, 2], [[1]], np.zeros(3), torch.zeros(2, 2), {"x": 1}, (1, 2), "", True,
+              np.float32(2), torch.tensor(1), float("nan"), [1, "a"], b"x", pandas.NA, "a\nb"]
+    keys = ["x", "input_ids", "pixel_values", "features", "label", "labels", "attention_mask", "z"]
+
+    def sample():
+        if rng.random() < 0.5:
+            return (rng.choice(values), rng.choice(values))
+        return {rng.choice(keys): rng.choice(values) for _ in range(3)}
+
+    def outcome(*args, **kwargs):
+        try:
+            assert isinstance(as_dataset(*args, **kwargs), Dataset)
+        except KdkitError as error:
+            assert "\n" not in str(error)
+
+    for _ in range(600):
+        samples = [sample() for _ in range(rng.randint(0, 4))] * rng.randint(1, 6)
+        outcome(samples, kind=rng.choice(["auto", "tokens", "table", "image"]))
+    for _ in range(150):
+        columns = {f"c{i}": [rng.choice(values) for _ in range(6)] for i in range(rng.randint(0, 2))}
+        frame = pandas.DataFrame(columns | {"label": [rng.choice([0, 1, "a", None, True]) for _ in range(6)]})
+        other = pandas.DataFrame({name: [rng.choice(values) for _ in range(3)] for name in frame.columns})
+        outcome(frame, other if rng.random() < 0.5 else None)

@@ -147,40 +147,64 @@ def _parts(sample, i: int, what: str, label_column: str | None) -> tuple:
     if isinstance(sample, Mapping):
         key = next((k for k in INPUT_KEYS if k in sample), None)
         if key is None:
-            raise KdkitError(f"{what}: sample {i} has keys {shown(list(sample))}, none of input_ids, pixel_values, "
+            raise KdkitError(f"{what}: sample {i} has keys {_seen(list(sample))}, none of input_ids, pixel_values, "
                              "x or features; put the input under one of them")
         label_key = next((k for k in ((label_column,) if label_column else LABEL_KEYS) if k in sample), None)
         if label_key is None:
             names = f"'{label_column}'" if label_column else "label or labels"
-            raise KdkitError(f"{what}: sample {i} has keys {shown(list(sample))}, none of them {names}; put the label "
+            raise KdkitError(f"{what}: sample {i} has keys {_seen(list(sample))}, none of them {names}; put the label "
                              "under label, or name its key with label_column=NAME")
-        x = as_numpy(sample[key], f"{what} sample {i}")
+        x = _input(sample[key], f"{what}: the {key} of sample {i}")
         if key == "input_ids" and "attention_mask" in sample:
-            mask = as_numpy(sample["attention_mask"], f"{what} sample {i} attention_mask")
+            mask = _input(sample["attention_mask"], f"{what}: the attention_mask of sample {i}")
+            if mask.shape != x.shape:
+                raise KdkitError(f"{what}: the attention_mask of sample {i} has shape {mask.shape} but its input_ids "
+                                 f"{x.shape}; give one mask value per id")
             x = np.where(mask == 0, 0, x)  # masked positions are padding: id 0
         return x, _label(sample[label_key], i, what), INPUT_KEYS[key]
     if isinstance(sample, (tuple, list)) and len(sample) >= 2:
-        return as_numpy(sample[0], f"{what} sample {i}"), _label(sample[1], i, what), None
+        return _input(sample[0], f"{what}: the input of sample {i}"), _label(sample[1], i, what), None
     raise KdkitError(f"{what}: sample {i} is a {type(sample).__name__}; a sample must be (x, y) or a dict "
                      "with input_ids, pixel_values, x or features and a label")
 
 
+def _input(value, what: str) -> np.ndarray:
+    """A sample's input as a numpy array of numbers (a tensor, an array, a nested list, a PIL image)."""
+    try:
+        x = as_numpy(value, what)
+    except KdkitError:
+        x = None
+    if x is None or x.dtype.kind not in "biuf":
+        raise KdkitError(f"{what} is {_seen(value)}, not an array of numbers; give a tensor, a numpy array, "
+                         "a (nested) list of numbers or a PIL image")
+    return x
+
+
 def _label(value, i: int, what: str):
-    """One label as a Python int, float or str."""
-    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
-        if np.prod(tuple(value.shape), dtype=np.int64) != 1:
-            raise KdkitError(f"{what}: the label of sample {i} has shape {tuple(value.shape)}; give one class "
-                             "index or name per sample (not one-hot rows)")
-        return value.item()
-    return value
+    """One label as a Python int, float, bool or str."""
+    if isinstance(value, (str, int, float)):  # (bool is an int)
+        return value
+    array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value, dtype=object)
+    if array.size != 1 or isinstance(array.item(), (list, tuple, dict)) or array.item() is None:
+        raise KdkitError(f"{what}: the label of sample {i} is {_seen(value)}; give one class index or name per "
+                         "sample (not one-hot rows)")
+    item = array.item()
+    return item.item() if isinstance(item, np.generic) else item
+
+
+def _seen(value) -> str:
+    """A value as a message shows it: arrays by their shape, anything else cut short, on one line."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return f"a {type(value).__name__} of shape {tuple(value.shape)}"
+    return " ".join(shown(value).split())
 
 
 def _padded_ids(inputs: list, what: str) -> np.ndarray:
     """(N, L) int64 of N 1-D id sequences, each padded with 0 to the longest, L."""
     for i, x in enumerate(inputs):
-        if x.ndim != 1:
-            raise KdkitError(f"{what}: the token ids of sample {i} have shape {x.shape}; give each sample one "
-                             "sequence of ids (L,)")
+        if x.ndim != 1 or x.dtype.kind not in "iu":
+            raise KdkitError(f"{what}: the token ids of sample {i} are {x.shape} {x.dtype}; give each sample one "
+                             "sequence of integer ids (L,)")
     out = np.zeros((len(inputs), max(len(x) for x in inputs)), dtype=np.int64)
     for row, x in zip(out, inputs):
         row[:len(x)] = x
@@ -210,7 +234,7 @@ def _class_indices(ys: dict, classes) -> tuple[dict, list | None]:
     for what, y in ys.items():
         unknown_label = next((str(v) for v in y.ravel() if str(v) not in index), None)
         if unknown_label is not None:
-            raise KdkitError(f"{what} has the label {shown(unknown_label)}, which is not in classes; add it to "
+            raise KdkitError(f"{what} has the label {_seen(unknown_label)}, which is not in classes; add it to "
                              "classes=[...] or fix the label")
     return {what: np.array([index[str(v)] for v in y.ravel()], dtype=np.int64).reshape(y.shape)
             for what, y in ys.items()}, names

@@ -32,7 +32,7 @@ class Columns:
 
     label: str
     features: list[str]
-    categories: dict[str, list]  # one-hot encoded column -> its categories, sorted
+    categories: dict[str, list[str]]  # one-hot encoded column -> its categories (as text), sorted
 
     def describe(self) -> str:
         """'colour (3 categories), city (12 categories)': the columns that were one-hot encoded."""
@@ -86,7 +86,7 @@ def learn_columns(frame, label_column: str, what: str) -> Columns:
     for name in features:
         column = frame[_original(frame, name)]
         if not _numeric(column):
-            values = sorted(column.dropna().unique().tolist(), key=str)
+            values = sorted({text for text in _texts(column) if text is not None})
             if len(values) > MAX_CATEGORIES:
                 raise KdkitError(f"{what}: column {shown(name)} holds {len(values):,} distinct texts, too many to one-hot "
                                  f"encode (at most {MAX_CATEGORIES}); drop it (an identifier or free text) or encode it yourself")
@@ -119,7 +119,7 @@ def _feature(column, name: str, categories: list | None, what: str) -> np.ndarra
     if categories is not None:
         import pandas
 
-        codes = pandas.Index(categories).get_indexer(column)  # (N,) -1 for unseen or missing
+        codes = pandas.Index(categories).get_indexer(_texts(column))  # (N,) -1 for unseen or missing
         return (codes[:, None] == np.arange(len(categories))[None, :]).astype(np.float32)  # (N, K)
     if not _numeric(column):
         raise KdkitError(f"{what}: column {shown(name)} holds text but numbers in the training table; "
@@ -130,6 +130,15 @@ def _feature(column, name: str, categories: list | None, what: str) -> np.ndarra
         raise KdkitError(f"{what}: column {shown(name)} has {int(np.isnan(values).sum())} missing values (first in "
                          f"row {row}); fill them in (e.g. frame.fillna(frame.median())) or drop those rows")
     return values[:, None]
+
+
+def _texts(column) -> list:
+    """The column's values as text, None where missing: categories are matched by their text, so any
+    value (a number among words, an object) has one."""
+    import pandas
+
+    return [None if value is None or value is pandas.NA or value is pandas.NaT or (isinstance(value, float) and value != value)
+            else str(value) for value in column.tolist()]
 
 
 def _numeric(column) -> bool:
