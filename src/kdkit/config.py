@@ -26,9 +26,11 @@ class TrainConfig:
     """Everything `kdkit train` needs: data, model, optimisation, run bookkeeping."""
 
     # data
-    dataset: str = "fashion-mnist"  # named dataset or ImageFolder path (`kdkit datasets`)
+    dataset: str = "fashion-mnist"  # named dataset (`kdkit datasets`), ImageFolder path, or table (.csv, .parquet; label_column)
     data_dir: str | None = None  # where the dataset files are; else $KDKIT_DATA, ~/.cache/kdkit, ...
     val_fraction: float = 0.1  # validation split carved from train (seeded); test is never used for selection
+    label_column: str = "label"  # a table dataset (.csv, .parquet): the column holding the labels; every other column is a feature (docs/data.md)
+    image_size: int = 0  # an ImageFolder dataset: N > 0 resizes every image to N x N (bilinear) as it is read, so folders of mixed sizes load; 0 = keep the size (all images must share it)
     normalize: str = "auto"  # what the trained models see: auto (images and table rows standardised per channel / feature with the training split's mean and std; token ids as they are), per-feature (the same, explicitly), none (the stored values as float32); a teacher trained elsewhere always sees the inputs as given
     augment: str = "auto"  # auto (the dataset's standard), none, flip, crop (translate by 2), crop_flip (pad 4 + flip)
     mix: str = "none"  # mix each training image with another of its batch after augmentation: none, mixup (blend) or cutmix (paste a box); the teacher labels the mixed image (Beyer et al. 2022's function matching), hard labels are mixed by lam
@@ -121,7 +123,7 @@ TEXT_MAX = 4096  # characters of any text value: longer than any path the OS tak
 
 # Numbers (list keys: each item). [ ] includes a bound, ( ) excludes it; "inf)" = finite, no upper bound.
 RANGES = {
-    "val_fraction": "[0, 1)", "mix_alpha": "(0, inf)", "train_per_class": f"[0, {INT_MAX}]", "labels_per_class": f"[0, {INT_MAX}]", "workers": f"[0, {INT_MAX}]", "epochs": f"[1, {INT_MAX}]",
+    "val_fraction": "[0, 1)", "image_size": "[0, 4096]", "mix_alpha": "(0, inf)", "train_per_class": f"[0, {INT_MAX}]", "labels_per_class": f"[0, {INT_MAX}]", "workers": f"[0, {INT_MAX}]", "epochs": f"[1, {INT_MAX}]",
     "batch_size": f"[1, {INT_MAX}]", "lr": "(0, inf)", "momentum": "[0, 1)", "weight_decay": "[0, inf)",
     "milestones": f"[0, {INT_MAX}]", "gamma": "(0, inf)", "warmup_epochs": "[0, inf)", "label_smoothing": "[0, 1)",
     "tau": "[0, inf)", "cb_beta": "[0, 1)", "posthoc_tau": "[0, inf)", "grad_clip": "[0, inf)", "max_norm": "[0, inf)",
@@ -149,7 +151,7 @@ TEXT = {
     "device": "auto, cpu, cuda, cuda:N or mps", "imbalance": "exp:F or step:F, F >= 1",
     "method": "a method (`kdkit methods`) or several joined by +",
     "dataset": "checked when the data loads", "data_dir": "checked when the data loads",
-    "unlabeled": "checked when the data loads",
+    "unlabeled": "checked when the data loads", "label_column": "checked when the data loads",
     "model": "checked when the model is built", "student": "checked when the model is built",
     "model_kwargs": "a mapping", "teacher_kwargs": "a mapping", "student_kwargs": "a mapping",
     "teacher_state_dict": "checked when the run starts (a .safetensors state dict)",

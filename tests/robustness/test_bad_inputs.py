@@ -244,7 +244,7 @@ def test_image_folder_with_one_class(run, tmp_path):
 def test_image_folder_with_images_of_different_sizes(run, tmp_path):
     image_folder(tmp_path / "imgs", ["a", "b"], sizes={("train", "b", 2): 16})
     assert run("train", "--dataset", "imgs", *FAST, cwd=tmp_path) == \
-        "imgs: images differ in size (test/a/0.png is 8x8, train/b/2.png is 16x16); resize them all to one size first"
+        "imgs: images differ in size (test/a/0.png is 8x8, train/b/2.png is 16x16); set image_size=N (--set image_size=N) to resize every image to N x N as it loads"
 
 
 # ---- teachers, weights and run directories -----------------------------------------------------------------

@@ -32,7 +32,8 @@ def datasets(data_dir: Optional[str] = typer.Option(None, help="also look here")
         s = status.get(name, {})
         table.add_row(name, text, str(s.get("path") or s.get("found") or "no (downloads when online)"))
     console.print(table)
-    console.print("Also: any ImageFolder path (train/<class>/*.png, test/<class>/...), or arrays via kdkit.data.from_arrays.")
+    console.print("Also: any ImageFolder path (train/<class>/*.png, test/<class>/...), a .csv or .parquet table "
+                  "(--set label_column=NAME), or your own data in Python (docs/data.md).")
 
 
 def models(

@@ -29,6 +29,7 @@ def evaluate(
     """
     from kdkit.checkpoint import atomic_write, sidecar
     from kdkit.data import load_dataset
+    from kdkit.data.registry import loading_options
     from kdkit.evaluate import model_facts
     from kdkit.evaluate import evaluate_model
     from kdkit.train import parse_device
@@ -41,7 +42,7 @@ def evaluate(
         reads = [p for w in [weights, teacher] if w is not None and Path(w).exists() for p in (weights_path(w), sidecar(weights_path(w)))]
         check_out_file(out, reads, example="metrics.json")
     model, meta = load_model(weights, trust_hook or ())
-    data = load_dataset(dataset or meta.get("dataset", "fashion-mnist"), data_dir)
+    data = load_dataset(dataset or meta.get("dataset", "fashion-mnist"), data_dir, **loading_options(meta))
     check_teacher(meta, data)
     teacher_logits = None
     if teacher:

@@ -48,7 +48,7 @@ def _keys(text: Optional[str]):
 def distill(
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
-    dataset: Optional[str] = distill_option("dataset", "named dataset or ImageFolder path (`kdkit datasets`)"),
+    dataset: Optional[str] = distill_option("dataset", "named dataset (`kdkit datasets`), ImageFolder path, or .csv/.parquet table (--set label_column=NAME)"),
     data_dir: Optional[str] = distill_option("data_dir", "folder holding the dataset files"),
     imbalance: Optional[str] = distill_option("imbalance", "long-tailed train/val splits: exp:100 or step:10 (test stays balanced)"),
     teacher: Optional[str] = distill_option("teacher", "run dir or .safetensors from `kdkit train`, or an architecture to train first"),
@@ -96,7 +96,7 @@ MAX_MEMBERS = 1000  # teachers in one ensemble (each trained here): more is a ty
 def ensemble(
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
-    dataset: Optional[str] = distill_option("dataset", "named dataset or ImageFolder path (`kdkit datasets`)"),
+    dataset: Optional[str] = distill_option("dataset", "named dataset (`kdkit datasets`), ImageFolder path, or .csv/.parquet table (--set label_column=NAME)"),
     teacher: Optional[str] = distill_option("teacher", "teacher architecture(s); one is repeated --members times"),
     members: int = typer.Option(3, help="ensemble size when --teacher names one architecture"),
     bootstrap: Optional[bool] = distill_option("bootstrap", "train each member on a bootstrap resample", "--bootstrap/--no-bootstrap"),
@@ -150,7 +150,7 @@ def tune(
                                          "\\[default: balanced_accuracy when imbalance is set, else accuracy]"),
     timeout: Optional[float] = typer.Option(None, help="start no trial after this many seconds (then evaluate the best "
                                             "so far) \\[default: no limit]"),
-    dataset: Optional[str] = distill_option("dataset", "named dataset or ImageFolder path (`kdkit datasets`)"),
+    dataset: Optional[str] = distill_option("dataset", "named dataset (`kdkit datasets`), ImageFolder path, or .csv/.parquet table (--set label_column=NAME)"),
     data_dir: Optional[str] = distill_option("data_dir", "folder holding the dataset files"),
     imbalance: Optional[str] = distill_option("imbalance", "long-tailed train/val splits: exp:100 or step:10 (test stays balanced)"),
     teacher: Optional[str] = distill_option("teacher", "run dir or .safetensors from `kdkit train`, or an architecture to train once first"),
@@ -238,7 +238,7 @@ def _print_summary(summary: dict, out: str):
 def train(
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
-    dataset: Optional[str] = train_option("dataset", "named dataset or ImageFolder path"),
+    dataset: Optional[str] = train_option("dataset", "named dataset, ImageFolder path, or .csv/.parquet table (--set label_column=NAME)"),
     data_dir: Optional[str] = train_option("data_dir", "folder holding the dataset files"),
     imbalance: Optional[str] = train_option("imbalance", "long-tailed train/val splits: exp:100 or step:10 (test stays balanced)"),
     model: Optional[str] = train_option("model", "architecture (`kdkit models`) or pkg.module:make_net"),

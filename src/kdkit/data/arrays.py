@@ -25,13 +25,17 @@ _CHANNELS = (1, 3, 4)
 KINDS = ("auto", "image", "table", "tokens")
 
 
-def from_arrays(x_train, y_train, x_test, y_test, classes: list[str] | None = None,
+def from_arrays(x_train, y_train, x_test=None, y_test=None, classes: list[str] | None = None,
                 val_fraction: float = 0.1, seed: int = 0, name: str = "arrays",
                 augment: str = "none", kind: str = "auto") -> Dataset:
-    """A Dataset from in-memory arrays; validation is carved from train (stratified, `seed`).
-    kind: auto, image, table or tokens (see the module docstring)."""
-    x_train, x_test = as_inputs(x_train, "x_train", kind), as_inputs(x_test, "x_test", kind)
-    y_train, y_test = _as_numpy(y_train, "y_train"), _as_numpy(y_test, "y_test")
+    """A Dataset from in-memory arrays; validation is carved from train (stratified, `seed`), and test
+    too when x_test is None (a fixed 20%, as for digits). kind: auto, image, table or tokens (see the
+    module docstring)."""
+    x_train, y_train = as_inputs(x_train, "x_train", kind), as_numpy(y_train, "y_train")
+    if (x_test is None) != (y_test is None):
+        raise KdkitError("give both x_test and y_test, or neither (a test split is then carved from train)")
+    if x_test is not None:
+        x_test, y_test = as_inputs(x_test, "x_test", kind), as_numpy(y_test, "y_test")
     if classes is None:
         classes = classes_from_labels([y_train, y_test], name, " (or pass classes=[...] naming all K)")
     raw = RawData(x_train, y_train, x_test, y_test, list(classes), origin=name)
@@ -49,7 +53,7 @@ def load_digits_raw() -> RawData:
                    classes=[str(i) for i in range(10)], origin="sklearn.datasets.load_digits")
 
 
-def _as_numpy(x, what: str) -> np.ndarray:
+def as_numpy(x, what: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu()
         return (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # numpy has no bfloat16
@@ -65,7 +69,7 @@ def as_inputs(x, what: str, kind: str = "auto") -> np.ndarray:
     from any accepted layout (see the module docstring)."""
     if kind not in KINDS:
         raise unknown("kind", kind, KINDS)
-    x = _as_numpy(x, what)
+    x = as_numpy(x, what)
     if x.ndim == 2 and x.dtype.kind in "iub" and kind == "auto":
         raise KdkitError(f"{what} is {x.shape[0]} rows of {x.shape[1]} integers: token ids or table features? "
                          "pass kind='tokens' (kept as integer ids) or kind='table' (standardised floats)")
@@ -88,7 +92,7 @@ def as_inputs(x, what: str, kind: str = "auto") -> np.ndarray:
 
 def as_images(x, what: str) -> np.ndarray:
     """(N, C, H, W) uint8 or float32 from any accepted image layout (see module docstring)."""
-    x = _as_numpy(x, what)
+    x = as_numpy(x, what)
     if x.dtype.kind == "f":
         _check_finite(x, what)
     if x.dtype != np.uint8 and x.dtype.kind != "f":

@@ -4,7 +4,8 @@ Two layouts are accepted, below any single root folder:
     train/<class>/<image>  and  test/<class>/<image>    the test split is used as given
     <class>/<image>                                      a test split is carved later (dataset.py)
 Class names are the sorted train folder names; label i is classes[i]. All images must share one
-size. Grey images give 1 channel; if any image has colour, every image is read as RGB (alpha and
+size, unless `image_size` N > 0: then each is resized to N x N (Pillow's bilinear filter) as it is
+decoded, so folders of mixed sizes load. Grey images give 1 channel; if any image has colour, every image is read as RGB (alpha and
 palettes are dropped); 16-bit grey is scaled to 8 bits. images.py opens each file: sizes above
 $KDKIT_MAX_PIXELS are refused from the header, truncated files are errors.
 
@@ -28,15 +29,16 @@ SPLITS = ("train", "test")
 _SHOW_PROGRESS_FROM = 2000  # images; small folders decode too fast to need a progress bar
 
 
-def read_image_tree(tree: Tree, origin: str, alloc: Alloc = in_memory) -> RawData:
-    """Decode every image of an ImageFolder tree into (N, C, H, W) uint8 arrays made by `alloc`."""
+def read_image_tree(tree: Tree, origin: str, alloc: Alloc = in_memory, image_size: int = 0) -> RawData:
+    """Decode every image of an ImageFolder tree into (N, C, H, W) uint8 arrays made by `alloc`
+    (H = W = image_size when it is above 0)."""
     entries = _layout(tree, origin)  # [(split, class, path)], sorted by path
     classes = sorted({name for split, name, _ in entries if split != "test"})
     unknown = sorted({name for split, name, _ in entries if split == "test"} - set(classes))
     if unknown:
         raise KdkitError(f"{origin}: test classes {unknown} have no train folder; "
                          "add train/<class> folders for them or remove them from test/")
-    height, width, channels = _shape(tree, entries, origin)
+    height, width, channels = _shape(tree, entries, origin, image_size)
     index = {name: i for i, name in enumerate(classes)}
     is_test = np.array([split == "test" for split, _, _ in entries])
     labels = np.array([index[name] for _, name, _ in entries], dtype=np.int64)
@@ -51,7 +53,7 @@ def read_image_tree(tree: Tree, origin: str, alloc: Alloc = in_memory) -> RawDat
         task = progress.add_task(origin, total=len(entries))
         for i, (_, _, path) in enumerate(entries):
             try:
-                pixels = _decode(tree[path](), f"{origin}/{path}")  # (H, W) or (H, W, 3)
+                pixels = _decode(tree[path](), f"{origin}/{path}", image_size)  # (H, W) or (H, W, 3)
             except DamagedImage as error:
                 damaged.append((path, error))
                 continue
@@ -87,8 +89,9 @@ def _layout(tree: Tree, origin: str) -> list[tuple[str, str, str]]:
     return [(ps[-3] if with_splits else "all", ps[-2], path) for path, ps in zip(paths, parts)]
 
 
-def _shape(tree: Tree, entries, origin: str) -> tuple[int, int, int]:
-    """(H, W, C) shared by every image, from the headers only; C is 3 when any image has colour."""
+def _shape(tree: Tree, entries, origin: str, image_size: int = 0) -> tuple[int, int, int]:
+    """(H, W, C) shared by every image (image_size x image_size when above 0), from the headers only;
+    C is 3 when any image has colour."""
     first, colour, damaged = None, False, []
     for _, _, path in entries:
         try:
@@ -98,18 +101,27 @@ def _shape(tree: Tree, entries, origin: str) -> tuple[int, int, int]:
             damaged.append((path, error))
             continue
         first = first or (size, path)
-        if size != first[0]:
+        if size != first[0] and not image_size:
             raise KdkitError(f"{origin}: images differ in size ({first[1]} is {first[0][0]}x{first[0][1]}, "
-                             f"{path} is {size[0]}x{size[1]}); resize them all to one size first")
+                             f"{path} is {size[0]}x{size[1]}); set image_size=N (--set image_size=N) to resize every "
+                             "image to N x N as it loads")
         colour = colour or mode not in GREY_MODES
     _refuse_damaged(damaged, len(entries), origin)
+    if image_size:
+        return image_size, image_size, 3 if colour else 1
     return first[0][1], first[0][0], 3 if colour else 1
 
 
-def _decode(data: bytes, name: str) -> np.ndarray:
-    """(H, W) grey or (H, W, 3) RGB uint8."""
+def _decode(data: bytes, name: str, image_size: int = 0) -> np.ndarray:
+    """(H, W) grey or (H, W, 3) RGB uint8, resized to image_size x image_size when it is above 0."""
     with opened(data, name) as image:
-        return to_array(image, name)
+        pixels = to_array(image, name)
+    if image_size and pixels.shape[:2] != (image_size, image_size):
+        from PIL import Image
+
+        # resized from the 8-bit pixels: Pillow's bilinear filter takes every mode to_array returns
+        pixels = np.asarray(Image.fromarray(pixels).resize((image_size, image_size), Image.BILINEAR))
+    return pixels
 
 
 def _refuse_damaged(damaged: list, total: int, origin: str) -> None:

@@ -30,6 +30,14 @@ from disk, or CPU training), `workers=N` gathers and augments the next batches i
 threads while the model trains on the current one; the batches are the same, in the same order,
 as with workers=0 (the order and augmentation rows are drawn before any worker starts).
 
+A batch transform (`transform`: any callable, e.g. a torchvision.transforms.v2 or kornia module) is
+applied to each training batch after kdkit's own augmentation and the scaling of uint8 images to
+[0, 1], before the mean/std normalisation (and before mixing): it gets (B, C, H, W) float32 in [0, 1]
+for uint8 images (float images and table rows in their stored units; token ids as int64) and must
+return a tensor of the same batch size. The model in the step, and so an online teacher, sees what
+it returns. It draws from its own random state, so an epoch with one is not recreated exactly, and it
+cannot be combined with recorded views (the teacher-output cache labelled the views without it).
+
 Samplers (for long-tailed training splits; `shuffle=True` only). An epoch is always len(split)
 draws, so the batches per epoch, schedules and resuming are the same whichever is chosen:
   none            a permutation: every sample once (the instance-balanced sampling of the
@@ -79,7 +87,8 @@ class BatchLoader:
     def __init__(self, split: Split, batch_size: int, *, shuffle: bool, seed: int = 0,
                  augment: str = "none", mean=None, std=None, device="cpu", drop_last: bool = False,
                  sampler: str = "none", views: torch.Tensor | None = None, workers: int = 0,
-                 channels_last: bool = False, mix: str = "none", mix_alpha: float = 1.0, mix_rows: dict | None = None):
+                 channels_last: bool = False, mix: str = "none", mix_alpha: float = 1.0, mix_rows: dict | None = None,
+                 transform=None):
         if batch_size < 1:
             raise KdkitError(f"batch_size must be at least 1, got {batch_size}")
         if workers < 0:
@@ -99,13 +108,18 @@ class BatchLoader:
         if mix == "cutmix" and (split.images.dim() != 4 or split.images.shape[2] * split.images.shape[3] == 1):
             raise KdkitError(f"mix=cutmix pastes a box of pixels, but these inputs have shape {tuple(split.images.shape[1:])}, "
                              "not images (C, H, W); use mix=mixup or none")
+        if transform is not None and not callable(transform):
+            raise KdkitError(f"transform must be a callable taking a batch tensor, got {type(transform).__name__}")
+        if transform is not None and views is not None:
+            raise KdkitError("a batch transform cannot be replayed from the teacher-output cache (the teacher labelled "
+                             "its recorded views without it); use teacher_cache=false, or drop transform")
         if sampler != "none" and not shuffle:
             raise KdkitError(f"sampler '{sampler}' draws samples at random, so it needs shuffle=True; "
                              "use sampler='none' for evaluation loaders")
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.augment, self.drop_last, self.epoch = augment, drop_last, 0
         self.sampler, self.workers, self.channels_last = sampler, workers, channels_last
-        self.mix, self.mix_alpha = mix, mix_alpha
+        self.mix, self.mix_alpha, self.transform = mix, mix_alpha, transform
         # (N,) float64 draw weight of each sample (CPU, for torch.multinomial); None = permutation
         self.draw_weights = None if sampler == "none" else _draw_weights(split.labels, sampler)
         self.device = torch.device(device)
@@ -254,8 +268,19 @@ class BatchLoader:
         if x.device.type != self.device.type:  # images kept on CPU: one non-blocking copy per batch
             x = x.to(self.device, non_blocking=True)
         if self.tokens:
-            return x  # (B, L) int64 token ids
-        return x.float().mul_(self.scale).sub_(self.mean).div_(self.std)  # (B, C, H, W) float32 normalised
+            return x if self.transform is None else self._transformed(x)  # (B, L) int64 token ids
+        if self.transform is None:
+            return x.float().mul_(self.scale).sub_(self.mean).div_(self.std)  # (B, C, H, W) float32 normalised
+        x = self._transformed(x.float().mul_(self.scale))  # (B, C, H, W) in [0, 1] for uint8 images
+        return (x - self.mean) / self.std  # not in place: the transform's output may be a tensor it keeps
+
+    def _transformed(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.transform(x)
+        if not isinstance(out, torch.Tensor) or out.dim() == 0 or len(out) != len(x):
+            got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+            raise KdkitError(f"the batch transform returned {got} for a batch of shape {tuple(x.shape)}; "
+                             f"return a tensor of the {len(x)} samples")
+        return out
 
     def _labels(self, idx: torch.Tensor) -> torch.Tensor:
         return self.labels.index_select(0, idx.to(self.labels.device)).to(self.device, non_blocking=True)

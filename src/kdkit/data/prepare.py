@@ -23,7 +23,8 @@ def prepare_data(cfg, data: Dataset | None, seed: int) -> Dataset:
     """The run's dataset: loaded (unless given), its training split cut to `train_per_class`, made
     long-tailed when `imbalance` is set, then label-scarce when `labels_per_class` or `unlabeled` is
     (label_scarce); its mean and std are what `normalize` says (kdkit.data.normalize)."""
-    data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, seed=seed, download=cfg.download)
+    data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, seed=seed, download=cfg.download,
+                                label_column=cfg.label_column, image_size=cfg.image_size)
     data = normalized(data, cfg.normalize)
     if cfg.train_per_class:
         full = len(data.train)

@@ -1,5 +1,8 @@
 """Named datasets, where their files are looked for, and `load_dataset`, the one entry point.
 
+Besides the names: a path to an ImageFolder or CIFAR folder or archive, or to a table (.csv or
+.parquet: feature columns and a label column, read by tables.py through sources.as_dataset).
+
 Where the files of a named dataset are looked for, first match wins:
     1. `data_dir` (--data-dir)              2. $KDKIT_DATA
     3. $KDKIT_CACHE or ~/.cache/kdkit       4. system folders (Debian: /usr/share/datasets/...)
@@ -19,6 +22,8 @@ from kdkit.data import cifar, files, idx, imagefolder
 from kdkit.data.arrays import load_digits_raw
 from kdkit.data.dataset import Dataset, RawData, build_dataset, classes_from_labels
 from kdkit.data.download import fetch
+from kdkit.data.sources import as_dataset
+from kdkit.data.tables import TABLE_SUFFIXES, read_table
 from kdkit.errors import KdkitError, unknown
 
 _FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -97,29 +102,54 @@ DATASETS["digits"] = ("digits: scikit-learn's 8x8 grey digits, 10 classes, 1,797
 
 
 def load_dataset(name_or_path, data_dir=None, val_fraction: float = 0.1, seed: int = 0,
-                 download: bool = True) -> Dataset:
-    """A named dataset (see DATASETS) or an ImageFolder / CIFAR folder or archive at a path.
+                 download: bool = True, label_column: str = "label", image_size: int = 0) -> Dataset:
+    """A named dataset (see DATASETS), an ImageFolder / CIFAR folder or archive at a path, or a table
+    (.csv, .parquet: feature columns and `label_column`; tables.py). image_size N > 0: ImageFolder
+    images are resized to N x N as they are read; any other source must already be N x N.
 
     A name wins over a same-named folder in the working directory; write ./mnist for the folder.
     """
-    name = str(name_or_path)
-    split = dict(val_fraction=val_fraction, seed=seed)
+    data = _load(str(name_or_path), data_dir, dict(val_fraction=val_fraction, seed=seed), download,
+                 label_column, image_size)
+    if image_size and tuple(data.input_shape[1:]) != (image_size, image_size):
+        raise KdkitError(f"image_size={image_size} resizes the images of an ImageFolder, but dataset '{data.name}' has "
+                         f"inputs {tuple(data.input_shape)} it cannot resize; remove image_size")
+    return data
+
+
+def loading_options(meta: dict) -> dict:
+    """The load_dataset keywords (label_column, image_size) a model's run read its data with, from its
+    weights sidecar's config, so `kdkit evaluate` and `kdkit export` read a table or a resized
+    ImageFolder as training did; a value of the wrong type (a damaged sidecar) is left out."""
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    options = {}
+    if isinstance(config.get("label_column"), str):
+        options["label_column"] = config["label_column"]
+    if type(config.get("image_size")) is int and 0 <= config["image_size"] <= 4096:
+        options["image_size"] = config["image_size"]
+    return options
+
+
+def _load(name: str, data_dir, split: dict, download: bool, label_column: str, image_size: int) -> Dataset:
     if name.lower() == "digits":
         return build_dataset(load_digits_raw(), "digits", "none", **split)
     if name.lower() in NAMED:
         spec = NAMED[name.lower()]
-        raw = read_source(locate(name.lower(), data_dir, download))
+        raw = read_source(locate(name.lower(), data_dir, download), image_size)
         raw.classes = raw.classes or list(spec.classes) or None
         _check_class_count(raw, spec.num_classes, name.lower())
         return build_dataset(raw, name.lower(), spec.augment, **split)
     path = _expanded(name)
+    if _exists(path) and path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
+        # a table: rows of features, never augmented; test carved as for digits
+        return as_dataset(read_table(path), label_column=label_column, name=path.stem, **split)
     if _exists(path):
-        raw = read_source(path)
+        raw = read_source(path, image_size)
         if raw.classes is None:
             raw.classes = classes_from_labels([raw.y_train], raw.origin)
         augment = "crop_flip" if raw.x_train.shape[1] == 3 else "crop"
         return build_dataset(raw, _name_of(path), augment, **split)
-    if "/" in name or os.sep in name or name.lower().endswith(files.ARCHIVE_SUFFIXES):
+    if "/" in name or os.sep in name or name.lower().endswith(files.ARCHIVE_SUFFIXES + TABLE_SUFFIXES):
         raise KdkitError(f"dataset path '{name}' does not exist; check the path")
     raise unknown("dataset", name, DATASETS)
 
@@ -139,22 +169,24 @@ def _exists(path: Path) -> bool:
         return False
 
 
-def read_source(path: Path) -> RawData:
-    """Whatever dataset is at `path`: IDX folder, CIFAR batches, ImageFolder, or an archive."""
+def read_source(path: Path, image_size: int = 0) -> RawData:
+    """Whatever dataset is at `path`: IDX folder, CIFAR batches, ImageFolder (its images resized to
+    image_size x image_size when image_size > 0), or an archive."""
     path = Path(path)
     if path.is_dir() and idx.find_idx_files(path):
         return idx.load_idx_folder(path)
     if _has_cifar_batches(path):
         return _decode_tree(path)  # a few pickles load fast: not worth a cache copy
-    return files.cached(path, lambda alloc: _decode_tree(path, alloc))
+    return files.cached(path, lambda alloc: _decode_tree(path, alloc, image_size),
+                        kind=f"{image_size}px" if image_size else "")
 
 
-def _decode_tree(path: Path, alloc: files.Alloc = files.in_memory) -> RawData:
+def _decode_tree(path: Path, alloc: files.Alloc = files.in_memory, image_size: int = 0) -> RawData:
     tree = files.list_tree(path)
     cifar_files = cifar.find_cifar_files(tree)
     if cifar_files is not None:
         return cifar.read_cifar(tree, cifar_files, str(path))  # a few pickles: read in memory
-    return imagefolder.read_image_tree(tree, str(path), alloc)
+    return imagefolder.read_image_tree(tree, str(path), alloc, image_size)
 
 
 def _name_of(path: Path) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from kdkit import checkpoint as ckpt
 from kdkit.data import load_dataset
+from kdkit.data.registry import loading_options
 from kdkit.errors import KdkitError, shown, unknown
 from kdkit.export.deploy import LATENCY_REPEATS, deploy_table
 from kdkit.export.int8 import CALIBRATION_SAMPLES, quantize_int8
@@ -152,7 +153,7 @@ def _test_data(meta: dict, dataset: str | None, data_dir, data=None):
     name = dataset or meta.get("dataset")
     if not name:
         raise KdkitError("the weights' sidecar names no dataset to verify the export on; pass --dataset NAME_OR_PATH")
-    data = data or load_dataset(name, data_dir)
+    data = data or load_dataset(name, data_dir, **loading_options(meta))
     meta = {"classes": list(data.classes), "mean": list(data.mean), "std": list(data.std)} | meta
     if list(meta["classes"]) != list(data.classes) or (meta["in_channels"], meta["image_size"]) != input_sizes(data):
         raise KdkitError(f"the model ({meta['num_classes']} classes, {meta['in_channels']}x{meta['image_size']} input) "

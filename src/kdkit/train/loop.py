@@ -52,14 +52,16 @@ class FitResult:
 
 
 def fit(method, data: Dataset, cfg: TrainConfig, run_dir, *, meta: dict | None = None, desc: str = "train",
-        on_epoch=None, steps: int | None = None) -> FitResult:
+        on_epoch=None, steps: int | None = None, transform=None) -> FitResult:
     """Train `method` (its student and adapters) on data.train, select on data.val. See module docstring.
     on_epoch(epoch, history_row) is called after each epoch's validation and checkpoint (a tuner
     prunes there: whatever it raises ends the fit, the checkpoint is already written).
     steps: this fit's share of a step budget (kdkit.budget). When fewer than cfg.epochs x steps per
     epoch, the whole schedule runs compressed into them: learning-rate warmup and decay, and the
     epoch a method reads (dkd's warmup, fitnet's hint stage), move at full_steps / steps the normal
-    pace; the last epoch is cut where the budget ends, then validated like any other."""
+    pace; the last epoch is cut where the budget ends, then validated like any other.
+    transform: a callable applied to every training batch before normalisation (BatchLoader's; not
+    to validation), so the student and an online teacher see its output; no config key holds it."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     distributed.check_batch_size(cfg.batch_size)
@@ -81,7 +83,7 @@ def fit(method, data: Dataset, cfg: TrainConfig, run_dir, *, meta: dict | None =
                         mean=data.mean, std=data.std, device=device, drop_last=len(data.train.labels) > cfg.batch_size,
                         sampler=cfg.sampler, views=getattr(method.teacher, "views", None),
                         workers=cfg.workers, channels_last=layout, mix=cfg.mix, mix_alpha=cfg.mix_alpha,
-                        mix_rows=getattr(method.teacher, "mix_rows", None))
+                        mix_rows=getattr(method.teacher, "mix_rows", None), transform=transform)
     val = BatchLoader(data.val, 512, shuffle=False, mean=data.mean, std=data.std, device=device,
                       workers=cfg.workers, channels_last=layout)
     optimizer = make_optimizer(method.parameters(), cfg, fused=device.type == "cuda")
