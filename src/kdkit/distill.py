@@ -12,8 +12,11 @@ teacher: a trained nn.Module (used as it is: it sees your inputs exactly as you 
     kdkit.teachers.HybridTeacher, or anything --teacher takes (a run directory, an architecture to train
     here, saved outputs, sklearn:NAME).
 student: an nn.Module (every row starts from its weights as handed over: kdkit.given) or an architecture.
-train / val / test: (x, y) arrays or tensors (kind="tokens" or "table" for 2-D integers; see
-    kdkit.data.from_arrays), or a kdkit Dataset; or no train and dataset=NAME as on the command line.
+train / val / test: (x, y) arrays or tensors, a torch Dataset or DataLoader, an iterable of (x, y) or
+    of dicts (a Hugging Face dataset), a pandas DataFrame (label_column), or a kdkit Dataset
+    (kdkit.data.as_dataset, docs/data.md; kind="tokens" or "table" for 2-D integers); or no train and
+    dataset=NAME as on the command line. transform: a callable on float training batches in [0, 1]
+    units (torchvision v2, kornia), applied after kdkit's augmentation, seen by teacher and student.
 Every config key (`kdkit docs config`) is a keyword with the command line's name and meaning; an
 unknown one is refused with the closest valid name. The defaults differ in two: progress=False and
 report=False (a report needs out=DIR). out=None runs in a temporary folder, removed at the end:
@@ -30,7 +33,7 @@ from torch import nn
 
 from kdkit.checkpoint import load_weights
 from kdkit.config import DistillConfig, apply_overrides
-from kdkit.data import Dataset, from_arrays, load_dataset
+from kdkit.data import Dataset, as_dataset, load_dataset
 from kdkit.data.normalize import normalized, with_input_step
 from kdkit.errors import KdkitError
 from kdkit.given import Given
@@ -52,25 +55,6 @@ class DistillResult:
         return {"test": self.summary["rows"]["student"]["per_seed"][0]}
 
 
-def as_dataset(train, val=None, test=None, classes=None, augment: str = "none", kind: str = "auto") -> Dataset:
-    """A Dataset from a Dataset, or from (x, y) pairs of arrays/tensors (val carved when not given)."""
-    if isinstance(train, Dataset):
-        return train
-    if not (isinstance(train, (tuple, list)) and len(train) == 2):
-        raise KdkitError("train must be a kdkit Dataset or an (x, y) pair of arrays/tensors")
-    holdout = val if val is not None else test
-    if holdout is None:
-        raise KdkitError("give val=(x, y) (or test=(x, y)) so the student can be selected on held-out data")
-    data = from_arrays(*train, *holdout, classes=classes, val_fraction=0.0 if val is not None else 0.1, augment=augment,
-                       kind=kind)
-    if val is not None:
-        # the user's val array is not part of the training array: no position there to key saved outputs by
-        data.val = dataclasses.replace(data.test, index=None)
-        if test is not None:
-            data.test = from_arrays(*train, *test, classes=data.classes, val_fraction=0.0, kind=kind).test
-    return data
-
-
 def distill(teacher, student, train=None, val=None, test=None, *, method: str = "kd", out=None, classes=None,
             kind: str = "auto", transform=None, **config) -> DistillResult:
     """Distill `teacher` into `student` and compare with the student trained alone. See the module docstring."""
@@ -82,8 +66,12 @@ def distill(teacher, student, train=None, val=None, test=None, *, method: str = 
     cfg = apply_overrides(DistillConfig(progress=False, report=False), {**config, **names, "method": method})
     if cfg.report and out is None:
         raise KdkitError("report=True writes report.html into the run directory, but out=None keeps none; give out=DIR")
-    data = as_dataset(train, val, test, classes, "none", kind) if train is not None else \
-        load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, seed=cfg.seeds[0], download=cfg.download)
+    if train is not None:
+        data = as_dataset(train, val, test, classes=classes, kind=kind, label_column=cfg.label_column,
+                          val_fraction=cfg.val_fraction, seed=cfg.seeds[0])
+    else:
+        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, seed=cfg.seeds[0], download=cfg.download,
+                            label_column=cfg.label_column, image_size=cfg.image_size)
     data = normalized(data, cfg.normalize)
     given = Given(teacher if not isinstance(teacher, str) else None, student if isinstance(student, nn.Module) else None,
                   transform)
