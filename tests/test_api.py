@@ -164,6 +164,7 @@ def test_out_that_is_a_file_or_a_folder_of_user_files(tmp_path):
 
 
 def test_weights_of_a_python_student_say_how_to_load_them(tmp_path):
+    from kdkit.checkpoint import load_weights
     from kdkit.weights import load_model
 
     train, val = _blobs(120, 0), _blobs(30, 1)
@@ -176,6 +177,9 @@ def test_weights_of_a_python_student_say_how_to_load_them(tmp_path):
                            out=tmp_path / "named")
     model, meta = load_model(tmp_path / "named" / "student" / "seed0")  # a named architecture: rebuilt from its sidecar
     assert meta["arch"] == "mlp" and meta["input_kind"] == "table" and len(meta["mean"]) == 4
+    assert meta["config"]["dataset"] == "arrays" and meta["config"]["student"] == "mlp"  # what ran, not the defaults
+    saved = load_weights(tmp_path / "run" / "student" / "seed0" / "best.safetensors")[1]["config"]
+    assert saved["student"] == "python.Sequential"
     x = val[0]
     step = result.student[0]
     torch.testing.assert_close(model(step(x)), result.student(x))  # the sidecar's mean/std are the returned step's

@@ -75,6 +75,8 @@ def distill(teacher, student, train=None, val=None, test=None, *, method: str = 
     data = normalized(data, cfg.normalize)
     given = Given(teacher if not isinstance(teacher, str) else None, student if isinstance(student, nn.Module) else None,
                   transform)
+    # config.yaml and every sidecar say what ran: this data, and a given student's class
+    cfg = dataclasses.replace(cfg, dataset=data.name, student=given.student_arch(cfg.student))
     if given.teacher is not None:  # (prepares a combination on the data)
         _check_pair(given.teacher, given.student or student_model(cfg, data, cfg.seeds[0]), data)
     folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="kdkit-"))
