@@ -22,6 +22,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+from conftest import need_tool
+
 from kdkit.config import DistillConfig, TrainConfig, resolve, save_yaml
 from kdkit.errors import KdkitError
 from kdkit.tune import search_space, tune
@@ -191,12 +193,12 @@ def postgres_url():
         return
     binaries = _postgres_binaries()
     if binaries is None:
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) found; .ci/run installs Debian's postgresql")
+        need_tool(True, "no PostgreSQL server binaries (initdb, pg_ctl) found; .ci/run installs Debian's postgresql")
     as_user = []
     if os.geteuid() == 0:  # the server refuses to run as root
         user = next((u for u in ("postgres", "nobody") if _user_exists(u)), None)
         if user is None or not shutil.which("runuser"):
-            pytest.skip("running as root without a 'postgres' user or runuser to start PostgreSQL as")
+            need_tool(True, "running as root without a 'postgres' user or runuser to start PostgreSQL as")
         as_user = ["runuser", "-u", user, "--"]
     root = Path(tempfile.mkdtemp(prefix="kdkit-pg-"))
     if as_user:
@@ -206,13 +208,13 @@ def postgres_url():
                           capture_output=True, text=True, timeout=120)
     if init.returncode:
         shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"initdb failed: {(init.stderr.strip().splitlines() or ['?'])[-1]}")
+        need_tool(True, f"initdb failed: {(init.stderr.strip().splitlines() or ['?'])[-1]}")
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
     start = subprocess.run(as_user + [str(binaries / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60",
                                       "-o", options, "start"], capture_output=True, text=True, timeout=120)
     try:
         if start.returncode:
-            pytest.skip(f"PostgreSQL did not start: {(start.stderr.strip().splitlines() or ['see ' + str(root / 'log')])[-1]}")
+            need_tool(True, f"PostgreSQL did not start: {(start.stderr.strip().splitlines() or ['see ' + str(root / 'log')])[-1]}")
         yield f"postgresql+psycopg://kdkit@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(as_user + [str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True, timeout=60)

@@ -10,6 +10,8 @@ import sys
 from html.parser import HTMLParser
 
 import pytest
+
+from conftest import need_tool
 import torch
 from PIL import Image, ImageStat
 from torch import nn
@@ -116,10 +118,11 @@ def test_report_survives_what_it_cannot_rebuild(run_dir, tmp_path):
     assert [row[0] for row in page.tables["summary-table"][1:]] == ["teacher", "scratch", "student"]
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not on PATH (CI installs it; apt-get install chromium)")
 def test_report_renders_in_headless_chromium(report, tmp_path):
-    """Best effort: a non-blank screenshot and no console messages (the page has no scripts, so any
-    console line, e.g. 'Uncaught ...' or ERROR:CONSOLE / INFO:CONSOLE, means something is wrong)."""
+    """A non-blank screenshot and no console messages (the page has no scripts, so any console line,
+    e.g. 'Uncaught ...' or ERROR:CONSOLE / INFO:CONSOLE, means something is wrong). Without chromium:
+    skipped, except under CI=true (conftest.need_tool)."""
+    need_tool(shutil.which("chromium") is None, "chromium not on PATH (.ci/run installs it; apt-get install chromium)")
     shot = tmp_path / "shot.png"
     result = subprocess.run(["chromium", "--headless", "--disable-gpu", "--no-sandbox", f"--screenshot={shot}",
                              "--window-size=1200,2000", "--enable-logging=stderr", "--v=0", report.resolve().as_uri()],
