@@ -92,7 +92,8 @@ def open_study(storage, name: str, cfg: DistillConfig, trials: int, metric: str,
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     attrs, mine = study.user_attrs, {"kdkit_config": fingerprint(dataclasses.asdict(cfg)), "kdkit_metric": metric}
     if "kdkit_config" not in attrs:  # new (a worker that joins before the creator wrote them writes the same)
-        for key, value in (mine | {"kdkit_trials": trials}).items():
+        # kdkit_config last: a worker that sees it also sees the others (written one at a time)
+        for key, value in (("kdkit_trials", trials), ("kdkit_metric", metric), ("kdkit_config", mine["kdkit_config"])):
             study.set_user_attr(key, value)
         return study
     diff = first_difference(attrs["kdkit_config"], mine["kdkit_config"])

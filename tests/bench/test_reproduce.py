@@ -112,9 +112,9 @@ def test_only_the_distilled_student_trains_without_the_class(tmp_path, digits, m
     seen = {}
     original = recipes._fit_or_skip
 
-    def spy(method, data, cfg, run_dir, meta, desc):
+    def spy(method, data, cfg, run_dir, meta, desc, **options):
         seen[Path(run_dir).parent.name if Path(run_dir).name.startswith("seed") else Path(run_dir).name] = data
-        return original(method, data, cfg, run_dir, meta, desc)
+        return original(method, data, cfg, run_dir, meta, desc, **options)
 
     monkeypatch.setattr(recipes, "_fit_or_skip", spy)
     cfg = apply_overrides(DistillConfig(), {"dataset": "digits", "teacher": "mlp-32", "student": "mlp-16", "epochs": 1,
