@@ -30,6 +30,11 @@ class TrainConfig:
     data_dir: str | None = None  # where the dataset files are; else $KDKIT_DATA, ~/.cache/kdkit, ...
     val_fraction: float = 0.1  # validation split carved from train (seeded); test is never used for selection
     label_column: str = "label"  # a table dataset (.csv, .parquet): the column holding the labels; every other column is a feature (docs/data.md)
+    text_column: str | None = None  # a table file of sentences (.csv, .tsv, .parquet): the column holding them (label_column the labels); empty = a table of features. A folder of train.txt (SST-2's `label sentence` lines) or a .txt file is text without it (docs/text.md)
+    tokenizer: str = "auto"  # text: words (a vocabulary built on the training split), hf:DIR (DIR/tokenizer.json), or auto (the student's hf:DIR when it is one, else words); a teacher hf:DIR always reads its own
+    max_length: int = 128  # text: ids per sentence at most (longer ones are cut)
+    vocab_min_count: int = 1  # text, tokenizer words: a word is in the vocabulary when the training split holds it this often
+    vocab_max_size: int = 30000  # text, tokenizer words: the most frequent words kept (ids 0 and 1 are padding and unknown)
     image_size: int = 0  # an ImageFolder dataset: N > 0 resizes every image to N x N (bilinear) as it is read, so folders of mixed sizes load; 0 = keep the size (all images must share it)
     normalize: str = "auto"  # what the trained models see: auto (images and table rows standardised per channel / feature with the training split's mean and std; token ids as they are), per-feature (the same, explicitly), none (the stored values as float32); a teacher trained elsewhere always sees the inputs as given
     augment: str = "auto"  # auto (the dataset's standard), none, flip, crop (translate by 2), crop_flip (pad 4 + flip)
@@ -123,7 +128,8 @@ TEXT_MAX = 4096  # characters of any text value: longer than any path the OS tak
 
 # Numbers (list keys: each item). [ ] includes a bound, ( ) excludes it; "inf)" = finite, no upper bound.
 RANGES = {
-    "val_fraction": "[0, 1)", "image_size": "[0, 4096]", "mix_alpha": "(0, inf)", "train_per_class": f"[0, {INT_MAX}]", "labels_per_class": f"[0, {INT_MAX}]", "workers": f"[0, {INT_MAX}]", "epochs": f"[1, {INT_MAX}]",
+    "val_fraction": "[0, 1)", "image_size": "[0, 4096]", "max_length": f"[1, {INT_MAX}]", "vocab_min_count": f"[1, {INT_MAX}]",
+    "vocab_max_size": f"[1, {INT_MAX}]", "mix_alpha": "(0, inf)", "train_per_class": f"[0, {INT_MAX}]", "labels_per_class": f"[0, {INT_MAX}]", "workers": f"[0, {INT_MAX}]", "epochs": f"[1, {INT_MAX}]",
     "batch_size": f"[1, {INT_MAX}]", "lr": "(0, inf)", "momentum": "[0, 1)", "weight_decay": "[0, inf)",
     "milestones": f"[0, {INT_MAX}]", "gamma": "(0, inf)", "warmup_epochs": "[0, inf)", "label_smoothing": "[0, 1)",
     "tau": "[0, inf)", "cb_beta": "[0, 1)", "posthoc_tau": "[0, inf)", "grad_clip": "[0, inf)", "max_norm": "[0, inf)",
@@ -152,6 +158,7 @@ TEXT = {
     "method": "a method (`kdkit methods`) or several joined by +",
     "dataset": "checked when the data loads", "data_dir": "checked when the data loads",
     "unlabeled": "checked when the data loads", "label_column": "checked when the data loads",
+    "text_column": "checked when the data loads", "tokenizer": "words, auto or hf:DIR, checked when the data loads",
     "model": "checked when the model is built", "student": "checked when the model is built",
     "model_kwargs": "a mapping", "teacher_kwargs": "a mapping", "student_kwargs": "a mapping",
     "teacher_state_dict": "checked when the run starts (a .safetensors state dict)",
@@ -160,7 +167,7 @@ TEXT = {
     "trust_hooks": "module:function hooks, checked when a sidecar names one"}
 EXAMPLES = {"milestones": "30,60", "teacher_weights": "0.5,0.5",
             "transfer_exclude": "3", "imbalance": "exp:100", "data_dir": "data",
-            "unlabeled": "mnist:train"}  # for messages: the default is empty
+            "unlabeled": "mnist:train", "text_column": "sentence"}  # for messages: the default is empty
 # The methods' hyper-parameters: declared once, by each method (kdkit.methods.hyper); each becomes a
 # DistillConfig key with its type, default (empty where the methods' own defaults differ) and valid values.
 METHOD_KEYS = declared_keys()

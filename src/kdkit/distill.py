@@ -34,6 +34,7 @@ from torch import nn
 from kdkit.checkpoint import load_weights
 from kdkit.config import DistillConfig, apply_overrides
 from kdkit.data import Dataset, as_dataset, load_dataset
+from kdkit.data.text import TextOptions, is_sentences, text_dataset
 from kdkit.data.normalize import normalized, with_input_step
 from kdkit.errors import KdkitError
 from kdkit.given import Given
@@ -66,12 +67,15 @@ def distill(teacher, student, train=None, val=None, test=None, *, method: str = 
     cfg = apply_overrides(DistillConfig(progress=False, report=False), {**config, **names, "method": method})
     if cfg.report and out is None:
         raise KdkitError("report=True writes report.html into the run directory, but out=None keeps none; give out=DIR")
-    if train is not None:
+    if is_sentences(train):  # (sentences, labels): tokenised as the config says
+        data = text_dataset(train, val, test, options=TextOptions.of(cfg), classes=classes, val_fraction=cfg.val_fraction,
+                            seed=cfg.seeds[0])
+    elif train is not None:
         data = as_dataset(train, val, test, classes=classes, kind=kind, label_column=cfg.label_column,
                           val_fraction=cfg.val_fraction, seed=cfg.seeds[0])
     else:
         data = load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, seed=cfg.seeds[0], download=cfg.download,
-                            label_column=cfg.label_column, image_size=cfg.image_size)
+                            label_column=cfg.label_column, image_size=cfg.image_size, text=TextOptions.of(cfg))
     data = normalized(data, cfg.normalize)
     given = Given(teacher if not isinstance(teacher, str) else None, student if isinstance(student, nn.Module) else None,
                   transform)

@@ -33,6 +33,11 @@ def check_distill(cfg: DistillConfig, data: Dataset, given=None):
                              "or name an architecture (`kdkit models`)")
         if kind == "torch" and not is_weights(spec):
             teacher_model(spec, cfg, data, 0)  # (teacher_state_dict loaded: its keys checked now)
+        elif kind == "hf":  # its tokenizer reads the sentences; the model loads
+            from kdkit.data.text import HfTokenizer, text_view
+
+            text_view(data, HfTokenizer(spec, cfg.max_length))
+            teacher_model(spec, cfg, data, 0)
         elif kind == "sklearn":
             sklearn_estimator(spec.split(":", 1)[1], 0)
             labels = data.train.labels

@@ -150,7 +150,11 @@ def build_teacher(cfg: DistillConfig, data: Dataset, out: Path):
     sources, members = [], []
     for i, spec in enumerate(specs):
         name = f"teacher{i + 1}"
-        if teacher_kind(spec) == "torch":
+        if teacher_kind(spec) == "hf":  # reads its own tokenisation of the sentences
+            source, model, info = text_teacher(spec, cfg, data, out / ("teacher" if len(specs) == 1 else name), cfg.seeds[0] + i, name)
+            sources.append(source)
+            members.append((name, model, info))
+        elif teacher_kind(spec) == "torch":
             model, info = torch_teacher(spec, cfg, data, out / name, cfg.seeds[0] + i, bootstrap=cfg.bootstrap)
             sources.append(TorchTeacher(model, classes=list(data.classes), name=name))
             members.append((name, model, info))
@@ -161,10 +165,23 @@ def build_teacher(cfg: DistillConfig, data: Dataset, out: Path):
             members.append((name, None, {"source": spec, "arch": spec, "train_samples": seen,
                                          **({"teacher_folds": cfg.teacher_folds} if sklearn else {})}))
     teacher = HybridTeacher(sources, cfg.combine, cfg.teacher_weights or None).prepare(data)
+    if len(specs) == 1 and teacher_kind(specs[0]) == "hf":
+        return teacher, members[0][2]
     seen = [info.get("train_samples") for _, _, info in members]  # the combination's: its members', when all alike
     info = {"source": "hybrid", "arch": f"{cfg.combine}({', '.join(specs)})", "members": teacher.report(),
             "member_info": {name: info for name, _, info in members}, "train_samples": seen[0] if seen.count(seen[0]) == len(seen) else None}
     return teacher, info
+
+
+def text_teacher(spec: str, cfg: DistillConfig, data: Dataset, run_dir: Path, seed: int, name: str):
+    """(TextTeacher, model, info) of hf:DIR on its own tokenisation of the sentences (teachers/text.py),
+    trained here on that view when it is an encoder without a classification head."""
+    from kdkit.data.text import HfTokenizer, text_view
+    from kdkit.teachers.text import TextTeacher
+
+    tokenizer = HfTokenizer(spec, cfg.max_length)
+    model, info = torch_teacher(spec, cfg, text_view(data, tokenizer), run_dir, seed)
+    return TextTeacher(model, tokenizer, data.text.sentences, classes=list(data.classes), name=name), model, info
 
 
 def teacher_source(teacher, cfg: DistillConfig, data: Dataset, out: Path, device) -> tuple:
@@ -212,6 +229,8 @@ def torch_teacher(spec: str, cfg: DistillConfig, data: Dataset, run_dir: Path, s
     teacher = teacher_model(spec, cfg, data, seed)
     if cfg.teacher_state_dict:  # trained elsewhere: used as it is
         return teacher.eval(), {"source": cfg.teacher_state_dict, "arch": spec}
+    if not getattr(teacher, "trained_here", True):  # a Hugging Face classifier: used as it is
+        return teacher.eval(), {"source": spec, "arch": spec}
     teacher_cfg = dataclasses.replace(cfg, epochs=cfg.teacher_epochs or cfg.epochs, seed=seed,
                                       sampler=cfg.teacher_sampler or cfg.sampler)
     labelled = labelled_only(data, same_steps=True)  # a teacher trained here learns from the labels only

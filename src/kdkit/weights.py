@@ -30,6 +30,7 @@ def model_meta(arch: str, data: Dataset, kwargs: dict | None = None) -> dict:
     c, h = input_sizes(data)
     meta = {"arch": arch, "num_classes": data.num_classes, "in_channels": c, "image_size": h, "input_kind": data.kind,
             "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std), "dataset": data.name}
+    meta |= {"vocab_size": data.vocab_size} if data.kind == "tokens" else {}
     return meta | ({"model_kwargs": dict(kwargs)} if kwargs else {})
 
 
@@ -47,7 +48,8 @@ def build_model(arch: str, data: Dataset, seed: int, kwargs: dict | None = None,
     c, h = input_sizes(data)
     torch.manual_seed(seed)
     key = f"{role}_kwargs"
-    model = create_model(arch, num_classes=data.num_classes, in_channels=c, image_size=h, kwargs=kwargs, kwargs_key=key)
+    model = create_model(arch, num_classes=data.num_classes, in_channels=c, image_size=h, kwargs=kwargs, kwargs_key=key,
+                         vocab_size=data.vocab_size)
     check_input(model, data.input_shape, data.num_classes, f"{role} '{arch}'", key)
     return model
 
@@ -154,6 +156,11 @@ def check_model_meta(meta: dict, side: Path) -> dict:
             raise KdkitError(f"sidecar '{side}' has {key} {got}; it must be an integer in [{low}, {high}]: restore "
                              "the sidecar kdkit wrote")
         sizes[key] = value
+    vocab = meta.get("vocab_size", 0)
+    if isinstance(vocab, bool) or not isinstance(vocab, int) or not 0 <= vocab <= 100_000_000:
+        raise KdkitError(f"sidecar '{side}' has vocab_size {str(vocab)[:40]!r}; it must be an integer in [0, 100000000]: "
+                         "restore the sidecar kdkit wrote")
+    sizes["vocab_size"] = vocab
     classes = meta.get("classes")
     if classes is not None and (not isinstance(classes, list) or len(classes) != sizes["num_classes"]
                                 or not all(isinstance(c, (str, int)) for c in classes)):

@@ -63,6 +63,8 @@ class Dataset:
     # samples in the source's training array, which train and val `index` point into (saved teacher
     # outputs must have exactly this many rows); None for hand-built datasets
     source_size: int | None = None
+    # a text dataset's sentences and the tokenizer of its stored ids (data/text.py `Text`); None otherwise
+    text: object = None
 
     @property
     def input_shape(self) -> "InputShape":
@@ -77,6 +79,16 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids: the ids a model's embedding must hold (the tokenizer's, else the largest id + 1);
+        0 for images and table rows."""
+        if self.text is not None:
+            return self.text.tokenizer.vocab_size
+        if self.kind != "tokens":
+            return 0
+        return 1 + max(int(split.images.max()) if len(split) else 0 for split in (self.train, self.val, self.test))
 
 
 class InputShape(tuple):

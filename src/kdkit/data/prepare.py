@@ -12,6 +12,7 @@ from kdkit.data.dataset import Dataset, Split
 from kdkit.data.labels import hide_labels, is_labelled, labelled_only, labels_kept, sample_counts
 from kdkit.data.normalize import normalized
 from kdkit.data.registry import load_dataset
+from kdkit.data.text import TextOptions
 from kdkit.data.unlabeled import add_unlabeled, load_unlabeled
 from kdkit.errors import KdkitError
 
@@ -24,7 +25,7 @@ def prepare_data(cfg, data: Dataset | None, seed: int) -> Dataset:
     long-tailed when `imbalance` is set, then label-scarce when `labels_per_class` or `unlabeled` is
     (label_scarce); its mean and std are what `normalize` says (kdkit.data.normalize)."""
     data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, seed=seed, download=cfg.download,
-                                label_column=cfg.label_column, image_size=cfg.image_size)
+                                label_column=cfg.label_column, image_size=cfg.image_size, text=TextOptions.of(cfg))
     data = normalized(data, cfg.normalize)
     if cfg.train_per_class:
         full = len(data.train)
@@ -69,6 +70,9 @@ def label_scarce(cfg, data: Dataset, seed: int) -> Dataset:
     repeated to the split's size (the scratch row's data), so the student sees the same steps."""
     if not (cfg.labels_per_class or cfg.unlabeled):
         return data
+    if cfg.unlabeled and data.text is not None:
+        raise KdkitError(f"unlabeled adds inputs to a dataset's rows, but '{data.name}' is text, whose rows are its "
+                         "sentences, and takes no unlabeled inputs yet; drop unlabeled (labels_per_class still hides labels)")
     data = hide_labels(data, cfg.labels_per_class, seed)
     if not getattr(cfg, "unlabeled_rest", True):
         data = labelled_only(data, same_steps=True)

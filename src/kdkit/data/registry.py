@@ -1,7 +1,8 @@
 """Named datasets, where their files are looked for, and `load_dataset`, the one entry point.
 
-Besides the names: a path to an ImageFolder or CIFAR folder or archive, or to a table (.csv or
-.parquet: feature columns and a label column, read by tables.py through sources.as_dataset).
+Besides the names: a path to an ImageFolder or CIFAR folder or archive, to a table (.csv, .tsv or
+.parquet: feature columns and a label column, read by tables.py through sources.as_dataset), or to
+text (text.py: a folder of train.txt / dev.txt / test.txt, a .txt file, or a table with text_column).
 
 Where the files of a named dataset are looked for, first match wins:
     1. `data_dir` (--data-dir)              2. $KDKIT_DATA
@@ -24,6 +25,7 @@ from kdkit.data.dataset import Dataset, RawData, build_dataset, classes_from_lab
 from kdkit.data.download import fetch
 from kdkit.data.sources import as_dataset
 from kdkit.data.tables import TABLE_SUFFIXES, read_table
+from kdkit.data.text import TextOptions, is_text_source, load_text
 from kdkit.errors import KdkitError, unknown
 
 _FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -102,15 +104,17 @@ DATASETS["digits"] = ("digits: scikit-learn's 8x8 grey digits, 10 classes, 1,797
 
 
 def load_dataset(name_or_path, data_dir=None, val_fraction: float = 0.1, seed: int = 0,
-                 download: bool = True, label_column: str = "label", image_size: int = 0) -> Dataset:
-    """A named dataset (see DATASETS), an ImageFolder / CIFAR folder or archive at a path, or a table
-    (.csv, .parquet: feature columns and `label_column`; tables.py). image_size N > 0: ImageFolder
-    images are resized to N x N as they are read; any other source must already be N x N.
+                 download: bool = True, label_column: str = "label", image_size: int = 0,
+                 text: TextOptions | None = None) -> Dataset:
+    """A named dataset (see DATASETS), an ImageFolder / CIFAR folder or archive at a path, a table
+    (.csv, .tsv, .parquet: feature columns and `label_column`; tables.py), or text (text.py, read and
+    tokenised as `text` says). image_size N > 0: ImageFolder images are resized to N x N as they are
+    read; any other source must already be N x N.
 
     A name wins over a same-named folder in the working directory; write ./mnist for the folder.
     """
     data = _load(str(name_or_path), data_dir, dict(val_fraction=val_fraction, seed=seed), download,
-                 label_column, image_size)
+                 label_column, image_size, text or TextOptions())
     if image_size and tuple(data.input_shape[1:]) != (image_size, image_size):
         raise KdkitError(f"image_size={image_size} resizes the images of an ImageFolder, but dataset '{data.name}' has "
                          f"inputs {tuple(data.input_shape)} it cannot resize; remove image_size")
@@ -130,7 +134,8 @@ def loading_options(meta: dict) -> dict:
     return options
 
 
-def _load(name: str, data_dir, split: dict, download: bool, label_column: str, image_size: int) -> Dataset:
+def _load(name: str, data_dir, split: dict, download: bool, label_column: str, image_size: int,
+          text: TextOptions) -> Dataset:
     if name.lower() == "digits":
         return build_dataset(load_digits_raw(), "digits", "none", **split)
     if name.lower() in NAMED:
@@ -140,6 +145,8 @@ def _load(name: str, data_dir, split: dict, download: bool, label_column: str, i
         _check_class_count(raw, spec.num_classes, name.lower())
         return build_dataset(raw, name.lower(), spec.augment, **split)
     path = _expanded(name)
+    if _exists(path) and is_text_source(path, text):  # sentences and their labels
+        return load_text(path, text, label_column, **split)
     if _exists(path) and path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
         # a table: rows of features, never augmented; test carved as for digits
         return as_dataset(read_table(path), label_column=label_column, name=path.stem, **split)
@@ -149,7 +156,7 @@ def _load(name: str, data_dir, split: dict, download: bool, label_column: str, i
             raw.classes = classes_from_labels([raw.y_train], raw.origin)
         augment = "crop_flip" if raw.x_train.shape[1] == 3 else "crop"
         return build_dataset(raw, _name_of(path), augment, **split)
-    if "/" in name or os.sep in name or name.lower().endswith(files.ARCHIVE_SUFFIXES + TABLE_SUFFIXES):
+    if "/" in name or os.sep in name or name.lower().endswith(files.ARCHIVE_SUFFIXES + TABLE_SUFFIXES + (".txt",)):
         raise KdkitError(f"dataset path '{name}' does not exist; check the path")
     raise unknown("dataset", name, DATASETS)
 

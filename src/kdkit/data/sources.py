@@ -34,6 +34,7 @@ import torch
 from kdkit.data.arrays import KINDS, as_numpy, from_arrays
 from kdkit.data.dataset import Dataset
 from kdkit.data.tables import encode, is_frame, learn_columns
+from kdkit.data.text import is_sentences, text_dataset
 from kdkit.errors import KdkitError, shown, unknown
 
 # Where a dict sample keeps its input, and the input kind each key means (None: as given).
@@ -52,6 +53,8 @@ def as_dataset(train, val=None, test=None, *, classes=None, kind: str = "auto", 
         return train
     if kind not in KINDS:
         raise unknown("kind", kind, KINDS)
+    if is_sentences(train):  # (sentences, labels): a text dataset, words tokenised (text.py; docs/text.md)
+        return text_dataset(train, val, test, classes=classes, val_fraction=val_fraction, seed=seed, name=name)
     if train is None:
         raise KdkitError(f"train is None; {_ACCEPTED}")
     columns = learn_columns(train, label_column or "label", "the training table") if is_frame(train) else None

@@ -19,7 +19,7 @@ import numpy as np
 
 from kdkit.errors import KdkitError, did_you_mean, shown
 
-TABLE_SUFFIXES = (".csv", ".parquet")
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
 # A text column with more distinct values than this is an identifier or free text, not a category:
 # one-hot encoding it would add that many features.
 MAX_CATEGORIES = 1000
@@ -55,13 +55,13 @@ def require(module: str, why: str):
 
 
 def read_table(path: Path):
-    """The DataFrame of a .csv file (pandas) or a .parquet file (pandas with pyarrow)."""
+    """The DataFrame of a .csv or .tsv file (pandas) or a .parquet file (pandas with pyarrow)."""
     pandas = require("pandas", f"reading the table {path.name}")
     try:
         if path.suffix.lower() == ".parquet":
             require("pyarrow", f"reading the Parquet file {path.name}")
             return pandas.read_parquet(path, engine="pyarrow")
-        return pandas.read_csv(path)
+        return pandas.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
     except Exception as error:  # noqa: BLE001 -- pandas and pyarrow fail on a bad file in many ways; all mean the same
         why = " ".join(str(error).split())[:100] or type(error).__name__
         raise KdkitError(f"cannot read the table {path} ({why}); check that it is a valid "

@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from kdkit.data.dataset import example_inputs
 from kdkit.errors import KdkitError, did_you_mean, unknown
+from kdkit.models.hf import hf_model, is_hf
 from kdkit.models.cnn import cnn, cnn_tiny, cnn_x0_5, cnn_x0_25
 from kdkit.models.mlp import hinton_student, hinton_teacher, mlp
 from kdkit.models.mobilenetv2 import mobilenetv2
@@ -26,6 +27,7 @@ from kdkit.models.outputs import logits_of
 from kdkit.models.resnet import (resnet8, resnet8x4, resnet14, resnet20, resnet32, resnet32x4, resnet44,
                                  resnet56, resnet110)
 from kdkit.models.shufflenetv2 import shufflenetv2
+from kdkit.models.text import bag_of_ngrams, bilstm, textcnn
 from kdkit.models.vgg import vgg8, vgg11, vgg13
 from kdkit.models.wrn import wrn, wrn_16_1, wrn_16_2, wrn_40_1, wrn_40_2
 
@@ -55,9 +57,13 @@ MODELS = {
     "vgg13": vgg13,
     "mobilenetv2": mobilenetv2,
     "shufflenetv2": shufflenetv2,
+    "bag-of-ngrams": bag_of_ngrams,
+    "bilstm": bilstm,
+    "textcnn": textcnn,
 }
+TEXT_MODELS = ("bag-of-ngrams", "bilstm", "textcnn")  # take token ids (B, L), sized by vocab_size
 
-SIZE_ARGUMENTS = ("num_classes", "in_channels", "image_size")
+SIZE_ARGUMENTS = ("num_classes", "in_channels", "image_size", "vocab_size")
 
 
 def list_models() -> list[str]:
@@ -90,15 +96,22 @@ def resolve(name: str):
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32,
-                 kwargs: dict | None = None, kwargs_key: str = "model_kwargs") -> nn.Module:
-    """Build a model by registry name, parametrised name, or 'package.module:function' user hook.
-    kwargs: a registered architecture's options (mlp: widths, dropout), or the keyword arguments of a
-    module:function (which may name num_classes, in_channels, image_size too); `kwargs_key` is the
-    config key that gave them, named in messages."""
+                 kwargs: dict | None = None, kwargs_key: str = "model_kwargs", vocab_size: int = 0) -> nn.Module:
+    """Build a model by registry name, parametrised name, Hugging Face folder (hf:DIR, models/hf.py) or
+    'package.module:function' user hook. kwargs: a registered architecture's options (mlp: widths,
+    dropout), or the keyword arguments of a module:function (which may name num_classes, in_channels,
+    image_size, vocab_size too); `kwargs_key` is the config key that gave them, named in messages.
+    vocab_size: the data's token ids (0: not token ids), for the factories that name it."""
     kwargs = dict(kwargs or {})
+    if is_hf(name):
+        if kwargs:
+            raise KdkitError(f"model '{name}' is built from its folder and takes no options; drop {kwargs_key}")
+        return hf_model(name, num_classes)
     if ":" in name:
-        return load_user_model(name, num_classes, in_channels, image_size, kwargs, kwargs_key)
+        return load_user_model(name, num_classes, in_channels, image_size, kwargs, kwargs_key, vocab_size)
     factory, fixed = resolve(name)
+    if vocab_size:
+        fixed = fixed | named_keywords(factory, {"vocab_size": vocab_size})
     options = [p for p in inspect.signature(factory).parameters if p not in SIZE_ARGUMENTS]
     for key in kwargs:
         if key in SIZE_ARGUMENTS:
@@ -128,6 +141,8 @@ def create_model_from_file(name, source, trusted_hooks=(), kwargs: dict | None =
 
 def describe_model(name: str) -> str:
     """One line saying what the model is (the factory's docstring summary, plus name-set options)."""
+    if is_hf(name):
+        return f"Hugging Face model from the save_pretrained folder {name[3:]}"
     if ":" in name:
         return f"user model built by {name} (module:function hook)"
     factory, fixed = resolve(name)
@@ -138,7 +153,7 @@ def describe_model(name: str) -> str:
 
 
 def load_user_model(spec: str, num_classes: int, in_channels: int = 3, image_size: int = 32,
-                    kwargs: dict | None = None, kwargs_key: str = "model_kwargs") -> nn.Module:
+                    kwargs: dict | None = None, kwargs_key: str = "model_kwargs", vocab_size: int = 0) -> nn.Module:
     """Call the user's 'package.module:function' with the sizes its signature names, plus kwargs
     (the config key `kwargs_key`, named in messages)."""
     module_name, _, function_name = spec.partition(":")
@@ -151,6 +166,7 @@ def load_user_model(spec: str, num_classes: int, in_channels: int = 3, image_siz
         hint = f"; {did_you_mean(function_name, public)}" if public else ""
         raise KdkitError(f"module '{module_name}' has no function '{function_name}' (model hook '{spec}'){hint}")
     sizes = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    sizes |= {"vocab_size": vocab_size} if vocab_size else {}
     keywords = named_keywords(function, sizes) | (kwargs or {})  # the user's model_kwargs win
     try:
         signature = inspect.signature(function)

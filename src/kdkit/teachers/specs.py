@@ -30,12 +30,15 @@ def teacher_specs(teacher: str) -> list[str]:
 
 
 def teacher_kind(spec: str) -> str:
-    """'torch' (weights or an architecture), 'sklearn' (sklearn:NAME) or 'file' (saved outputs)."""
+    """'torch' (weights or an architecture), 'sklearn' (sklearn:NAME), 'file' (saved outputs) or 'hf'
+    (hf:DIR, a Hugging Face model reading its own tokenisation of the sentences)."""
     from kdkit.teachers import teacher_from_spec
     from kdkit.teachers.sources import TEXT_SUFFIXES
 
     if spec.startswith("sklearn:"):
         return "sklearn"
+    if spec.startswith("hf:"):
+        return "hf"
     if Path(spec).suffix.lower() in (".npy", ".parquet", *TEXT_SUFFIXES) or (spec.endswith(".safetensors") and teacher_from_spec(spec) is not None):
         return "file"
     return "torch"

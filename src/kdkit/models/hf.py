@@ -1,0 +1,99 @@
+"""Hugging Face transformers as kdkit models: `--teacher hf:DIR`, `--student hf:DIR` (docs/text.md).
+
+    model = hf_model("hf:models/minilm", num_classes=2)   # (B, L) int64 ids -> (B, 2) logits
+
+DIR is a local folder written by `save_pretrained`, read offline (`local_files_only`), weights from
+safetensors only (a pytorch_model.bin is a pickle: refused), `trust_remote_code` never. `hf:` is a
+prefix the user types; kdkit never loads an hf: name read from a file unless the user named it too.
+
+    a ...ForSequenceClassification folder   used as it is (its labels must be the data's classes);
+                                            a teacher is not trained again
+    any other folder (a bare encoder, e.g.  AutoModel plus a classification head (mean of the token
+    sentence-transformers' MiniLM)          states over the real tokens, then Linear), which kdkit
+                                            trains in the run (a teacher: --teacher-epochs)
+
+The forward takes kdkit's (B, L) ids and builds attention_mask = ids != pad_id itself (pad_id: the
+folder's tokenizer's). A sequence classifier returns the model's own output (kdkit.models.logits_of
+reads its .logits); the encoder with a head returns the logits.
+"""
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kdkit.data.text import HF_PREFIX, hf_folder, hf_pad_id
+from kdkit.errors import KdkitError
+from kdkit.extras import need
+
+
+def is_hf(name) -> bool:
+    return isinstance(name, str) and name.startswith(HF_PREFIX)
+
+
+class HfSequenceClassifier(nn.Module):
+    """A saved ...ForSequenceClassification model over kdkit's ids."""
+
+    trained_here = False  # its head is trained already: a teacher is used as it is
+
+    def __init__(self, model: nn.Module, pad_id: int):
+        super().__init__()
+        self.model, self.pad_id = model, pad_id
+        self.feature_modules = []
+
+    def forward(self, ids: torch.Tensor):
+        return self.model(input_ids=ids, attention_mask=(ids != self.pad_id).long())  # a ModelOutput with .logits
+
+
+class HfEncoderClassifier(nn.Module):
+    """A saved encoder, its token states averaged over the real tokens (mean pooling, as
+    sentence-transformers do), then a linear head trained by kdkit."""
+
+    trained_here = True
+
+    def __init__(self, encoder: nn.Module, num_classes: int, pad_id: int):
+        super().__init__()
+        self.encoder, self.pad_id = encoder, pad_id
+        self.head = nn.Linear(encoder.config.hidden_size, num_classes)
+        self.feature_modules = []
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = (ids != self.pad_id).long()  # (B, L)
+        states = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, L, H)
+        weights = mask.unsqueeze(-1).to(states.dtype)  # (B, L, 1)
+        pooled = (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, H)
+        return self.head(pooled)  # (B, K)
+
+
+def hf_model(spec: str, num_classes: int) -> nn.Module:
+    """The model in hf:DIR (module docstring) for `num_classes` classes."""
+    transformers = need("transformers", f"the model {spec}")
+    transformers.utils.logging.disable_progress_bar()  # one bar per load of a local folder says nothing
+    folder = hf_folder(spec)
+    check_weights_file(folder, spec)
+    options = dict(local_files_only=True, trust_remote_code=False)
+    try:
+        config = transformers.AutoConfig.from_pretrained(folder, **options)
+        classifier = any(str(a).endswith("ForSequenceClassification") for a in config.architectures or [])
+        auto = transformers.AutoModelForSequenceClassification if classifier else transformers.AutoModel
+        model = auto.from_pretrained(folder, use_safetensors=True, **options)
+    except (OSError, ValueError, KeyError) as error:
+        reason = " ".join(str(error).split())[:160]
+        raise KdkitError(f"cannot load {spec} ({reason}); give a folder written by save_pretrained with config.json "
+                         "and model.safetensors, of an architecture transformers knows") from None
+    pad_id = hf_pad_id(folder)
+    if not classifier:
+        return HfEncoderClassifier(model, num_classes, pad_id)
+    if model.config.num_labels != num_classes:
+        raise KdkitError(f"{spec} classifies {model.config.num_labels} labels but the data has {num_classes} classes; "
+                         "use a classifier of the data's classes, or its encoder alone (kdkit adds and trains a head)")
+    return HfSequenceClassifier(model, pad_id)
+
+
+def check_weights_file(folder: Path, spec: str) -> None:
+    """The folder's weights must be safetensors: a pickle (pytorch_model.bin) could run code when read."""
+    if (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file():
+        return
+    if any(folder.glob("pytorch_model*.bin")) or any(folder.glob("*.pt")):
+        raise KdkitError(f"{spec} holds pytorch_model.bin, a pickle kdkit never loads; save the model with "
+                         "save_pretrained(DIR, safe_serialization=True) to get model.safetensors")
+    raise KdkitError(f"{spec} has no model.safetensors; save the model there with save_pretrained(DIR)")
