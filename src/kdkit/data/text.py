@@ -241,7 +241,8 @@ def _by_row(split: Split) -> Split:
 def _pair(pair, what: str) -> tuple[list[str], list]:
     if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
         raise KdkitError(f"{what}: give (sentences, labels), two lists of the same length")
-    sentences, labels = list(pair[0]), list(np.asarray(pair[1]).tolist())
+    sentences, labels = list(pair[0]), pair[1]
+    labels = list(labels.tolist() if hasattr(labels, "tolist") else labels)
     bad = next((i for i, s in enumerate(sentences) if not isinstance(s, str)), None)
     if bad is not None:
         raise KdkitError(f"{what}: sentence {bad} is {type(sentences[bad]).__name__}, not text; give one string per sample")
