@@ -82,7 +82,7 @@ def distill(teacher, student, train=None, val=None, test=None, *, method: str = 
     # config.yaml and every sidecar say what ran: this data, and a given student's class
     cfg = dataclasses.replace(cfg, dataset=data.name, student=given.student_arch(cfg.student))
     if given.teacher is not None:  # (prepares a combination on the data)
-        _check_pair(given.teacher, given.student or student_model(cfg, data, cfg.seeds[0]), data)
+        _check_pair(given.teacher, given.student if given.student is not None else student_model(cfg, data, cfg.seeds[0]), data)
     folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="kdkit-"))
     try:
         summary = run_distill(dataclasses.replace(cfg, out=str(folder)), data, given, kind="api")

@@ -42,6 +42,13 @@ class Given:
             return build()
         return self.student if first else copy.deepcopy(self._pristine)
 
+    def prepared_teacher(self, data):
+        """The given teacher; a combination (HybridTeacher) prepared on the run's final data (its
+        index-keyed tables must cover every training row, unlabelled ones included)."""
+        if hasattr(self.teacher, "prepare") and getattr(self.teacher, "data", None) is not data:
+            self.teacher.prepare(data)
+        return self.teacher
+
     def teacher_info(self) -> dict:
         info = {"source": "python", "arch": type(self.teacher).__name__}
         report = getattr(self.teacher, "report", None)

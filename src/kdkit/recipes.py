@@ -274,7 +274,8 @@ def _distill(cfg: DistillConfig, data: Dataset, out: Path, given: Given, stack: 
     device = select_device(cfg.device)
     t0 = time.perf_counter()
     try:
-        teacher, teacher_info = (given.teacher, given.teacher_info()) if given.teacher is not None else build_teacher(cfg, data, out)
+        teacher, teacher_info = (given.prepared_teacher(data), given.teacher_info()) if given.teacher is not None \
+            else build_teacher(cfg, data, out)
         if isinstance(given.teacher, nn.Module) or cfg.teacher_state_dict:  # trained elsewhere: it sees the inputs as given
             stack.enter_context(raw_view(teacher, data))
         teacher_row, teacher_logits = teacher_metrics(teacher, data, device)
