@@ -144,8 +144,10 @@ def test_unlabelled_sentences_from_a_file(tmp_path):
     assert data.text.sentences[-2:] == ["a fun film", "a boring plot"]
     assert data.train.labels[-2:].tolist() == [UNLABELED] * 2 and len(data.train) == len(plain.train) + 2
     assert data.train.index[-2:].tolist() == [len(data.text.sentences) - 2, len(data.text.sentences) - 1]
-    for bad, message in (("more.csv", "is not a .txt file"), ("empty.txt", "holds no sentences")):
-        (tmp_path / bad).write_text("\n")
+    (tmp_path / "latin1.txt").write_bytes("un film \xe9trange\n".encode("latin-1"))
+    for bad, message in (("more.csv", "is not a .txt file"), ("empty.txt", "holds no sentences"), ("latin1.txt", "not UTF-8")):
+        if not (tmp_path / bad).exists():
+            (tmp_path / bad).write_text("\n")
         with pytest.raises(KdkitError, match=message):
             prepare_data(config(tmp_path, unlabeled=str(tmp_path / bad)), None, 0)
 
@@ -155,6 +157,10 @@ def test_text_augment_needs_text_and_a_teacher(tmp_path):
         prepare_data(config(tmp_path, dataset="digits", text_augment=2), None, 0)
     with pytest.raises(KdkitError, match="kdkit train fits hard labels only, so text_augment's sentences would go unused"):
         apply_overrides(TrainConfig(), {"text_augment": 2})
+    write_cues(tmp_path / "cues")
+    with pytest.raises(KdkitError, match="saved teacher outputs .* cannot teach the augmented sentences"):
+        run_distill(config(tmp_path, teacher=str(tmp_path / "outputs.npy"), text_augment=2))
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 # ---------------------------------------------------------------- a run
