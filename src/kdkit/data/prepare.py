@@ -66,7 +66,8 @@ def subsample_train(data: Dataset, train_per_class: float, seed: int) -> Dataset
 def label_scarce(cfg, data: Dataset, seed: int) -> Dataset:
     """`data` whose training split keeps cfg.labels_per_class labels per class (drawn with `seed`,
     after validation was carved: labels.py) and has cfg.text_augment's copies of its sentences and
-    cfg.unlabeled's inputs appended (text_augment.py, unlabeled.py), all with label UNLABELED. Normalisation statistics, validation and test stay as they were.
+    cfg.unlabeled's inputs appended (text_augment.py, unlabeled.py), all with label UNLABELED.
+    Normalisation statistics, validation and test stay as they were.
     cfg.unlabeled_rest false: the samples whose labels were left out are dropped and the labelled ones
     repeated to the split's size (the scratch row's data), so the student sees the same steps."""
     if not (cfg.labels_per_class or cfg.unlabeled or cfg.text_augment):
