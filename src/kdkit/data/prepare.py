@@ -1,7 +1,8 @@
 """A run's dataset, prepared: loaded, cut to fewer training samples per class for a quick trial
 (train_per_class), made long-tailed when asked, made label-scarce when asked (labels_per_class,
-unlabeled: labels.py, unlabeled.py), given unlabelled augmented sentences (text_augment: text_augment.py), resampled for bagging, with the distilled student's transfer
-set (classes left out) and the class counts long-tail losses use.
+unlabeled: labels.py, unlabeled.py), given augmented sentences without labels (text_augment:
+text_augment.py), resampled for bagging, with the distilled student's transfer set (classes left
+out) and the class counts long-tail losses use.
 """
 import dataclasses
 
