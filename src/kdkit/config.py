@@ -46,7 +46,11 @@ class TrainConfig:
     train_per_class: float = 0.0  # a quick trial on fewer training samples: N >= 1 keeps N samples per class of the training split, a fraction in (0, 1) that share of each class, the rest dropped (drawn with seed, after validation is carved and before imbalance; validation and test stay whole); 0 = all samples
     labels_per_class: float = 0.0  # label-scarce training: N >= 1 keeps N labels per class of the training split, a fraction in (0, 1) that share of each class, the rest unlabelled (drawn with seed, after validation is carved; validation keeps its labels); 0 = all labels
     unlabeled_rest: bool = True  # labels_per_class: the training samples whose labels are left out stay as unlabelled inputs (true), or are dropped (false: the student distils on the labelled samples only, repeated to the split's size like the scratch row; the comparison that shows what the unlabelled inputs add)
-    unlabeled: str | None = None  # inputs without labels added to the distilled student's training split: a folder of images (flat or nested), an .npy/.npz/.safetensors array, or DATASET:train or DATASET:test of a registered dataset (e.g. mnist:train); normalised with the labelled data's statistics
+    unlabeled: str | None = None  # inputs without labels added to the distilled student's training split: a folder of images (flat or nested), an .npy/.npz/.safetensors array, or DATASET:train or DATASET:test of a registered dataset (e.g. mnist:train); normalised with the labelled data's statistics; a text dataset: a .txt file of sentences, one per line
+    text_augment: int = 0  # text: Tang et al. 2019's transfer set, N augmented copies of each training sentence (words masked, replaced, an n-gram cut; duplicates dropped) added unlabelled for the distilled student, labelled by the teacher; 0 = off (docs/text.md)
+    text_augment_p_mask: float = 0.1  # text_augment: a word becomes [MASK] (the word vocabulary's unknown word) with this probability (Tang et al.: 0.1)
+    text_augment_p_replace: float = 0.1  # text_augment: else a word is replaced by a training word of its kind (word, number, mark) drawn by frequency, with this probability (Tang et al.'s part-of-speech replacement, 0.1, without a tagger)
+    text_augment_p_ngram: float = 0.25  # text_augment: a copy is cut to an n-gram of 1 to 5 of its words with this probability (Tang et al.: 0.25)
     workers: int = 0  # threads that gather and augment the next batches when the images stay on the CPU (larger than device memory, memory-mapped from disk, CPU training); same batches as 0
     # model
     model: str = "cnn"  # architecture (`kdkit models`) or my_pkg.my_module:make_net
@@ -129,7 +133,8 @@ TEXT_MAX = 4096  # characters of any text value: longer than any path the OS tak
 # Numbers (list keys: each item). [ ] includes a bound, ( ) excludes it; "inf)" = finite, no upper bound.
 RANGES = {
     "val_fraction": "[0, 1)", "image_size": "[0, 4096]", "max_length": f"[1, {INT_MAX}]", "vocab_min_count": f"[1, {INT_MAX}]",
-    "vocab_max_size": f"[1, {INT_MAX}]", "mix_alpha": "(0, inf)", "train_per_class": f"[0, {INT_MAX}]", "labels_per_class": f"[0, {INT_MAX}]", "workers": f"[0, {INT_MAX}]", "epochs": f"[1, {INT_MAX}]",
+    "vocab_max_size": f"[1, {INT_MAX}]", "mix_alpha": "(0, inf)", "train_per_class": f"[0, {INT_MAX}]", "labels_per_class": f"[0, {INT_MAX}]",
+    "text_augment": "[0, 1000]", "text_augment_p_mask": "[0, 1]", "text_augment_p_replace": "[0, 1]", "text_augment_p_ngram": "[0, 1]", "workers": f"[0, {INT_MAX}]", "epochs": f"[1, {INT_MAX}]",
     "batch_size": f"[1, {INT_MAX}]", "lr": "(0, inf)", "momentum": "[0, 1)", "weight_decay": "[0, inf)",
     "milestones": f"[0, {INT_MAX}]", "gamma": "(0, inf)", "warmup_epochs": "[0, inf)", "label_smoothing": "[0, 1)",
     "tau": "[0, inf)", "cb_beta": "[0, 1)", "posthoc_tau": "[0, inf)", "grad_clip": "[0, inf)", "max_norm": "[0, inf)",
@@ -365,13 +370,17 @@ def _check_label_scarce(cfg):
         if getattr(cfg, key) >= 1 and not float(getattr(cfg, key)).is_integer():
             raise KdkitError(f"{key} must be a fraction in (0, 1) or a whole number of {what} per class, "
                              f"got {shown(getattr(cfg, key))}; e.g. 100 or 0.1")
-    if cfg.unlabeled and not hasattr(cfg, "teacher"):
-        raise KdkitError("kdkit train fits hard labels only, so unlabeled inputs would go unused; drop unlabeled, "
-                         "or learn from them with kdkit distill")
+    unlabelled = "unlabeled inputs" if cfg.unlabeled else "text_augment's sentences" if cfg.text_augment else ""
+    if unlabelled and not hasattr(cfg, "teacher"):
+        raise KdkitError(f"kdkit train fits hard labels only, so {unlabelled} would go unused; drop "
+                         f"{'unlabeled' if cfg.unlabeled else 'text_augment'}, or learn from them with kdkit distill")
+    if cfg.text_augment_p_mask + cfg.text_augment_p_replace > 1:
+        raise KdkitError("text_augment_p_mask + text_augment_p_replace is above 1, but a word is masked or replaced, "
+                         "not both; lower one of them")
     if not cfg.unlabeled_rest and not cfg.labels_per_class:
         raise KdkitError("unlabeled_rest=false drops the training samples labels_per_class leaves unlabelled, but "
                          "labels_per_class is 0 (every label kept); set labels_per_class, e.g. 100, or drop unlabeled_rest")
-    scarce = "labels_per_class" if cfg.labels_per_class else "unlabeled" if cfg.unlabeled else ""
+    scarce = next((key for key in ("labels_per_class", "unlabeled", "text_augment") if getattr(cfg, key)), "")
     if scarce and hasattr(cfg, "teacher") and cfg.sampler != "none":
         raise KdkitError(f"sampler={cfg.sampler} draws by class, but with {scarce} the student's training split holds "
                          "samples without a class; use sampler=none (teacher_sampler still applies to a teacher trained here)")

@@ -45,9 +45,10 @@ def check_distill(cfg: DistillConfig, data: Dataset, given=None):
         elif kind == "file":  # read and checked now: classes by name, a row for every train and val sample
             from kdkit.teachers import teacher_from_spec
 
-            if cfg.unlabeled:
+            if cfg.unlabeled or cfg.text_augment:
+                added = "unlabeled inputs" if cfg.unlabeled else "augmented sentences (text_augment)"
                 raise KdkitError(f"saved teacher outputs ('{spec}') hold rows for the dataset's own training samples only, so "
-                                 "they cannot teach the unlabeled inputs; use a torch or sklearn teacher, or labels_per_class alone")
+                                 f"they cannot teach the {added}; use a torch or sklearn teacher, or labels_per_class alone")
             teacher_from_spec(spec, data)
     from kdkit.methods import METHODS
     from kdkit.methods.features import FeatureMethod

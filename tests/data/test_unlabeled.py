@@ -178,12 +178,12 @@ def test_label_scarce_hides_labels_then_appends(tmp_path):
     data = grey(n=80)
     np.save(tmp_path / "u.npy", np.zeros((7, 1, 8, 8), np.uint8))
     cfg = types.SimpleNamespace(labels_per_class=3, unlabeled=str(tmp_path / "u.npy"), data_dir=None, download=False,
-                                progress=False)
+                                progress=False, text_augment=0)
     out = label_scarce(cfg, data, seed=0)
     assert sample_counts(out.train) == {"labelled": 12, "unlabeled": len(data.train) - 12 + 7}
     assert torch.bincount(out.train.labels[out.train.labels >= 0]).tolist() == [3, 3, 3, 3]
     assert torch.equal(out.val.labels, data.val.labels)
-    assert label_scarce(types.SimpleNamespace(labels_per_class=0, unlabeled=None), data, seed=0) is data
+    assert label_scarce(types.SimpleNamespace(labels_per_class=0, unlabeled=None, text_augment=0), data, seed=0) is data
 
 
 @pytest.mark.skipif(not (REAL_DATA / "mnist").is_dir() or not (REAL_DATA / "fashion-mnist").is_dir(),

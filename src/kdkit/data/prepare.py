@@ -1,7 +1,8 @@
 """A run's dataset, prepared: loaded, cut to fewer training samples per class for a quick trial
 (train_per_class), made long-tailed when asked, made label-scarce when asked (labels_per_class,
-unlabeled: labels.py, unlabeled.py), resampled for bagging, with the distilled student's transfer
-set (classes left out) and the class counts long-tail losses use.
+unlabeled: labels.py, unlabeled.py), given augmented sentences without labels (text_augment:
+text_augment.py), resampled for bagging, with the distilled student's transfer set (classes left
+out) and the class counts long-tail losses use.
 """
 import dataclasses
 
@@ -13,6 +14,7 @@ from kdkit.data.labels import hide_labels, is_labelled, labelled_only, labels_ke
 from kdkit.data.normalize import normalized
 from kdkit.data.registry import load_dataset
 from kdkit.data.text import TextOptions
+from kdkit.data.text_augment import add_sentences, read_sentences, transfer_sentences
 from kdkit.data.unlabeled import add_unlabeled, load_unlabeled
 from kdkit.errors import KdkitError
 
@@ -64,19 +66,21 @@ def subsample_train(data: Dataset, train_per_class: float, seed: int) -> Dataset
 
 def label_scarce(cfg, data: Dataset, seed: int) -> Dataset:
     """`data` whose training split keeps cfg.labels_per_class labels per class (drawn with `seed`,
-    after validation was carved: labels.py) and has cfg.unlabeled's inputs appended (unlabeled.py),
-    both with label UNLABELED. Normalisation statistics, validation and test stay as they were.
+    after validation was carved: labels.py) and has cfg.text_augment's copies of its sentences and
+    cfg.unlabeled's inputs appended (text_augment.py, unlabeled.py), all with label UNLABELED.
+    Normalisation statistics, validation and test stay as they were.
     cfg.unlabeled_rest false: the samples whose labels were left out are dropped and the labelled ones
     repeated to the split's size (the scratch row's data), so the student sees the same steps."""
-    if not (cfg.labels_per_class or cfg.unlabeled):
+    if not (cfg.labels_per_class or cfg.unlabeled or cfg.text_augment):
         return data
-    if cfg.unlabeled and data.text is not None:
-        raise KdkitError(f"unlabeled adds inputs to a dataset's rows, but '{data.name}' is text, whose rows are its "
-                         "sentences, and takes no unlabeled inputs yet; drop unlabeled (labels_per_class still hides labels)")
     data = hide_labels(data, cfg.labels_per_class, seed)
     if not getattr(cfg, "unlabeled_rest", True):
         data = labelled_only(data, same_steps=True)
-    if cfg.unlabeled:
+    if cfg.text_augment:  # Tang et al.'s transfer set, from the training sentences (text_augment.py)
+        data = add_sentences(data, transfer_sentences(cfg, data, seed))
+    if cfg.unlabeled and data.text is not None:
+        data = add_sentences(data, read_sentences(cfg.unlabeled))
+    elif cfg.unlabeled:
         data = add_unlabeled(data, load_unlabeled(cfg.unlabeled, data, cfg.data_dir, cfg.download))
     if cfg.progress:
         counts = sample_counts(data.train)

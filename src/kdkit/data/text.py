@@ -39,7 +39,8 @@ from kdkit.errors import KdkitError, did_you_mean, shown
 HF_PREFIX = "hf:"
 PAD, UNKNOWN = 0, 1  # the word vocabulary's special ids
 SST2_FILES = {"train": "train.txt", "val": "dev.txt", "test": "test.txt"}
-_WORD = re.compile(r"\w+|[^\w\s]")  # a word, or one punctuation mark
+MASK = "[MASK]"  # a masked word (text_augment): BERT's mask token, the word vocabulary's unknown word
+_WORD = re.compile(r"\[mask\]|\w+|[^\w\s]", re.IGNORECASE)  # [MASK], a word, or one punctuation mark
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,13 @@ class Text:
 
 
 def words_of(sentence: str) -> list[str]:
-    """'It's fine.' -> ['it', "'", 's', 'fine', '.']: lower case, words and punctuation apart."""
+    """'It's fine.' -> ['it', "'", 's', 'fine', '.']: lower case, words and punctuation apart ([MASK] one word)."""
     return _WORD.findall(sentence.lower())
+
+
+def tokens_of(sentence: str) -> list[str]:
+    """The words of words_of in their own case: 'It's [MASK].' -> ['It', "'", 's', '[MASK]', '.']."""
+    return _WORD.findall(sentence)
 
 
 class WordVocabulary:
@@ -95,6 +101,7 @@ class WordVocabulary:
         """The vocabulary of `sentences` (the training split's): words seen min_count times or more,
         the max_size most frequent (ties alphabetical, so the ids never depend on the order)."""
         counts = Counter(word for sentence in sentences for word in words_of(sentence))
+        counts.pop(MASK.lower(), None)  # a masked word is always the unknown word
         kept = sorted((word for word, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
         return cls(kept[:max_size], max_length)
 
