@@ -19,11 +19,11 @@ def test_metadata_declares_torch_as_a_range_and_the_extras():
     project = PYPROJECT["project"]
     assert "torch>=2.4" in project["dependencies"]
     core = " ".join(project["dependencies"])
-    for optional in ("optuna", "matplotlib", "tensorboard", "onnx", "transformers"):
+    for optional in ("optuna", "matplotlib", "tensorboard", "onnx", "transformers", "pandas"):
         assert optional not in core, optional
     extras = project["optional-dependencies"]
-    assert {"tune", "report", "tensorboard", "onnx", "hf", "all", "test"} <= set(extras)
-    assert extras["all"] == ["kdkit[tune,report,tensorboard,onnx,hf,postgres]"] and "kdkit[all]" in extras["test"]
+    assert {"tune", "report", "tensorboard", "tables", "onnx", "hf", "all", "test"} <= set(extras)
+    assert extras["all"] == ["kdkit[tune,report,tensorboard,tables,onnx,hf,postgres]"] and "kdkit[all]" in extras["test"]
     # the Makefile installs the local CPU torch first, then everything the tests need
     makefile = (ROOT / "Makefile").read_text()
     assert makefile.index('pip install -q "$(TORCH)"') < makefile.index('pip install -q -e ".[test]"')
