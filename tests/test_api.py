@@ -207,3 +207,13 @@ def test_a_method_inside_a_parent_module_moves_its_teacher_along():
     loss = parent.distiller(torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 3, (8,)))["loss"]
     loss.backward()
     assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_max_steps_in_the_api_says_how_to_continue(tmp_path):
+    train, val = _blobs(100, 0), _blobs(20, 1)
+    with pytest.raises(KdkitError, match=r"^max_steps stopped the run before its end; give out=DIR to keep a run"):
+        kdkit.distill(nn.Linear(4, 3), nn.Linear(4, 3), train, val, epochs=2, max_steps=1)
+    with pytest.raises(KdkitError, match=r"continue it with resume=True, out='.*run'$"):
+        kdkit.distill(nn.Linear(4, 3), nn.Linear(4, 3), train, val, epochs=2, max_steps=1, out=tmp_path / "run")
+    result = kdkit.distill(nn.Linear(4, 3), nn.Linear(4, 3), train, val, epochs=2, resume=True, out=tmp_path / "run")
+    assert len(result.summary["rows"]["student"]["per_seed"]) == 1

@@ -34,8 +34,8 @@ from torch import nn
 from kdkit.checkpoint import load_weights
 from kdkit.config import DistillConfig, apply_overrides
 from kdkit.data import Dataset, as_dataset, load_dataset
-from kdkit.data.text import TextOptions, is_sentences, text_dataset
 from kdkit.data.normalize import normalized, with_input_step
+from kdkit.data.text import TextOptions, is_sentences, text_dataset
 from kdkit.errors import KdkitError
 from kdkit.given import Given
 from kdkit.recipes import run_distill
@@ -87,7 +87,9 @@ def distill(teacher, student, train=None, val=None, test=None, *, method: str = 
     try:
         summary = run_distill(dataclasses.replace(cfg, out=str(folder)), data, given, kind="api")
         if summary.get("stopped_early"):
-            raise KdkitError(f"max_steps stopped the run before its end; continue it with resume=True, out='{folder}'")
+            keep = f"continue it with resume=True, out='{folder}'" if out is not None else \
+                "give out=DIR to keep a run that resume=True continues"
+            raise KdkitError(f"max_steps stopped the run before its end; {keep}")
         trained = given.student
         if trained is None:  # built by name: the first seed's distilled student, best by validation
             trained = student_model(cfg, data, cfg.seeds[0])
