@@ -1,16 +1,11 @@
 """benchmarks/label_scarce.py at toy size: digits, a 2-epoch teacher, 50 labels (5 per class), one seed."""
-import importlib.util
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
+from bench_scripts import load_script
 
 def _script():
-    spec = importlib.util.spec_from_file_location("label_scarce", ROOT / "benchmarks/label_scarce.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("label_scarce")
 
 
 def test_recipes_become_the_settings_they_name():

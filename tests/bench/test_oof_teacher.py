@@ -1,18 +1,13 @@
 """benchmarks/oof_teacher.py at toy size: one teacher, one temperature, one seed, one epoch."""
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+from bench_scripts import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("oof_teacher", ROOT / "benchmarks/oof_teacher.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("oof_teacher")
 
 
 def test_target_facts_by_hand():
