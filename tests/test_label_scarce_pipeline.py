@@ -114,3 +114,17 @@ def test_resume_mid_run_with_unlabelled_samples_is_bit_identical(tmp_path):
         a = load_file(tmp_path / "direct" / row / "seed0" / "last.safetensors")
         b = load_file(tmp_path / "part" / row / "seed0" / "last.safetensors")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), row
+
+
+def test_a_teacher_trained_here_takes_teacher_lr(tmp_path):
+    """teacher_lr is the teacher's peak learning rate (a pretrained transformer is fine-tuned far below a
+    small student's lr); the students keep lr. Read from each phase's metrics.jsonl."""
+    summary = run_distill(config(DistillConfig, tmp_path, teacher="cnn-tiny", student="cnn-tiny", lr=0.01, teacher_lr=0.0005,
+                                 warmup_epochs=0, schedule="constant", log_every=5))
+    assert "rows" in summary
+
+    def lrs(run_dir):
+        return {json.loads(line)["lr"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if "lr" in json.loads(line)}
+
+    assert lrs(tmp_path / "run" / "teacher") == {0.0005}
+    assert lrs(tmp_path / "run" / "scratch" / "seed0") == lrs(tmp_path / "run" / "student" / "seed0") == {0.01}

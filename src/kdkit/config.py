@@ -100,6 +100,7 @@ class DistillConfig(TrainConfig):
     teacher_kwargs: dict = field(default_factory=dict)  # keyword arguments for the teacher's factory (an architecture or module:function named by --teacher), over model_kwargs
     teacher_state_dict: str | None = None  # a .safetensors state dict (model.state_dict(), e.g. from safetensors.torch.save_file) loaded into the teacher that --teacher builds; the teacher is then used as it is, not trained here
     teacher_epochs: int = 0  # epochs when the teacher is trained here; 0 = same as epochs
+    teacher_lr: float = 0.0  # peak learning rate when the teacher is trained here (e.g. 3e-5 to fine-tune a pretrained transformer, hf:DIR); 0 = same as lr
     student: str = "cnn-tiny"  # student architecture (`kdkit models`) or my_pkg.my_module:make_net
     student_kwargs: dict = field(default_factory=dict)  # keyword arguments for the student's factory (and the peer's, when it is the student's architecture), over model_kwargs
     student_state_dict: str | None = None  # a .safetensors state dict the student starts from (scratch and distilled students alike) instead of a random initialisation
@@ -140,7 +141,7 @@ RANGES = {
     "tau": "[0, inf)", "cb_beta": "[0, 1)", "posthoc_tau": "[0, inf)", "grad_clip": "[0, inf)", "max_norm": "[0, inf)",
     "seed": f"[0, {SEED_MAX}]", "log_every": f"[1, {INT_MAX}]", "checkpoint_every": f"[0, {INT_MAX}]",
     "max_steps": f"[0, {INT_MAX}]", "step_budget": f"[0, {INT_MAX}]",  # distill:
-    "teacher_epochs": f"[0, {INT_MAX}]", "generations": f"[1, {INT_MAX}]", "teacher_weights": "[0, inf)",
+    "teacher_epochs": f"[0, {INT_MAX}]", "teacher_lr": "[0, inf)", "generations": f"[1, {INT_MAX}]", "teacher_weights": "[0, inf)",
     "cache_views": f"[1, {INT_MAX}]",
     "cache_topk": f"[0, {INT_MAX}]", "transfer_exclude": f"[0, {INT_MAX}]", "seeds": f"[0, {SEED_MAX}]",
     "teacher_folds": f"[0, {INT_MAX}]",

@@ -4,7 +4,7 @@ trained teacher. Called by recipes.prepare_distill (kdkit distill, kdkit tune)."
 from kdkit.config import DistillConfig
 from kdkit.data import Dataset, is_labelled
 from kdkit.errors import KdkitError
-from kdkit.teachers.specs import check_folds, sklearn_estimator, teacher_kind, teacher_specs
+from kdkit.teachers.specs import check_folds, hf_teacher_folder, sklearn_estimator, teacher_kind, teacher_specs
 from kdkit.weights import build_model, is_weights, student_model, teacher_model
 
 
@@ -36,8 +36,9 @@ def check_distill(cfg: DistillConfig, data: Dataset, given=None):
         elif kind == "hf":  # its tokenizer reads the sentences; the model loads
             from kdkit.data.text import HfTokenizer, text_view
 
-            text_view(data, HfTokenizer(spec, cfg.max_length))
-            teacher_model(spec, cfg, data, 0)
+            text_view(data, HfTokenizer(hf_teacher_folder(spec, cfg), cfg.max_length))
+            if not is_weights(spec):  # (saved weights load when the run starts)
+                teacher_model(spec, cfg, data, 0)
         elif kind == "sklearn":
             sklearn_estimator(spec.split(":", 1)[1], 0)
             labels = data.train.labels

@@ -40,8 +40,8 @@ from kdkit.preflight import check_distill
 from kdkit.rundir import check_run_dir, claim_run_dir
 from kdkit.summary import summarise, write_summary
 from kdkit.teachers import HybridTeacher
-from kdkit.teachers.specs import (hybrid_facts, member_rows, other_teacher, teacher_kind, teacher_metrics, teacher_specs,
-                                  user_hooks)
+from kdkit.teachers.specs import (hf_teacher_folder, hybrid_facts, member_rows, other_teacher, teacher_kind, teacher_metrics,
+                                  teacher_specs, user_hooks)
 from kdkit.train import (autocast_dtype, check_resume_settings, complete_checkpoints, fit, parse_device,
                          select_device, uses_channels_last)
 from kdkit.weights import (build_model, check_teacher, factory_kwargs, is_weights, load_model, model_meta, student_model,
@@ -175,11 +175,12 @@ def build_teacher(cfg: DistillConfig, data: Dataset, out: Path):
 
 def text_teacher(spec: str, cfg: DistillConfig, data: Dataset, run_dir: Path, seed: int, name: str):
     """(TextTeacher, model, info) of hf:DIR on its own tokenisation of the sentences (teachers/text.py),
-    trained here on that view when it is an encoder without a classification head."""
+    trained here on that view when it is an encoder without a classification head; or of saved weights
+    of such a model (a run's teacher), read as it is."""
     from kdkit.data.text import HfTokenizer, text_view
     from kdkit.teachers.text import TextTeacher
 
-    tokenizer = HfTokenizer(spec, cfg.max_length)
+    tokenizer = HfTokenizer(hf_teacher_folder(spec, cfg), cfg.max_length)  # hf:DIR's, or that of the model saved at spec
     model, info = torch_teacher(spec, cfg, text_view(data, tokenizer), run_dir, seed)
     return TextTeacher(model, tokenizer, data.text.sentences, classes=list(data.classes), name=name), model, info
 
@@ -231,7 +232,7 @@ def torch_teacher(spec: str, cfg: DistillConfig, data: Dataset, run_dir: Path, s
         return teacher.eval(), {"source": cfg.teacher_state_dict, "arch": spec}
     if not getattr(teacher, "trained_here", True):  # a Hugging Face classifier: used as it is
         return teacher.eval(), {"source": spec, "arch": spec}
-    teacher_cfg = dataclasses.replace(cfg, epochs=cfg.teacher_epochs or cfg.epochs, seed=seed,
+    teacher_cfg = dataclasses.replace(cfg, epochs=cfg.teacher_epochs or cfg.epochs, lr=cfg.teacher_lr or cfg.lr, seed=seed,
                                       sampler=cfg.teacher_sampler or cfg.sampler)
     labelled = labelled_only(data, same_steps=True)  # a teacher trained here learns from the labels only
     train_data = bootstrap_sample(labelled, seed) if bootstrap else labelled

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from kdkit.config import DistillConfig, TrainConfig, apply_overrides
-from kdkit.data.labels import UNLABELED
+from kdkit.data.labels import UNLABELED, copy_rows, labelled_only
 from kdkit.data.prepare import prepare_data
-from kdkit.data.text import MASK, UNKNOWN, WordVocabulary, tokens_of
+from kdkit.data.text import MASK, UNKNOWN, WordVocabulary, text_view, tokens_of
 from kdkit.data.text_augment import Replacements, augment_sentences, kind_of
 from kdkit.errors import KdkitError
 from kdkit.recipes import run_distill
@@ -150,6 +150,22 @@ def test_unlabelled_sentences_from_a_file(tmp_path):
             (tmp_path / bad).write_text("\n")
         with pytest.raises(KdkitError, match=message):
             prepare_data(config(tmp_path, unlabeled=str(tmp_path / bad)), None, 0)
+
+
+def test_the_copies_add_no_steps_to_the_scratch_row_or_the_teacher(tmp_path):
+    """A hard-label row trains on the labelled sentences: repeated to the steps of the user's own
+    unlabelled sentences (the label-scarce protocol), never to those of text_augment's copies."""
+    write_cues(tmp_path / "cues")
+    (tmp_path / "more.txt").write_text("a fun film\na boring plot\nfun fun fun\n")
+    data = prepare_data(config(tmp_path, text_augment=3, unlabeled=str(tmp_path / "more.txt")), None, 0)
+    labelled = int((data.train.labels != UNLABELED).sum())
+    copies = len(data.train) - labelled - 3
+    assert copies > labelled and data.text.copies == range(200, 200 + copies)  # after the 200 sentences of the files
+    assert copy_rows(data) == copies
+    scratch = labelled_only(data, same_steps=True)
+    assert len(scratch.train) == labelled + 3  # the three sentences of more.txt count, the copies do not
+    assert bool((scratch.train.labels != UNLABELED).all())
+    assert copy_rows(text_view(data, data.text.tokenizer)) == copies  # another tokenizer's view keeps them
 
 
 def test_text_augment_needs_text_and_a_teacher(tmp_path):

@@ -122,6 +122,37 @@ def test_a_sequence_classifier_folder_is_used_as_it_is(tmp_path):
         create_model(f"hf:{folder}", 3)
 
 
+def test_padding_columns_are_dropped_without_changing_the_outputs(tmp_path):
+    """The forward drops the trailing columns that are padding in every row: logits as with them
+    (to float precision), for the encoder with a head and for a sequence classifier."""
+    need_hf()
+    from kdkit.models import logits_of
+    from kdkit.models.hf import trimmed
+
+    ids = torch.tensor([[2, 10, 11, 3, 0, 0, 0, 0], [2, 12, 3, 0, 0, 0, 0, 0]])
+    assert trimmed(ids, 0).tolist() == [[2, 10, 11, 3], [2, 12, 3, 0]]
+    assert trimmed(torch.zeros(2, 5, dtype=torch.int64), 0).shape == (2, 1)
+    for classifier in (False, True):
+        model = create_model(f"hf:{bert_folder(tmp_path / str(classifier), classifier)}", 2).eval()
+        with torch.no_grad():
+            short, long = logits_of(model(ids[:, :4]), batch=2), logits_of(model(ids), batch=2)
+        assert torch.allclose(short, long, atol=1e-6)
+
+
+def test_the_bilstm_reads_each_sentence_to_its_own_end():
+    """Packed: a sentence's logits do not depend on how much padding follows it (unpacked, the
+    backward direction would read the padding first), and equal an unpadded batch of one."""
+    torch.manual_seed(0)
+    model = create_model("bilstm", 2, vocab_size=30).eval()
+    ids = torch.tensor([[5, 6, 7, 0, 0], [8, 9, 0, 0, 0]])
+    with torch.no_grad():
+        padded = model(torch.nn.functional.pad(ids, (0, 7)))
+        alone = torch.cat([model(ids[:1, :3]), model(ids[1:, :2])])
+        states, _ = model.lstm(model.embedding(torch.nn.functional.pad(ids, (0, 7))))  # unpacked, for contrast
+    assert torch.allclose(model(ids), padded, atol=1e-6) and torch.allclose(padded, alone, atol=1e-6)
+    assert not torch.allclose(states[1, :2], model.lstm(model.embedding(ids[1:, :2]))[0][0], atol=1e-4)
+
+
 def test_an_encoder_folder_gets_a_head_and_pickles_are_refused(tmp_path):
     need_hf()
     folder = bert_folder(tmp_path / "encoder", classifier=False)
@@ -192,3 +223,13 @@ def test_bert_teacher_distils_into_bag_of_ngrams_through_the_cli(tmp_path, monke
     teacher_view = text_view(data, HfTokenizer(f"hf:{folder}"))
     assert not torch.equal(teacher_view.test.images[0], data.test.images[0])
     assert teacher_view.test.images[0].tolist()[:3] == [2] + HfTokenizer(f"hf:{folder}").encode([first])[0, 1:3].tolist()
+    # the fine-tuned teacher again, from its weights: it reads its own tokenizer's ids, and the user
+    # names its folder to let a sidecar load it
+    again = ["distill", "--dataset", str(data_dir), "--teacher", "run/teacher", "--student", "bag-of-ngrams", "--out", "again",
+             "--epochs", "1", "--no-baseline", "--set", "report=false", "--set", "progress=false",
+             "--set", "student_kwargs={embed_dim: 16, buckets: 500}"]
+    with pytest.raises(KdkitError, match=f"weights of the Hugging Face model hf:{folder}.*--trust-hook hf:{folder}"):
+        app(again, standalone_mode=False)
+    app(again + ["--trust-hook", f"hf:{folder}"], standalone_mode=False)
+    reused = json.loads((tmp_path / "again" / "summary.json").read_text())["rows"]["teacher"]
+    assert reused["metrics"] == rows["teacher"]["metrics"]

@@ -93,17 +93,30 @@ def labelled_only(data: Dataset, same_steps: bool = False) -> Dataset:
     same_steps: the labelled samples repeated (whole copies, then the first ones again) to as many as
     the training split holds in all, so an epoch of this row takes as many steps as an epoch of a
     student that sees every sample: the scratch row gets the distilled student's budget (the
-    protocol of the label-scarce comparisons, e.g. ANCHORS.md: the same steps for every student)."""
+    protocol of the label-scarce comparisons, e.g. ANCHORS.md: the same steps for every student).
+    text_augment's copies of the training sentences do not count: they are the labelled sentences
+    again, and Tang et al. 2019 train the student alone on the original sentences (a transformer
+    teacher fine-tuned here would otherwise take 20 times its steps)."""
     mask = is_labelled(data.train.labels)  # (N,)
     if bool(mask.all()):
         return data
     keep = mask.nonzero().squeeze(1)  # (n,)
     if same_steps and len(keep):
-        keep = keep.repeat(-(-len(mask) // len(keep)))[:len(mask)]  # (N,)
+        total = len(mask) - copy_rows(data)
+        keep = keep.repeat(-(-total // len(keep)))[:total]  # (N',)
     split = data.train
     train = Split(images=split.images[keep], labels=split.labels[keep],
                   index=None if split.index is None else split.index[keep])
     return dataclasses.replace(data, train=train)
+
+
+def copy_rows(data: Dataset) -> int:
+    """How many rows of data's training split are text_augment's copies (data/text_augment.py)."""
+    copies = data.text.copies if getattr(data, "text", None) is not None else range(0)
+    if not copies or data.train.index is None:
+        return 0
+    index = data.train.index
+    return int(((index >= copies.start) & (index < copies.stop)).sum())
 
 
 def sample_counts(split: Split) -> dict[str, int]:

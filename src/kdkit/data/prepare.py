@@ -77,7 +77,7 @@ def label_scarce(cfg, data: Dataset, seed: int) -> Dataset:
     if not getattr(cfg, "unlabeled_rest", True):
         data = labelled_only(data, same_steps=True)
     if cfg.text_augment:  # Tang et al.'s transfer set, from the training sentences (text_augment.py)
-        data = add_sentences(data, transfer_sentences(cfg, data, seed))
+        data = add_sentences(data, transfer_sentences(cfg, data, seed), copies=True)
     if cfg.unlabeled and data.text is not None:
         data = add_sentences(data, read_sentences(cfg.unlabeled))
     elif cfg.unlabeled:

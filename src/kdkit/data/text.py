@@ -71,6 +71,7 @@ class Text:
 
     sentences: list[str]
     tokenizer: object  # WordVocabulary or HfTokenizer
+    copies: range = range(0)  # the rows of `sentences` that are text_augment's copies of training sentences
 
 
 # ---------------------------------------------------------------- tokenizers
@@ -237,7 +238,7 @@ def text_view(data: Dataset, tokenizer) -> Dataset:
         return replace(split, images=ids.index_select(0, split.index))  # (N, L)
 
     return replace(data, train=view(data.train), val=view(data.val), test=view(data.test),
-                   text=Text(data.text.sentences, tokenizer))
+                   text=replace(data.text, tokenizer=tokenizer))
 
 
 def _by_row(split: Split) -> Split:

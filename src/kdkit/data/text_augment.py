@@ -98,10 +98,11 @@ def augment_sentences(sentences: list[str], copies: int, seed: int, p_mask: floa
     return out
 
 
-def add_sentences(data: Dataset, sentences: list[str]) -> Dataset:
+def add_sentences(data: Dataset, sentences: list[str], copies: bool = False) -> Dataset:
     """`data` with `sentences` appended to data.text.sentences and, label UNLABELED, to its training
     split (their index: their rows there); every split's ids made again by data's tokenizer, so all
-    have one width. Validation and test keep their rows and labels."""
+    have one width. Validation and test keep their rows and labels. copies: they are text_augment's
+    copies of the training sentences (`Text.copies`; they add no steps to hard-label rows, labels.py)."""
     if not sentences:
         return data
     start = len(data.text.sentences)
@@ -110,7 +111,8 @@ def add_sentences(data: Dataset, sentences: list[str]) -> Dataset:
     index = torch.cat([train.index, rows])
     labels = torch.cat([train.labels, torch.full((len(rows),), UNLABELED, dtype=train.labels.dtype)])
     train = dataclasses.replace(train, images=index[:, None], labels=labels, index=index)  # (ids: text_view)
-    text = Text(data.text.sentences + list(sentences), data.text.tokenizer)
+    text = Text(data.text.sentences + list(sentences), data.text.tokenizer,
+                range(start, start + len(sentences)) if copies else data.text.copies)
     return text_view(dataclasses.replace(data, train=train, text=text), data.text.tokenizer)
 
 

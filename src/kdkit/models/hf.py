@@ -13,7 +13,9 @@ prefix the user types; kdkit never loads an hf: name read from a file unless the
                                             trains in the run (a teacher: --teacher-epochs)
 
 The forward takes kdkit's (B, L) ids and builds attention_mask = ids != pad_id itself (pad_id: the
-folder's tokenizer's). A sequence classifier returns the model's own output (kdkit.models.logits_of
+folder's tokenizer's). It first drops the trailing columns that are padding in every row (the ids are
+padded to the longest sentence of the data set; a batch's are shorter): the outputs are the same, the
+work follows the batch's longest sentence. A sequence classifier returns the model's own output (kdkit.models.logits_of
 reads its .logits); the encoder with a head returns the logits.
 """
 from pathlib import Path
@@ -41,6 +43,7 @@ class HfSequenceClassifier(nn.Module):
         self.feature_modules = []
 
     def forward(self, ids: torch.Tensor):
+        ids = trimmed(ids, self.pad_id)
         return self.model(input_ids=ids, attention_mask=(ids != self.pad_id).long())  # a ModelOutput with .logits
 
 
@@ -57,11 +60,22 @@ class HfEncoderClassifier(nn.Module):
         self.feature_modules = []
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = trimmed(ids, self.pad_id)
         mask = (ids != self.pad_id).long()  # (B, L)
         states = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, L, H)
         weights = mask.unsqueeze(-1).to(states.dtype)  # (B, L, 1)
         pooled = (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, H)
         return self.head(pooled)  # (B, K)
+
+
+def trimmed(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """(B, L') `ids` without the trailing columns that are pad_id in every row (at least one column
+    kept). Those columns are masked out of attention, so the model's outputs do not change. Not while
+    exporting or tracing, where the length must stay the input's."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or ids.shape[1] <= 1:
+        return ids
+    used = (ids != pad_id).any(dim=0).nonzero()  # (U, 1) columns with a real token somewhere
+    return ids[:, :int(used.max()) + 1 if len(used) else 1]
 
 
 def hf_model(spec: str, num_classes: int) -> nn.Module:

@@ -13,6 +13,7 @@ image_size (the sequence length, 1) are taken and ignored, as every registered f
 """
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 NGRAM_PRIME = 1_000_003  # the multiplier of the n-gram hash
 
@@ -55,7 +56,11 @@ class BagOfNgrams(nn.Module):
 
 
 class BiLSTM(nn.Module):
-    """Embedding, one bidirectional LSTM layer, max over time (padding left out), a linear head."""
+    """Embedding, one bidirectional LSTM layer, max over time (padding left out), a linear head.
+
+    Ids are right-padded; each sentence is packed to its length, so its backward direction starts at
+    its last word and its output is the same in any batch, whatever the padding. An exported graph
+    (ONNX, tracing) cannot pack: it reads the padding, and agrees with PyTorch on inputs padded alike."""
 
     def __init__(self, num_classes: int, vocab_size: int, embed_dim: int = 64, hidden: int = 128, pad_id: int = 0):
         super().__init__()
@@ -67,7 +72,13 @@ class BiLSTM(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         real = (ids != self.pad_id).unsqueeze(-1)  # (B, L, 1)
-        states, _ = self.lstm(self.embedding(ids))  # (B, L, 2H)
+        embedded = self.embedding(ids)  # (B, L, E)
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():  # export: one fixed graph, padding read
+            states, _ = self.lstm(embedded)  # (B, L, 2H)
+        else:  # each sentence read to its own end (right padding): the backward pass starts at its last word
+            lengths = real.squeeze(-1).sum(dim=1).clamp(min=1).cpu()  # (B,)
+            packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
+            states, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=ids.shape[1])
         pooled = states.masked_fill(~real, -1e4).amax(dim=1)  # (B, 2H)
         pooled = torch.where(real.any(dim=1), pooled, torch.zeros_like(pooled))  # a sentence of padding only: 0
         return self.head(pooled)  # (B, K)

@@ -37,11 +37,37 @@ def teacher_kind(spec: str) -> str:
 
     if spec.startswith("sklearn:"):
         return "sklearn"
-    if spec.startswith("hf:"):
+    if spec.startswith("hf:") or hf_weights(spec):
         return "hf"
     if Path(spec).suffix.lower() in (".npy", ".parquet", *TEXT_SUFFIXES) or (spec.endswith(".safetensors") and teacher_from_spec(spec) is not None):
         return "file"
     return "torch"
+
+
+def hf_weights(spec: str) -> str:
+    """The hf:DIR whose model saved weights at `spec` hold (a run's fine-tuned transformer teacher), or
+    '' when `spec` is not such weights. Read from the sidecar: loading them needs the user to name the
+    same folder (--trust-hook hf:DIR), as for any name a file gives."""
+    from kdkit.checkpoint import load_meta
+    from kdkit.weights import is_weights, weights_path
+
+    if spec.startswith("hf:") or not is_weights(spec) or not Path(spec).exists():
+        return ""
+    try:
+        arch = load_meta(weights_path(spec)).get("arch")
+    except KdkitError:
+        return ""  # loading them says what is wrong
+    return arch if isinstance(arch, str) and arch.startswith("hf:") else ""
+
+
+def hf_teacher_folder(spec: str, cfg) -> str:
+    """The hf:DIR of an hf teacher: `spec` itself, or the folder its weights' sidecar names, which the
+    user must name too (a name read from a file never selects a model on its own)."""
+    folder = spec if spec.startswith("hf:") else hf_weights(spec)
+    if folder != spec and folder not in user_hooks(cfg):
+        raise KdkitError(f"'{spec}' holds weights of the Hugging Face model {folder}, named by its sidecar; kdkit loads "
+                         f"a model a file names only when you name it too: --trust-hook {folder}")
+    return folder
 
 
 # scikit-learn teachers the CLI can train itself (the Python API takes any object with predict_proba).

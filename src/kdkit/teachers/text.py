@@ -29,9 +29,13 @@ class TextTeacher(TorchTeacher):
     def split_table(self, split, split_name: str) -> torch.Tensor:
         """(N, K) float32 log-probabilities of the split's sentences (its `index` rows), on CPU."""
         ids = self.ids.index_select(0, split.index)  # (N, L)
-        device, parts = self.device(), []
+        order = (ids != self.tokenizer.pad_id).sum(dim=1).argsort(stable=True)  # (N,) shortest first: a
+        device, parts = self.device(), []                                        # batch is as long as its longest
         for start in range(0, len(ids), BATCH_SIZE):
-            batch = ids[start:start + BATCH_SIZE].to(device)
+            batch = ids[order[start:start + BATCH_SIZE]].to(device)
             logits = logits_of(self.model(batch), f"teacher '{self.name}'", len(batch))  # (B, K)
             parts.append(logits.float().log_softmax(dim=1).cpu())
-        return torch.cat(parts) if parts else torch.empty(0, 0)
+        if not parts:
+            return torch.empty(0, 0)
+        table = torch.cat(parts)  # (N, K) in `order`
+        return table[order.argsort()]  # (N, K) in the split's order
