@@ -190,6 +190,29 @@ def test_model_facts_tiny_linear():
     _assert_plain_python(facts)
 
 
+def test_model_facts_reads_the_sample_rows_it_is_given():
+    """Token ids are timed on real rows (padding alone is one token to a model that drops it): each timed
+    batch holds the next rows of the sample, cycling; FLOPs are the mean per row of the first 64."""
+    seen = []
+
+    class Lengths(nn.Module):  # FLOPs grow with the real tokens of the row: 2 * 3 per non-pad id
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(1, 3)
+
+        def forward(self, ids):
+            seen.append(ids.clone())
+            real = (ids != 0).sum(dim=1, keepdim=True)  # (B, 1)
+            return self.linear(torch.ones(int(real.sum()), 1)).sum(0, keepdim=True).expand(len(ids), 3)
+
+    sample = torch.tensor([[5, 6, 0], [7, 0, 0], [8, 9, 4]])  # 2, 1 and 3 real tokens
+    facts = model_facts(Lengths(), (3,), repeats=2, batch_sizes=(2,), sample=sample)
+    assert facts["flops_per_sample"] == 2 * 3 * (2 + 1 + 3) // 3
+    timed = seen[-2:]  # after the FLOP count and the warm-up
+    assert timed[0].tolist() == [[5, 6, 0], [7, 0, 0]] and timed[1].tolist() == [[8, 9, 4], [5, 6, 0]]
+    assert all(x.dtype == torch.int64 for x in seen)
+
+
 def test_model_facts_times_with_one_thread_and_restores_the_count():
     seen = []
 

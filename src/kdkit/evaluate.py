@@ -238,8 +238,13 @@ def predict_logits(model: torch.nn.Module, batches, device="cpu"):
 
 
 def model_facts(model: torch.nn.Module, input_shape, *, repeats: int = 20, batch_sizes=(1, 64),
-                threads: int = LATENCY_THREADS) -> dict:
+                threads: int = LATENCY_THREADS, sample: torch.Tensor | None = None) -> dict:
     """Size and speed of `model` for inputs of per-sample shape `input_shape` (no batch dim, e.g. (3, 32, 32)).
+
+    sample: real inputs (N, *input_shape) to time and count on instead of random ones; token ids need
+    them (padding alone is one token long to a model that drops padding, as Hugging Face models do
+    here): repeat r at batch B reads rows r*B .. r*B+B-1 (cycling), so the median is that of a typical
+    batch; flops_per_sample is the mean over the first min(N, 64) rows, counted as one batch.
 
     flops_per_sample: torch's FlopCounterMode on one sample, which counts a multiply-add as 2 FLOPs
     (Linear(10 -> 5) = 2 * 10 * 5 = 100). size_mb: bytes of the state dict saved as safetensors / 1e6.
@@ -255,11 +260,11 @@ def model_facts(model: torch.nn.Module, input_shape, *, repeats: int = 20, batch
         "parameters": sum(p.numel() for p in parameters),
         "trainable_parameters": sum(p.numel() for p in parameters if p.requires_grad),
         "size_mb": len(safetensors.torch.save(_unshared_state_dict(cpu_model))) / 1e6,
-        "flops_per_sample": _count_flops(cpu_model, input_shape),
+        "flops_per_sample": _count_flops(cpu_model, input_shape, sample),
         "latency_threads": threads,
     }
     for batch_size in batch_sizes:
-        latency_ms = _median_latency_ms(cpu_model, input_shape, batch_size, repeats, threads)
+        latency_ms = _median_latency_ms(cpu_model, input_shape, batch_size, repeats, threads, sample)
         out[f"latency_ms_b{batch_size}"] = latency_ms
         out[f"throughput_b{batch_size}"] = batch_size / (latency_ms / 1000.0)
     return out
@@ -276,29 +281,34 @@ def _unshared_state_dict(model: torch.nn.Module) -> dict:
     return out
 
 
-def _random_inputs(input_shape, batch: int) -> torch.Tensor:
-    """Standard-normal inputs, or padding token ids for a model of token ids."""
+def _inputs(input_shape, batch: int, sample: torch.Tensor | None = None, start: int = 0) -> torch.Tensor:
+    """Rows start .. start+batch-1 of `sample` (cycling), or standard-normal inputs, or padding token
+    ids for a model of token ids."""
+    if sample is not None and len(sample):
+        return sample[(start + torch.arange(batch)) % len(sample)].cpu()  # (B, *input_shape)
     x = example_inputs(input_shape, batch)
     return torch.randn(x.shape) if x.is_floating_point() else x
 
 
-def _count_flops(cpu_model: torch.nn.Module, input_shape) -> int:
-    x = _random_inputs(input_shape, 1)  # (1, *input_shape)
+def _count_flops(cpu_model: torch.nn.Module, input_shape, sample: torch.Tensor | None = None) -> int:
+    batch = min(len(sample), 64) if sample is not None and len(sample) else 1
+    x = _inputs(input_shape, batch, sample)  # (B, *input_shape)
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
         cpu_model(x)
-    return int(counter.get_total_flops())
+    return int(counter.get_total_flops()) // batch
 
 
-def _median_latency_ms(cpu_model: torch.nn.Module, input_shape, batch: int, repeats: int, threads: int) -> float:
-    x = _random_inputs(input_shape, batch)  # (B, *input_shape)
+def _median_latency_ms(cpu_model: torch.nn.Module, input_shape, batch: int, repeats: int, threads: int,
+                       sample: torch.Tensor | None = None) -> float:
     times, caller_threads = [], torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
             for _ in range(WARMUP_RUNS):
-                cpu_model(x)
-            for _ in range(repeats):
+                cpu_model(_inputs(input_shape, batch, sample))
+            for r in range(repeats):
+                x = _inputs(input_shape, batch, sample, start=r * batch)  # (B, *input_shape)
                 start = time.perf_counter()
                 cpu_model(x)
                 times.append(time.perf_counter() - start)

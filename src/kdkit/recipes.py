@@ -134,7 +134,8 @@ def _train(cfg: TrainConfig, data: Dataset, out: Path) -> dict:
     device = select_device(cfg.device)
     metrics = test_both(model, out, data, device, posthoc_tau=cfg.posthoc_tau)
     summary = {"model": cfg.model, "dataset": data.name, "metrics": metrics, "fit": info, "train_samples": sample_counts(data.train),
-               "facts": model_facts(model, data.input_shape), "environment": environment()}
+               "facts": model_facts(model, data.input_shape, sample=data.test.images[:FACT_ROWS] if data.kind == "tokens" else None),
+               "environment": environment()}
     ckpt.write_json(out / "summary.json", summary)
     return summary
 
@@ -339,17 +340,25 @@ def distillation(cfg: DistillConfig, data: Dataset, teacher, student=None):
     return create_method(cfg.method, student, teacher, **kwargs)
 
 
+FACT_ROWS = 256  # token ids: the test sentences the models are timed on (model_facts' sample)
+
+
 def summarise_run(cfg: DistillConfig, data: Dataset, teacher, teacher_info: dict, rows: dict, fits: dict, samples: dict,
                   out: Path, device, extra: dict | None = None, given: Given | None = None) -> dict:
     """The evidence table of a run's rows (teacher, members, scratch, students; summary.summarise) with the
     models' size and speed and each row's labelled/unlabelled training samples (`samples`), written to
     summary.json/.md, then report.html (when cfg.report)."""
-    facts = {"teacher": hybrid_facts(teacher, data) if isinstance(teacher, HybridTeacher) else model_facts(teacher, data.input_shape),
+    sample = data.test.images[:FACT_ROWS] if data.kind == "tokens" else None  # ids: timed on real sentences
+    facts = {"teacher": hybrid_facts(teacher, data) if isinstance(teacher, HybridTeacher) else model_facts(teacher, data.input_shape, sample=sample),
              "student": model_facts(given.new_student(None, first=False) if given and given.student is not None
-                                    else build_model(cfg.student, data, 0, factory_kwargs(cfg, "student")), data.input_shape)}
+                                    else build_model(cfg.student, data, 0, factory_kwargs(cfg, "student")), data.input_shape, sample=sample)}
     for source in getattr(teacher, "sources", []):  # members of a combination
         model = getattr(source, "model", None)
-        facts[source.name] = model_facts(model, data.input_shape) if model is not None else {}
+        ids = getattr(source, "ids", None)  # a text teacher's own ids of every sentence (teachers/text.py)
+        own = ids.index_select(0, data.test.index[:FACT_ROWS]) if ids is not None else sample
+        facts[source.name] = model_facts(model, tuple(own.shape[1:]) if ids is not None else data.input_shape, sample=own) if model is not None else {}
+    if isinstance(teacher, HybridTeacher) and len(teacher.sources) == 1 and getattr(teacher.sources[0], "ids", None) is not None:
+        facts["teacher"] = facts[teacher.sources[0].name]  # one hf teacher: its row is the model's
     summary = summarise(cfg, data, rows, fits, facts, teacher_info, samples)
     summary["train_class_counts"] = dict(zip(data.classes, class_counts(data)))
     summary["environment"] = environment()

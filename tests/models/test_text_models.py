@@ -209,6 +209,10 @@ def test_bert_teacher_distils_into_bag_of_ngrams_through_the_cli(tmp_path, monke
     rows = summary["rows"]
     assert rows["teacher"]["metrics"]["accuracy"]["mean"] >= 0.9  # the head learnt the cue words
     assert rows["student"]["metrics"]["accuracy"]["mean"] >= 0.65  # chance is 0.5
+    # the teacher's row is timed and counted on its own ids of real test sentences (padding alone
+    # would be one token long to it): [CLS], 4 words, ".", [SEP] -> 7 tokens of hidden 32
+    facts = rows["teacher"]["facts"]
+    assert facts["parameters"] > 0 and facts["latency_ms_b1"] > 0 and facts["flops_per_sample"] > 7 * 2 * 2 * 32 * 32
     assert all(x.dtype == torch.int64 for x in seen["teacher"] + seen["student"])  # ids stay integers end to end
     real = [x for x in seen["teacher"] if bool((x != 0).any())]  # (the shape probes feed padding only)
     assert real and all(bool((x[:, 0] == 2).all()) for x in real)  # the teacher reads its own tokenizer's: [CLS] first

@@ -51,7 +51,7 @@ def evaluate(
         _, teacher_logits = evaluate_model(t_model, data, dev)
     metrics, _ = evaluate_model(model, data, dev, teacher_logits)
     result = {"weights": str(weights), "arch": meta["arch"], "dataset": data.name, "metrics": metrics,
-              "facts": model_facts(model, data.input_shape), "written_by": "kdkit evaluate"}
+              "facts": model_facts(model, data.input_shape, sample=data.test.images[:256] if data.kind == "tokens" else None), "written_by": "kdkit evaluate"}
     keys = ("accuracy", "top5", "balanced_accuracy", "f1_macro", "auc", "nll", "ece", "top1_agreement", "mean_kl")
     for k in keys:
         if metrics.get(k) is not None:
