@@ -110,7 +110,7 @@ def test_report_includes_the_deployment_table(run_dir, report):
 
 def test_failed_parity_check_gives_the_numbers(run_dir, report, tmp_path):
     out = tmp_path / "strict.onnx"
-    with pytest.raises(KdkitError, match=r"does not match PyTorch on 359 test images: max \|logit diff\| .* \(tolerance 0e\+00\), "
+    with pytest.raises(KdkitError, match=r"does not match PyTorch on 359 test samples: max \|logit diff\| .* \(tolerance 0e\+00\), "
                                          r"identical predictions 100.00% \(need >= 99.9%\); numbers in .*strict.report.json"):
         export_run(run_dir, out, tolerance=0.0)  # no difference is below 0: the check must fail
     saved = json.loads(out.with_suffix(".report.json").read_text())["verification"]
@@ -327,3 +327,25 @@ def test_disk_full_while_exporting_is_not_blamed_on_the_model(run_dir, tmp_path,
     monkeypatch.setattr(ckpt, "atomic_write", denied)
     with pytest.raises(KdkitError, match=rf"^cannot write '{tmp_path}/y.json' \(Permission denied\); free disk space or make"):
         export_run(run_dir, tmp_path / "y.onnx", repeats=1)
+
+
+def test_a_text_student_exports_on_its_own_data(tmp_path, monkeypatch):
+    """A text run (max_length set, a word vocabulary built on its training split) exports from the
+    run alone: its data is read from the path the run was given, tokenised as in training (same
+    vocabulary and width), the ONNX file takes int64 ids and is timed on real sentences."""
+    from test_text_augment import write_cues
+
+    write_cues(tmp_path / "cues")
+    monkeypatch.chdir(tmp_path)
+    cfg = apply_overrides(DistillConfig(), {
+        "dataset": "cues", "teacher": "bag-of-ngrams", "student": "textcnn", "epochs": 2, "batch_size": 32, "max_length": 4,
+        "optimizer": "adamw", "lr": 0.01, "seeds": [0], "baseline": False, "progress": False, "amp": "off", "report": False,
+        "student_kwargs": {"embed_dim": 8, "channels": 4}, "teacher_kwargs": {"embed_dim": 8, "buckets": 100}, "out": "run"})
+    summary = run_distill(cfg)
+    report = export_run(tmp_path / "run", repeats=2)
+    session = ort_session(tmp_path / "run" / "export" / "student.onnx")
+    width = 4  # max_length: the sentences (3 filler words, a cue word, ".") are cut, as in training
+    assert session.get_inputs()[0].type == "tensor(int64)" and session.get_inputs()[0].shape[1] == width
+    student = report["deploy"]["rows"]["student fp32"]
+    assert student["accuracy"] == pytest.approx(summary["rows"]["student"]["metrics"]["accuracy"]["mean"])
+    assert student["latency_ms_b1"] > 0 and report["deploy"]["n_test"] == 40

@@ -43,7 +43,7 @@ def export(
     check, onnx_path = report["verification"], Path(report["onnx"])
     say = console.out  # plain lines: no wrapping or markup inside paths and numbers
     say(f"exported: {onnx_path} (from {report['source']}; opset {opset}, {report['exporter']})")
-    say(f"verified on {check['n']} {report['dataset']} test images: max |logit diff| {check['max_abs_logit_diff']:.2e} "
+    say(f"verified on {check['n']} {report['dataset']} test samples: max |logit diff| {check['max_abs_logit_diff']:.2e} "
         f"(tolerance {check['tolerance']:.0e}), identical predictions {100 * check['identical_predictions']:.2f}% "
         f"(need >= {100 * check['min_identical']:.1f}%)")
     if "int8" in report:

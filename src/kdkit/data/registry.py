@@ -18,6 +18,7 @@ is found on this machine.
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from kdkit.data import cifar, files, idx, imagefolder
 from kdkit.data.arrays import load_digits_raw
@@ -122,16 +123,26 @@ def load_dataset(name_or_path, data_dir=None, val_fraction: float = 0.1, seed: i
 
 
 def loading_options(meta: dict) -> dict:
-    """The load_dataset keywords (label_column, image_size) a model's run read its data with, from its
-    weights sidecar's config, so `kdkit evaluate` and `kdkit export` read a table or a resized
-    ImageFolder as training did; a value of the wrong type (a damaged sidecar) is left out."""
+    """The load_dataset keywords (label_column, image_size, text) a model's run read its data with, from
+    its weights sidecar's config, so `kdkit evaluate` and `kdkit export` read a table, a resized
+    ImageFolder or sentences as training did; a value of the wrong type (a damaged sidecar) is left out."""
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     options = {}
     if isinstance(config.get("label_column"), str):
         options["label_column"] = config["label_column"]
     if type(config.get("image_size")) is int and 0 <= config["image_size"] <= 4096:
         options["image_size"] = config["image_size"]
+    text = {key: config[key] for key, kind in TEXT_KEYS.items() if type(config.get(key)) is kind}
+    if "max_length" in text:  # a text run: the same tokenizer, vocabulary (rebuilt on the same training split) and width
+        text["tokenizer"] = text.get("tokenizer", "auto")
+        text.setdefault("model", config.get("student") or config.get("model") or "")
+        options["text"] = TextOptions.of(SimpleNamespace(**(TEXT_DEFAULTS | text)))
     return options
+
+
+TEXT_KEYS = {"tokenizer": str, "max_length": int, "vocab_min_count": int, "vocab_max_size": int, "text_column": str,
+             "student": str, "model": str}
+TEXT_DEFAULTS = {"tokenizer": "auto", "vocab_min_count": 1, "vocab_max_size": 30_000, "text_column": "", "student": "", "model": ""}
 
 
 def _load(name: str, data_dir, split: dict, download: bool, label_column: str, image_size: int,

@@ -31,7 +31,7 @@ def verify(onnx_path, model: torch.nn.Module, split: Split, meta: dict, toleranc
 
 def parity_error(check: dict, report_path: Path) -> KdkitError:
     return KdkitError(
-        f"the exported model does not match PyTorch on {check['n']} test images: max |logit diff| "
+        f"the exported model does not match PyTorch on {check['n']} test samples: max |logit diff| "
         f"{check['max_abs_logit_diff']:.2e} (tolerance {check['tolerance']:.0e}), identical predictions "
         f"{100 * check['identical_predictions']:.2f}% (need >= {100 * check['min_identical']:.1f}%); numbers in "
         f"{report_path}; look for operations that trace differently (data-dependent branches), or try another --opset")

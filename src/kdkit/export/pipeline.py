@@ -150,10 +150,18 @@ def _export_checked(model, path: Path, meta: dict, weights: Path, data, opset: i
 def _test_data(meta: dict, dataset: str | None, data_dir, data=None):
     """(the dataset the model was trained on (or --dataset), meta with classes, mean and std filled
     from the dataset where hand-saved weights lack them), checked against the model."""
-    name = dataset or meta.get("dataset")
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    given = config.get("dataset") if isinstance(config.get("dataset"), str) else ""  # as the run was given it: a path
+    name = dataset or (given if given and Path(given).expanduser().exists() else meta.get("dataset"))
     if not name:
         raise KdkitError("the weights' sidecar names no dataset to verify the export on; pass --dataset NAME_OR_PATH")
-    data = data or load_dataset(name, data_dir, **loading_options(meta))
+    try:
+        data = data or load_dataset(name, data_dir, **loading_options(meta))
+    except KdkitError as error:
+        if dataset:
+            raise
+        raise KdkitError(f"the weights' sidecar names dataset '{name}', which kdkit cannot read here ({error}); "
+                         "pass --dataset with the data the model was trained on") from None
     meta = {"classes": list(data.classes), "mean": list(data.mean), "std": list(data.std)} | meta
     if list(meta["classes"]) != list(data.classes) or (meta["in_channels"], meta["image_size"]) != input_sizes(data):
         raise KdkitError(f"the model ({meta['num_classes']} classes, {meta['in_channels']}x{meta['image_size']} input) "
