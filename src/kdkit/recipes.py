@@ -165,11 +165,13 @@ def build_teacher(cfg: DistillConfig, data: Dataset, out: Path):
             seen = sample_counts(labelled_only(data).train) if sklearn else None
             members.append((name, None, {"source": spec, "arch": spec, "train_samples": seen,
                                          **({"teacher_folds": cfg.teacher_folds} if sklearn else {})}))
+    t0 = time.perf_counter()
     teacher = HybridTeacher(sources, cfg.combine, cfg.teacher_weights or None).prepare(data)
+    prepared = {"outputs_seconds": time.perf_counter() - t0}  # saved outputs read, estimators' and text teachers' outputs made
     if len(specs) == 1 and teacher_kind(specs[0]) == "hf":
-        return teacher, members[0][2]
+        return teacher, members[0][2] | prepared
     seen = [info.get("train_samples") for _, _, info in members]  # the combination's: its members', when all alike
-    info = {"source": "hybrid", "arch": f"{cfg.combine}({', '.join(specs)})", "members": teacher.report(),
+    info = {"source": "hybrid", "arch": f"{cfg.combine}({', '.join(specs)})", "members": teacher.report(), **prepared,
             "member_info": {name: info for name, _, info in members}, "train_samples": seen[0] if seen.count(seen[0]) == len(seen) else None}
     return teacher, info
 

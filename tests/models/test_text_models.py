@@ -211,6 +211,7 @@ def test_bert_teacher_distils_into_bag_of_ngrams_through_the_cli(tmp_path, monke
     assert rows["student"]["metrics"]["accuracy"]["mean"] >= 0.65  # chance is 0.5
     # the teacher's row is timed and counted on its own ids of real test sentences (padding alone
     # would be one token long to it): [CLS], 4 words, ".", [SEP] -> 7 tokens of hidden 32
+    assert summary["teacher"]["outputs_seconds"] > 0  # the time its outputs took, said apart from its training
     facts = rows["teacher"]["facts"]
     assert facts["parameters"] > 0 and facts["latency_ms_b1"] > 0 and facts["flops_per_sample"] > 7 * 2 * 2 * 32 * 32
     assert all(x.dtype == torch.int64 for x in seen["teacher"] + seen["student"])  # ids stay integers end to end
