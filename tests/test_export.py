@@ -349,3 +349,20 @@ def test_a_text_student_exports_on_its_own_data(tmp_path, monkeypatch):
     student = report["deploy"]["rows"]["student fp32"]
     assert student["accuracy"] == pytest.approx(summary["rows"]["student"]["metrics"]["accuracy"]["mean"])
     assert student["latency_ms_b1"] > 0 and report["deploy"]["n_test"] == 40
+    # kdkit predict reads raw sentences with the vocabulary the sidecar carries: the student's own
+    # predictions on the same test sentences, read by PyTorch from the run's data
+    from kdkit.data import load_dataset
+    from kdkit.data.registry import loading_options
+
+    model, meta = load_model(tmp_path / "run" / "student" / "seed0" / "best.safetensors")
+    data = load_dataset("cues", **loading_options(meta))
+    sentences = [data.text.sentences[int(i)] for i in data.test.index[:6]]
+    (tmp_path / "sentences.txt").write_text("\n".join(sentences[:3]) + "\n\n" + "\n".join(sentences[3:]) + "\n")
+    rows = predict(tmp_path / "run" / "export" / "student.onnx", tmp_path / "sentences.txt", top=2)
+    with torch.inference_mode():
+        expected = model(data.test.images[:6]).argmax(1).tolist()
+    assert [r["class"] for r in rows] == [data.classes[k] for k in expected]
+    assert [r["input"] for r in rows] == ["sentences.txt:1", "sentences.txt:2", "sentences.txt:3", "sentences.txt:5",
+                                          "sentences.txt:6", "sentences.txt:7"]
+    with pytest.raises(KdkitError, match="this model reads sentences: pass a .txt file"):
+        predict(tmp_path / "run" / "export" / "student.onnx", tmp_path / "x.npy")

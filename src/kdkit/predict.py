@@ -1,5 +1,5 @@
-"""`kdkit predict`: run an exported student (.onnx + its JSON sidecar) on a folder of images or a
-.npy array, with nothing else: no kdkit weights, no dataset.
+"""`kdkit predict`: run an exported student (.onnx + its JSON sidecar) on a folder of images, a
+.npy array, or (a text model) a .txt file of sentences, with nothing else: no kdkit weights, no dataset.
 
     kdkit predict runs/demo/export/student.onnx images/ --top 3 --out preds.csv
 
@@ -26,7 +26,7 @@ def predict(onnx_path, inputs, top: int = 3) -> list[dict]:
         raise KdkitError(f"--top must be at least 1, got {top}; e.g. --top 3")
     meta = _checked_sidecar(onnx_path)
     session = _session(onnx_path, meta)
-    names, x = read_inputs(inputs, meta)  # (N, C, H, W) float32 normalised
+    names, x = read_sentences(inputs, meta) if "tokenizer" in meta else read_inputs(inputs, meta)  # (N, L) ids, (N, C, H, W) floats
     logits = _run(session, x, onnx_path)  # (N, K)
     classes = meta["classes"]
     if logits.shape[1] != len(classes):
@@ -54,6 +54,15 @@ def _checked_sidecar(onnx_path) -> dict:
     if len(classes) < 2:
         raise KdkitError(f"sidecar '{side}' names 1 class ('classes': {str(classes)[:60]}); a classifier needs at "
                          f"least 2: {fix}")
+    if "tokenizer" in meta:  # a text model: sentences -> word ids
+        tokenizer = meta["tokenizer"]
+        if not (isinstance(shape, list) and len(shape) == 1 and isinstance(shape[0], int) and shape[0] > 0):
+            raise KdkitError(f"sidecar '{side}' has no 'input_shape' [L] for token ids; {fix}")
+        if not (isinstance(tokenizer, dict) and tokenizer.get("kind") == "words" and isinstance(tokenizer.get("words"), list)
+                and all(isinstance(w, str) for w in tokenizer["words"]) and type(tokenizer.get("max_length")) is int):
+            raise KdkitError(f"sidecar '{side}' has a 'tokenizer' that is not kdkit's word vocabulary (kind, words, "
+                             f"max_length); {fix}")
+        return meta
     if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape)):
         raise KdkitError(f"sidecar '{side}' has no 'input_shape' [C, H, W]; {fix}")
     for key in ("mean", "std"):
@@ -74,7 +83,7 @@ def _session(onnx_path, meta: dict):
                          "truncated or corrupt; export it again with kdkit export") from None
     declared = session.get_inputs()[0].shape  # e.g. ['batch', 1, 8, 8]: names for free dimensions
     expected = meta["input_shape"]
-    if len(declared) != 4 or any(isinstance(d, int) and d != e for d, e in zip(declared[1:], expected)):
+    if len(declared) != len(expected) + 1 or any(isinstance(d, int) and d != e for d, e in zip(declared[1:], expected)):
         shown = ", ".join("N" if i == 0 or not isinstance(d, int) else str(d) for i, d in enumerate(declared))
         raise KdkitError(f"'{onnx_path}' takes input of shape ({shown}) but its sidecar "
                          f"{Path(onnx_path).with_suffix('.json').name} says {tuple(expected)}; the sidecar belongs to "
@@ -96,6 +105,30 @@ def _ort_why(error: Exception, onnx_path) -> str:
     text = " ".join(str(error).split())
     text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : ", "", text).replace(f"Load model from {onnx_path} failed:", "")
     return text[:100] or type(error).__name__
+
+
+def read_sentences(inputs, meta: dict) -> tuple[list[str], np.ndarray]:
+    """(names, (N, L) int64 word ids) of a .txt file's sentences, one per line (blank lines skipped),
+    read with the model's vocabulary (its sidecar) and padded or cut to its input width L."""
+    from kdkit.data.text import WordVocabulary
+
+    path = Path(inputs)
+    if path.suffix.lower() != ".txt" or not path.is_file():
+        raise KdkitError(f"inputs '{path}' are not a .txt file; this model reads sentences: pass a .txt file of one "
+                         "sentence per line")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise KdkitError(f"'{path}' is not UTF-8 text; save it as UTF-8, one sentence per line") from None
+    numbered = [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
+    if not numbered:
+        raise KdkitError(f"'{path}' holds no sentences; write one sentence per line")
+    tokenizer = meta["tokenizer"]
+    ids = WordVocabulary(tokenizer["words"], tokenizer["max_length"]).encode([line for _, line in numbered]).numpy()
+    width = meta["input_shape"][0]
+    out = np.zeros((len(ids), width), dtype=np.int64)  # padding (id 0), cut at the model's width
+    out[:, :min(width, ids.shape[1])] = ids[:, :width]
+    return [f"{path.name}:{n}" for n, _ in numbered], out
 
 
 def read_inputs(inputs, meta: dict) -> tuple[list[str], np.ndarray]:

@@ -68,7 +68,7 @@ def export(
 
 def predict(
     model: Path = typer.Argument(..., help=".onnx file written by kdkit export (its .json sidecar beside it)"),
-    inputs: Path = typer.Argument(..., help="folder of png/jpg images, or a .npy array (N, C, H, W) or (N, H, W)"),
+    inputs: Path = typer.Argument(..., help="folder of png/jpg images, a .npy array (N, C, H, W) or (N, H, W), or for a text model a .txt file of sentences"),
     out: Optional[Path] = typer.Option(None, help="write the predictions as CSV here instead of printing them"),
     top: int = typer.Option(3, help="how many classes to list per input"),
 ):

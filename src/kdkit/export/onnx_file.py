@@ -108,9 +108,20 @@ def write_sidecar(onnx_path: Path, meta: dict, weights: Path, data, **extra) -> 
             "input_dtype": str(data.train.images.dtype).removeprefix("torch."), "input_name": INPUT_NAME,
             "output_name": OUTPUT_NAME, "dataset": meta.get("dataset"),
             "source_weights": str(weights), "source_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-            "kdkit_version": __version__, "torch_version": torch.__version__, "written_by": "kdkit export"} | extra
+            "kdkit_version": __version__, "torch_version": torch.__version__, "written_by": "kdkit export"} | tokenizer_entry(data) | extra
     write_file(onnx_path.with_suffix(".json"), json.dumps(side, indent=1).encode())
     return side
+
+
+def tokenizer_entry(data) -> dict:
+    """{"tokenizer": ...}: how `kdkit predict` turns sentences into the ids a text model takes, for a
+    model of kdkit's word vocabulary (its words, in id order, and max_length); {} for other data."""
+    from kdkit.data.text import WordVocabulary
+
+    tokenizer = getattr(getattr(data, "text", None), "tokenizer", None)
+    if not isinstance(tokenizer, WordVocabulary):
+        return {}
+    return {"tokenizer": {"kind": "words", "words": list(tokenizer.words), "max_length": tokenizer.max_length}}
 
 
 def load_sidecar(onnx_path) -> dict:
