@@ -79,6 +79,21 @@ def test_a_bert_tokenizer_reads_the_mask_token(tmp_path):
     assert ids[2] == mask_id and ids.count(mask_id) == 1
 
 
+def test_a_roberta_tokenizer_reads_the_mask_as_its_own_mask_token(tmp_path):
+    need_hf()
+    from tokenizers import Tokenizer
+
+    from kdkit.data.text import HfTokenizer
+
+    folder = bert_folder(tmp_path / "roberta", classifier=True)
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.add_special_tokens(["<mask>"])  # RoBERTa's mask token, no [MASK]
+    tokenizer.save(str(folder / "tokenizer.json"))
+    mask_id = tokenizer.token_to_id("<mask>")
+    ids = HfTokenizer(f"hf:{folder}").encode(["the [MASK] film [MASK]"])[0].tolist()
+    assert ids[2] == mask_id and ids.count(mask_id) == 2
+
+
 def test_a_replaced_word_is_a_training_word_of_its_kind_drawn_by_frequency():
     replacements = Replacements(["the the the cat .", "the the the the the cat , 7"])  # the 8, cat 2; . and , once
     # words sorted, each its share of [0, 1): cat [0, 0.2), the [0.2, 1)

@@ -135,6 +135,9 @@ class HfTokenizer:
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length)
         self.pad_id = hf_pad_id(folder, self.tokenizer)
+        # text_augment writes [MASK]; a tokenizer whose mask token is RoBERTa's <mask> reads it as that
+        roberta = self.tokenizer.token_to_id(MASK) is None and self.tokenizer.token_to_id("<mask>") is not None
+        self.mask = "<mask>" if roberta else MASK
 
     @property
     def vocab_size(self) -> int:
@@ -142,6 +145,8 @@ class HfTokenizer:
 
     def encode(self, sentences: list[str]) -> torch.Tensor:
         """(S, L) int64 ids (special tokens included), padded with the tokenizer's pad id."""
+        if self.mask != MASK:
+            sentences = [s.replace(MASK, self.mask) for s in sentences]
         return padded([e.ids for e in self.tokenizer.encode_batch(list(sentences))], self.pad_id)
 
     def describe(self) -> str:
