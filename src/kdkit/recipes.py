@@ -39,9 +39,8 @@ from kdkit.models import check_input
 from kdkit.preflight import check_distill
 from kdkit.rundir import check_run_dir, claim_run_dir
 from kdkit.summary import summarise, write_summary
-from kdkit.teachers import HybridTeacher
-from kdkit.teachers.specs import (hf_teacher_folder, hybrid_facts, member_rows, other_teacher, teacher_kind, teacher_metrics,
-                                  teacher_specs, user_hooks)
+from kdkit.teachers.specs import (fact_sample, hf_teacher_folder, member_rows, other_teacher, run_facts, teacher_kind,
+                                  teacher_metrics, teacher_specs, user_hooks)
 from kdkit.train import (autocast_dtype, check_resume_settings, complete_checkpoints, fit, parse_device,
                          select_device, uses_channels_last)
 from kdkit.weights import (build_model, check_teacher, factory_kwargs, is_weights, load_model, model_meta, student_model,
@@ -134,7 +133,7 @@ def _train(cfg: TrainConfig, data: Dataset, out: Path) -> dict:
     device = select_device(cfg.device)
     metrics = test_both(model, out, data, device, posthoc_tau=cfg.posthoc_tau)
     summary = {"model": cfg.model, "dataset": data.name, "metrics": metrics, "fit": info, "train_samples": sample_counts(data.train),
-               "facts": model_facts(model, data.input_shape, sample=data.test.images[:FACT_ROWS] if data.kind == "tokens" else None),
+               "facts": model_facts(model, data.input_shape, sample=fact_sample(data)),
                "environment": environment()}
     ckpt.write_json(out / "summary.json", summary)
     return summary
@@ -342,25 +341,14 @@ def distillation(cfg: DistillConfig, data: Dataset, teacher, student=None):
     return create_method(cfg.method, student, teacher, **kwargs)
 
 
-FACT_ROWS = 256  # token ids: the test sentences the models are timed on (model_facts' sample)
-
-
 def summarise_run(cfg: DistillConfig, data: Dataset, teacher, teacher_info: dict, rows: dict, fits: dict, samples: dict,
                   out: Path, device, extra: dict | None = None, given: Given | None = None) -> dict:
     """The evidence table of a run's rows (teacher, members, scratch, students; summary.summarise) with the
     models' size and speed and each row's labelled/unlabelled training samples (`samples`), written to
     summary.json/.md, then report.html (when cfg.report)."""
-    sample = data.test.images[:FACT_ROWS] if data.kind == "tokens" else None  # ids: timed on real sentences
-    facts = {"teacher": hybrid_facts(teacher, data) if isinstance(teacher, HybridTeacher) else model_facts(teacher, data.input_shape, sample=sample),
-             "student": model_facts(given.new_student(None, first=False) if given and given.student is not None
-                                    else build_model(cfg.student, data, 0, factory_kwargs(cfg, "student")), data.input_shape, sample=sample)}
-    for source in getattr(teacher, "sources", []):  # members of a combination
-        model = getattr(source, "model", None)
-        ids = getattr(source, "ids", None)  # a text teacher's own ids of every sentence (teachers/text.py)
-        own = ids.index_select(0, data.test.index[:FACT_ROWS]) if ids is not None else sample
-        facts[source.name] = model_facts(model, tuple(own.shape[1:]) if ids is not None else data.input_shape, sample=own) if model is not None else {}
-    if isinstance(teacher, HybridTeacher) and len(teacher.sources) == 1 and getattr(teacher.sources[0], "ids", None) is not None:
-        facts["teacher"] = facts[teacher.sources[0].name]  # one hf teacher: its row is the model's
+    student = (given.new_student(None, first=False) if given and given.student is not None
+               else build_model(cfg.student, data, 0, factory_kwargs(cfg, "student")))
+    facts = run_facts(teacher, student, data)
     summary = summarise(cfg, data, rows, fits, facts, teacher_info, samples)
     summary["train_class_counts"] = dict(zip(data.classes, class_counts(data)))
     summary["environment"] = environment()

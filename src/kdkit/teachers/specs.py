@@ -14,7 +14,7 @@ import torch
 
 from kdkit.data import Dataset
 from kdkit.errors import KdkitError, unknown
-from kdkit.evaluate import classification_metrics, evaluate_model, test_metrics
+from kdkit.evaluate import classification_metrics, evaluate_model, model_facts, test_metrics
 from kdkit.teachers.sources import ProbaTeacher, probabilities_to_log
 
 
@@ -183,6 +183,32 @@ def member_rows(teacher, data: Dataset) -> dict:
         metrics = classification_metrics(teacher.source_log_probs(i, split), labels, list(data.classes))
         rows[source.name] = [dict(metrics, measured_on=split)]
     return rows
+
+
+FACT_ROWS = 256  # token ids: the test sentences the models are timed on (model_facts' sample)
+
+
+def fact_sample(data: Dataset):
+    """The inputs model_facts times token models on: real test sentences (None for other data)."""
+    return data.test.images[:FACT_ROWS] if data.kind == "tokens" else None
+
+
+def run_facts(teacher, student, data: Dataset) -> dict:
+    """Size and speed of a run's models: "teacher", "student" and each member of a combination; a text
+    teacher (hf:DIR) on its own ids of the same test sentences, and its row the model's when alone."""
+    from kdkit.teachers import HybridTeacher
+
+    sample = fact_sample(data)
+    facts = {"teacher": hybrid_facts(teacher, data) if isinstance(teacher, HybridTeacher) else model_facts(teacher, data.input_shape, sample=sample),
+             "student": model_facts(student, data.input_shape, sample=sample)}
+    for source in getattr(teacher, "sources", []):  # members of a combination
+        model = getattr(source, "model", None)
+        ids = getattr(source, "ids", None)  # a text teacher's own ids of every sentence (teachers/text.py)
+        own = ids.index_select(0, data.test.index[:FACT_ROWS]) if ids is not None else sample
+        facts[source.name] = model_facts(model, tuple(own.shape[1:]) if ids is not None else data.input_shape, sample=own) if model is not None else {}
+    if isinstance(teacher, HybridTeacher) and len(teacher.sources) == 1 and getattr(teacher.sources[0], "ids", None) is not None:
+        facts["teacher"] = facts[teacher.sources[0].name]  # one hf teacher: its row is the model's
+    return facts
 
 
 def hybrid_facts(teacher, data: Dataset) -> dict:
