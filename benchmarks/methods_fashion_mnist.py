@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/methods_fashion_mnist.py [--jobs 2] [--methods kd,at,...]
 
 Recipe: configs/full_labels.yaml (cnn teacher -> cnn-tiny student, 15 epochs, AdamW 3e-3, flip), the
-teacher of `make bench` (runs/bench-fashion-mnist/teacher; trained first when missing), seeds
+teacher in runs/bench-fashion-mnist/teacher (configs/demo_teacher.yaml; trained first when missing), seeds
 0, 1, 2, each method at its own defaults (KD as in the demo: T = 1, alpha = 1; CRD with 1,024
 negatives, see command()). Runs `--jobs`
 distill processes side by side, one thread each, so the wall times are comparable with each
@@ -72,8 +72,8 @@ def main():
     args = parser.parse_args()
     methods = args.methods.split(",")
     if not (TEACHER / "best.safetensors").is_file():
-        subprocess.run([KDKIT, "train", "--config", "configs/full_labels.yaml", "--model", "cnn", "--epochs", "8",
-                        "--out", str(TEACHER), "--set", "progress=false"], cwd=ROOT, check=True)
+        subprocess.run([KDKIT, "train", "--config", "configs/demo_teacher.yaml", "--out", str(TEACHER), "--set", "progress=false"],
+                       cwd=ROOT, check=True)  # the teacher of make demo (cnn, 8 epochs, all labels)
     jobs = [(m, s) for s in SEEDS for m in methods]  # seed 0 of every method first
     with ThreadPoolExecutor(args.jobs) as pool:
         summaries = dict(zip(jobs, pool.map(lambda job: run(*job, collect=args.collect), jobs)))
