@@ -156,6 +156,9 @@ def build_teacher(cfg: DistillConfig, data: Dataset, out: Path):
             members.append((name, model, info))
         elif teacher_kind(spec) == "torch":
             model, info = torch_teacher(spec, cfg, data, out / name, cfg.seeds[0] + i, bootstrap=cfg.bootstrap)
+            if getattr(model, "reads_raw_inputs", False):
+                raise KdkitError(f"teacher '{spec}' is a Hugging Face image classifier, which reads the images as given; "
+                                 "in a combination it would get kdkit's standardised images: use it as the only teacher")
             sources.append(TorchTeacher(model, classes=list(data.classes), name=name))
             members.append((name, model, info))
         else:  # an estimator is fitted on the labelled samples; saved outputs were made elsewhere
@@ -279,7 +282,8 @@ def _distill(cfg: DistillConfig, data: Dataset, out: Path, given: Given, stack: 
     try:
         teacher, teacher_info = (given.prepared_teacher(data), given.teacher_info()) if given.teacher is not None \
             else build_teacher(cfg, data, out)
-        if isinstance(given.teacher, nn.Module) or cfg.teacher_state_dict:  # trained elsewhere: it sees the inputs as given
+        if isinstance(given.teacher, nn.Module) or cfg.teacher_state_dict or getattr(teacher, "reads_raw_inputs", False):
+            # trained elsewhere (an hf image classifier too): it sees the inputs as given
             stack.enter_context(raw_view(teacher, data))
         teacher_row, teacher_logits = teacher_metrics(teacher, data, device)
         # Born-again networks: generation g's student teaches generation g + 1; the last is "student".

@@ -8,6 +8,8 @@ prefix the user types; kdkit never loads an hf: name read from a file unless the
 
     a ...ForSequenceClassification folder   used as it is (its labels must be the data's classes);
                                             a teacher is not trained again
+    a ...ForImageClassification folder      used as it is over kdkit's images, which it reads as given
+                                            and preprocesses as its preprocessor_config.json says
     any other folder (a bare encoder, e.g.  AutoModel plus a classification head (mean of the token
     sentence-transformers' MiniLM)          states over the real tokens, then Linear), which kdkit
                                             trains in the run (a teacher: --teacher-epochs)
@@ -47,6 +49,56 @@ class HfSequenceClassifier(nn.Module):
         return self.model(input_ids=ids, attention_mask=(ids != self.pad_id).long())  # a ModelOutput with .logits
 
 
+class HfImageClassifier(nn.Module):
+    """A saved ...ForImageClassification model (ViT, ConvNeXt, ...) over kdkit's images, used as it is.
+
+    It was trained on its own preprocessing, so it reads the images as given (kdkit undoes its own
+    standardisation for it, `reads_raw_inputs`: uint8 pixels as [0, 1]) and applies the folder's
+    preprocessor_config.json itself: resized to its size (bilinear), grey images repeated to its
+    channels, then (x - image_mean) / image_std."""
+
+    trained_here = False
+    reads_raw_inputs = True
+
+    def __init__(self, model: nn.Module, size: tuple[int, int], mean: list[float], std: list[float]):
+        super().__init__()
+        self.model, self.size = model, size
+        self.channels = int(getattr(model.config, "num_channels", 3))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.feature_modules = []
+
+    def forward(self, x: torch.Tensor):
+        if x.shape[1] == 1 and self.channels > 1:
+            x = x.expand(-1, self.channels, -1, -1)  # (B, C, H, W) grey as every channel
+        if tuple(x.shape[2:]) != self.size:
+            x = nn.functional.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        return self.model(pixel_values=(x - self.mean) / self.std)  # a ModelOutput with .logits
+
+
+def image_preprocessing(folder: Path, config) -> tuple[tuple[int, int], list[float], list[float]]:
+    """(size, image_mean, image_std) of the folder's preprocessor_config.json (a shortest_edge size
+    is taken as square), else the model config's image_size and mean = std = 0.5 (ViT's)."""
+    side = int(getattr(config, "image_size", 224))
+    channels = int(getattr(config, "num_channels", 3))
+    size, mean, std = (side, side), [0.5] * channels, [0.5] * channels
+    path = folder / "preprocessor_config.json"
+    if path.is_file():
+        import json
+
+        values = json.loads(path.read_text())
+        given = values.get("crop_size") if values.get("do_center_crop") else values.get("size")
+        if isinstance(given, dict) and "height" in given:
+            size = (int(given["height"]), int(given["width"]))
+        elif isinstance(given, dict) and "shortest_edge" in given:
+            size = (int(given["shortest_edge"]),) * 2
+        elif isinstance(given, int):
+            size = (given, given)
+        mean = list(values.get("image_mean", mean))[:channels]
+        std = list(values.get("image_std", std))[:channels]
+    return size, mean, std
+
+
 class HfEncoderClassifier(nn.Module):
     """A saved encoder, its token states averaged over the real tokens (mean pooling, as
     sentence-transformers do), then a linear head trained by kdkit."""
@@ -68,6 +120,18 @@ class HfEncoderClassifier(nn.Module):
         return self.head(pooled)  # (B, K)
 
 
+def reads_images(spec: str) -> bool:
+    """Whether hf:DIR holds an image classifier (its config.json's architectures, read as JSON)."""
+    import json
+
+    path = hf_folder(spec) / "config.json"
+    try:
+        architectures = json.loads(path.read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return False  # loading the model says what is wrong
+    return any(str(a).endswith("ForImageClassification") for a in architectures)
+
+
 def trimmed(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
     """(B, L') `ids` without the trailing columns that are pad_id in every row (at least one column
     kept). Those columns are masked out of attention, so the model's outputs do not change. Not while
@@ -87,19 +151,24 @@ def hf_model(spec: str, num_classes: int) -> nn.Module:
     options = dict(local_files_only=True, trust_remote_code=False)
     try:
         config = transformers.AutoConfig.from_pretrained(folder, **options)
-        classifier = any(str(a).endswith("ForSequenceClassification") for a in config.architectures or [])
-        auto = transformers.AutoModelForSequenceClassification if classifier else transformers.AutoModel
+        architectures = [str(a) for a in config.architectures or []]
+        classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
+        images = any(a.endswith("ForImageClassification") for a in architectures)
+        auto = (transformers.AutoModelForSequenceClassification if classifier else
+                transformers.AutoModelForImageClassification if images else transformers.AutoModel)
         model = auto.from_pretrained(folder, use_safetensors=True, **options)
     except (OSError, ValueError, KeyError) as error:
         reason = " ".join(str(error).split())[:160]
         raise KdkitError(f"cannot load {spec} ({reason}); give a folder written by save_pretrained with config.json "
                          "and model.safetensors, of an architecture transformers knows") from None
+    if (classifier or images) and model.config.num_labels != num_classes:
+        raise KdkitError(f"{spec} classifies {model.config.num_labels} labels but the data has {num_classes} classes; "
+                         "use a classifier of the data's classes, or its encoder alone (kdkit adds and trains a head)")
+    if images:
+        return HfImageClassifier(model, *image_preprocessing(folder, model.config))
     pad_id = hf_pad_id(folder)
     if not classifier:
         return HfEncoderClassifier(model, num_classes, pad_id)
-    if model.config.num_labels != num_classes:
-        raise KdkitError(f"{spec} classifies {model.config.num_labels} labels but the data has {num_classes} classes; "
-                         "use a classifier of the data's classes, or its encoder alone (kdkit adds and trains a head)")
     return HfSequenceClassifier(model, pad_id)
 
 

@@ -30,15 +30,19 @@ def teacher_specs(teacher: str) -> list[str]:
 
 
 def teacher_kind(spec: str) -> str:
-    """'torch' (weights or an architecture), 'sklearn' (sklearn:NAME), 'file' (saved outputs) or 'hf'
-    (hf:DIR, a Hugging Face model reading its own tokenisation of the sentences)."""
+    """'torch' (weights or an architecture; an hf:DIR image classifier too), 'sklearn' (sklearn:NAME),
+    'file' (saved outputs) or 'hf' (hf:DIR, a Hugging Face text model reading its own tokenisation
+    of the sentences)."""
     from kdkit.teachers import teacher_from_spec
     from kdkit.teachers.sources import TEXT_SUFFIXES
 
     if spec.startswith("sklearn:"):
         return "sklearn"
-    if spec.startswith("hf:") or hf_weights(spec):
-        return "hf"
+    folder = spec if spec.startswith("hf:") else hf_weights(spec)
+    if folder:  # a Hugging Face model: a text one reads its own tokenisation, an image one the images
+        from kdkit.models.hf import reads_images
+
+        return "torch" if reads_images(folder) else "hf"
     if Path(spec).suffix.lower() in (".npy", ".parquet", *TEXT_SUFFIXES) or (spec.endswith(".safetensors") and teacher_from_spec(spec) is not None):
         return "file"
     return "torch"
