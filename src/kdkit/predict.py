@@ -110,19 +110,10 @@ def _ort_why(error: Exception, onnx_path) -> str:
 def read_sentences(inputs, meta: dict) -> tuple[list[str], np.ndarray]:
     """(names, (N, L) int64 word ids) of a .txt file's sentences, one per line (blank lines skipped),
     read with the model's vocabulary (its sidecar) and padded or cut to its input width L."""
-    from kdkit.data.text import WordVocabulary
+    from kdkit.data.text import WordVocabulary, sentence_lines
 
     path = Path(inputs)
-    if path.suffix.lower() != ".txt" or not path.is_file():
-        raise KdkitError(f"inputs '{path}' are not a .txt file; this model reads sentences: pass a .txt file of one "
-                         "sentence per line")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise KdkitError(f"'{path}' is not UTF-8 text; save it as UTF-8, one sentence per line") from None
-    numbered = [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
-    if not numbered:
-        raise KdkitError(f"'{path}' holds no sentences; write one sentence per line")
+    numbered = sentence_lines(path, f"inputs '{path}'", "this model reads sentences: pass a .txt file of one sentence per line")
     tokenizer = meta["tokenizer"]
     ids = WordVocabulary(tokenizer["words"], tokenizer["max_length"]).encode([line for _, line in numbered]).numpy()
     width = meta["input_shape"][0]

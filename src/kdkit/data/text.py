@@ -191,6 +191,22 @@ def padded(rows: list[list[int]], pad_id: int) -> torch.Tensor:
     return out
 
 
+def sentence_lines(path: Path, what: str, use: str) -> list[tuple[int, str]]:
+    """(line number, sentence) of the non-blank lines of a UTF-8 .txt file, one sentence per line.
+    what: the file as errors name it ("unlabeled 'more.txt'"); use: what it is for, said when it is
+    not a .txt file."""
+    if path.suffix.lower() != ".txt" or not path.is_file():
+        raise KdkitError(f"{what} is not a .txt file; {use}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise KdkitError(f"{what} is not UTF-8 text; save it as UTF-8, one sentence per line") from None
+    numbered = [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
+    if not numbered:
+        raise KdkitError(f"{what} holds no sentences; write one sentence per line")
+    return numbered
+
+
 def make_tokenizer(options: TextOptions, train_sentences: list[str]):
     """The tokenizer `options` name; a word vocabulary is built on `train_sentences`."""
     if options.tokenizer == "words":

@@ -29,7 +29,7 @@ import torch
 
 from kdkit.data.dataset import Dataset
 from kdkit.data.labels import UNLABELED
-from kdkit.data.text import MASK, Text, text_view, tokens_of, words_of
+from kdkit.data.text import MASK, Text, sentence_lines, text_view, tokens_of, words_of
 from kdkit.errors import KdkitError
 
 MAX_NGRAM = 5  # n-gram sampling: n in 1..5 (Tang et al.)
@@ -129,15 +129,5 @@ def transfer_sentences(cfg, data: Dataset, seed: int) -> list[str]:
 
 def read_sentences(spec: str) -> list[str]:
     """The sentences of a .txt file, one per line (blank lines skipped): `unlabeled` for a text dataset."""
-    path = Path(spec).expanduser()
-    if path.suffix.lower() != ".txt" or not path.is_file():
-        raise KdkitError(f"unlabeled '{spec}' is not a .txt file; a text dataset takes unlabelled sentences from a "
-                         ".txt file of one sentence per line")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise KdkitError(f"unlabeled '{spec}' is not UTF-8 text; save it as UTF-8, one sentence per line") from None
-    sentences = [line.strip() for line in lines if line.strip()]
-    if not sentences:
-        raise KdkitError(f"unlabeled '{spec}' holds no sentences; write one sentence per line, or drop unlabeled")
-    return sentences
+    use = "a text dataset takes unlabelled sentences from a .txt file of one sentence per line"
+    return [line for _, line in sentence_lines(Path(spec).expanduser(), f"unlabeled '{spec}'", use)]
