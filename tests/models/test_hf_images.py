@@ -71,6 +71,14 @@ def test_an_image_classifier_preprocesses_as_its_folder_says(tmp_path):
     assert not model.trained_here and model.reads_raw_inputs
     with pytest.raises(KdkitError, match="classifies 10 labels but the data has 3 classes"):
         create_model(f"hf:{folder}", 3)
+    with pytest.raises(KdkitError, match="takes 1-channel images but the data has 3 channels"):
+        model(torch.rand(1, 3, 8, 8))
+    (folder / "preprocessor_config.json").write_text(json.dumps({"size": {"height": "big", "width": 8}}))
+    with pytest.raises(KdkitError, match="is not a preprocessor config kdkit can read"):
+        create_model(f"hf:{folder}", 10)
+    (folder / "preprocessor_config.json").write_text(json.dumps({"size": 16, "image_mean": [0.5], "image_std": [0.0]}))
+    with pytest.raises(KdkitError, match="which do not fit a 1-channel model"):
+        create_model(f"hf:{folder}", 10)
 
 
 def test_a_distill_run_gives_the_teacher_the_images_as_given(tmp_path, digits):

@@ -69,6 +69,9 @@ class HfImageClassifier(nn.Module):
         self.feature_modules = []
 
     def forward(self, x: torch.Tensor):
+        if x.shape[1] not in (1, self.channels):
+            raise KdkitError(f"the Hugging Face image classifier takes {self.channels}-channel images but the data has "
+                             f"{x.shape[1]} channels; use data of its channels (grey images are repeated to them)")
         if x.shape[1] == 1 and self.channels > 1:
             x = x.expand(-1, self.channels, -1, -1)  # (B, C, H, W) grey as every channel
         if tuple(x.shape[2:]) != self.size:
@@ -86,16 +89,23 @@ def image_preprocessing(folder: Path, config) -> tuple[tuple[int, int], list[flo
     if path.is_file():
         import json
 
-        values = json.loads(path.read_text())
-        given = values.get("crop_size") if values.get("do_center_crop") else values.get("size")
-        if isinstance(given, dict) and "height" in given:
-            size = (int(given["height"]), int(given["width"]))
-        elif isinstance(given, dict) and "shortest_edge" in given:
-            size = (int(given["shortest_edge"]),) * 2
-        elif isinstance(given, int):
-            size = (given, given)
-        mean = list(values.get("image_mean", mean))[:channels]
-        std = list(values.get("image_std", std))[:channels]
+        try:
+            values = json.loads(path.read_text())
+            given = values.get("crop_size") if values.get("do_center_crop") else values.get("size")
+            if isinstance(given, dict) and "height" in given:
+                size = (int(given["height"]), int(given["width"]))
+            elif isinstance(given, dict) and "shortest_edge" in given:
+                size = (int(given["shortest_edge"]),) * 2
+            elif isinstance(given, int):
+                size = (given, given)
+            mean = [float(v) for v in values.get("image_mean", mean)][:channels]
+            std = [float(v) for v in values.get("image_std", std)][:channels]
+        except (ValueError, TypeError, AttributeError):
+            raise KdkitError(f"{path} is not a preprocessor config kdkit can read (size, image_mean, image_std); "
+                             "save it again with the model's image processor (save_pretrained)") from None
+        if min(size) < 1 or len(mean) not in (1, channels) or len(std) != len(mean) or min(std) <= 0:
+            raise KdkitError(f"{path} gives size {size}, image_mean {mean} and image_std {std}, which do not fit a "
+                             f"{channels}-channel model; save it again with the model's image processor")
     return size, mean, std
 
 
