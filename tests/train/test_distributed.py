@@ -108,7 +108,8 @@ def test_feature_scale_first_value_is_the_mean_over_processes(tmp_path):
     script.write_text("import sys\nimport torch\nfrom kdkit import distributed\nfrom kdkit.methods.features import FirstValue\n"
                       "distributed.setup()\nrank, first = distributed.rank(), FirstValue()\n"
                       "values = [first(torch.tensor(1.0 + 2 * rank)).item(), first(torch.tensor(7.0)).item()]\n"
-                      "open(f'{sys.argv[1]}/rank{rank}.txt', 'w').write(str(values))\n")
+                      "open(f'{sys.argv[1]}/rank{rank}.txt', 'w').write(str(values))\n"
+                      "distributed.barrier()\ntorch.distributed.destroy_process_group()\n")  # no rank leaves mid-teardown
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(tmp_path)]
     r = subprocess.run(launcher, capture_output=True, text=True, env=env, timeout=300)
