@@ -31,6 +31,7 @@ def evaluate(
     from kdkit.data import load_dataset
     from kdkit.data.registry import loading_options
     from kdkit.evaluate import model_facts
+    from kdkit.teachers.specs import fact_sample
     from kdkit.evaluate import evaluate_model
     from kdkit.train import parse_device
     from kdkit.weights import check_teacher, load_model, weights_path
@@ -51,7 +52,7 @@ def evaluate(
         _, teacher_logits = evaluate_model(t_model, data, dev)
     metrics, _ = evaluate_model(model, data, dev, teacher_logits)
     result = {"weights": str(weights), "arch": meta["arch"], "dataset": data.name, "metrics": metrics,
-              "facts": model_facts(model, data.input_shape, sample=data.test.images[:256] if data.kind == "tokens" else None), "written_by": "kdkit evaluate"}
+              "facts": model_facts(model, data.input_shape, sample=fact_sample(data)), "written_by": "kdkit evaluate"}
     keys = ("accuracy", "top5", "balanced_accuracy", "f1_macro", "auc", "nll", "ece", "top1_agreement", "mean_kl")
     for k in keys:
         if metrics.get(k) is not None:
